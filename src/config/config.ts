@@ -1,0 +1,214 @@
+// The mirror's configuration: one table of settings, read from config/default.json, an optional --config file,
+// SRM_MIRROR_* environment variables and command-line flags (in rising precedence), validated once into a frozen
+// object. Every setting is declared exactly once, in SETTINGS below.
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+
+export type UpstreamType = 'serverless-v3' | 'srm';
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+
+export interface Config {
+  readonly host: string;
+  readonly port: number;
+  readonly dataDir: string;
+  /** Base URL for the URLs the mirror hands out; undefined = derived from each request. */
+  readonly publicUrl: string | undefined;
+  readonly trustProxy: boolean;
+  readonly logLevel: LogLevel;
+  readonly upstream: {
+    readonly url: string;
+    readonly type: UpstreamType;
+    readonly concurrency: number;
+    readonly connectTimeoutMs: number;
+    readonly headersTimeoutMs: number;
+    readonly bodyTimeoutMs: number;
+  };
+  readonly cache: {
+    readonly maxAgeMs: number;
+    readonly memoryEntries: number;
+  };
+}
+
+export class ConfigError extends Error {
+  constructor(setting: string, expected: string, got: unknown) {
+    super(`invalid setting "${setting}": expected ${expected}, got ${describe(got)}`);
+    this.name = 'ConfigError';
+  }
+}
+
+function describe(value: unknown): string {
+  return value === undefined ? 'nothing' : JSON.stringify(value);
+}
+
+type Parse<T> = (value: unknown, setting: string) => T;
+
+const str: Parse<string> = (v, s) => {
+  if (typeof v === 'string' && v.trim() !== '') return v;
+  throw new ConfigError(s, 'a non-empty string', v);
+};
+
+const optionalUrl: Parse<string | undefined> = (v, s) => (v === null || v === undefined || v === '' ? undefined : url(v, s));
+
+function url(v: unknown, s: string): string {
+  if (typeof v === 'string') {
+    try {
+      const u = new URL(v);
+      if ((u.protocol === 'http:' || u.protocol === 'https:') && !u.search && !u.hash) return v.replace(/\/+$/, '');
+    } catch {
+      // fall through to the error below
+    }
+  }
+  throw new ConfigError(s, 'an http(s) URL without query or fragment, e.g. "https://api.devsapp.cn/v3"', v);
+}
+
+function integer(min: number, max: number): Parse<number> {
+  return (v, s) => {
+    const n = typeof v === 'string' && /^\d+$/.test(v.trim()) ? Number(v) : v;
+    if (typeof n === 'number' && Number.isInteger(n) && n >= min && n <= max) return n;
+    throw new ConfigError(s, `a whole number from ${min} to ${max}`, v);
+  };
+}
+
+const bool: Parse<boolean> = (v, s) => {
+  if (typeof v === 'boolean') return v;
+  if (typeof v === 'string' && /^(1|true|yes|on)$/i.test(v)) return true;
+  if (typeof v === 'string' && /^(0|false|no|off)$/i.test(v)) return false;
+  throw new ConfigError(s, 'true or false', v);
+};
+
+function oneOf<T extends string>(...values: T[]): Parse<T> {
+  return (v, s) => {
+    if (typeof v === 'string' && (values as string[]).includes(v)) return v as T;
+    throw new ConfigError(s, `one of ${values.join(', ')}`, v);
+  };
+}
+
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** "10m", "30s", "1h", "250ms", or a number of seconds. */
+export const duration: Parse<number> = (v, s) => {
+  if (typeof v === 'number' && Number.isFinite(v) && v >= 0) return Math.round(v * 1000);
+  const m = typeof v === 'string' ? /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/.exec(v) : null;
+  if (m) return Math.round(Number(m[1]) * UNIT_MS[m[2] ?? 's']!);
+  throw new ConfigError(s, 'a duration such as "30s", "10m", "1h" or "500ms"', v);
+};
+
+interface Setting {
+  /** Dotted path in the config file, e.g. "upstream.url". */
+  readonly key: string;
+  readonly flag?: string;
+  /** The flag takes no value (--trust-proxy). */
+  readonly switch?: true;
+  readonly env?: readonly string[];
+  readonly parse: Parse<unknown>;
+  /** Where the parsed value goes in Config, when it differs from key. */
+  readonly target?: string;
+  readonly help: string;
+}
+
+export const SETTINGS: readonly Setting[] = [
+  { key: 'host', flag: 'host', env: ['SRM_MIRROR_HOST'], parse: str, help: 'address to listen on' },
+  { key: 'port', flag: 'port', env: ['SRM_MIRROR_PORT', 'PORT'], parse: integer(0, 65535), help: 'port to listen on' },
+  { key: 'dataDir', flag: 'data', env: ['SRM_MIRROR_DATA'], parse: str, help: 'folder for the metadata database and archives' },
+  { key: 'publicUrl', flag: 'public-url', env: ['SRM_MIRROR_PUBLIC_URL'], parse: optionalUrl, help: 'base of the URLs handed to clients (default: from the request)' },
+  { key: 'trustProxy', flag: 'trust-proxy', switch: true, env: ['SRM_MIRROR_TRUST_PROXY'], parse: bool, help: 'honour X-Forwarded-Proto/-Host' },
+  { key: 'logLevel', flag: 'log-level', env: ['SRM_MIRROR_LOG_LEVEL'], parse: oneOf<LogLevel>('debug', 'info', 'warn', 'error'), help: 'debug, info, warn or error' },
+  { key: 'upstream.url', flag: 'upstream', env: ['SRM_MIRROR_UPSTREAM'], parse: url, help: 'the upstream registry base URL' },
+  { key: 'upstream.type', flag: 'upstream-type', env: ['SRM_MIRROR_UPSTREAM_TYPE'], parse: oneOf<UpstreamType>('serverless-v3', 'srm'), help: 'serverless-v3 or srm' },
+  { key: 'upstream.concurrency', flag: 'upstream-concurrency', env: ['SRM_MIRROR_UPSTREAM_CONCURRENCY'], parse: integer(1, 1024), help: 'most upstream requests at once' },
+  { key: 'upstream.connectTimeout', target: 'upstream.connectTimeoutMs', flag: 'connect-timeout', env: ['SRM_MIRROR_CONNECT_TIMEOUT'], parse: duration, help: 'upstream connect timeout' },
+  { key: 'upstream.headersTimeout', target: 'upstream.headersTimeoutMs', flag: 'headers-timeout', env: ['SRM_MIRROR_HEADERS_TIMEOUT'], parse: duration, help: 'upstream response headers timeout' },
+  { key: 'upstream.bodyTimeout', target: 'upstream.bodyTimeoutMs', flag: 'body-timeout', env: ['SRM_MIRROR_BODY_TIMEOUT'], parse: duration, help: 'upstream idle time between body bytes' },
+  { key: 'cache.maxAge', target: 'cache.maxAgeMs', flag: 'max-age', env: ['SRM_MIRROR_MAX_AGE'], parse: duration, help: 'how long metadata is served without asking the upstream' },
+  { key: 'cache.memoryEntries', flag: 'memory-entries', env: ['SRM_MIRROR_MEMORY_ENTRIES'], parse: integer(0, 10_000_000), help: 'metadata entries kept in memory' },
+];
+
+const DEFAULTS_FILE = new URL('../../config/default.json', import.meta.url);
+
+type Tree = Record<string, unknown>;
+
+export interface ConfigSources {
+  /** Flag values by flag name (without "--"); a flag given without a value is true. */
+  flags?: Record<string, string | boolean | undefined>;
+  env?: NodeJS.ProcessEnv;
+  /** Base folder for relative paths (dataDir, --config). */
+  cwd?: string;
+}
+
+/** Builds the validated, frozen Config; throws ConfigError naming the first bad setting. */
+export function loadConfig({ flags = {}, env = process.env, cwd = process.cwd() }: ConfigSources = {}): Config {
+  const merged = readJson(DEFAULTS_FILE.pathname, 'config/default.json');
+  const file = flags.config ?? env.SRM_MIRROR_CONFIG;
+  if (typeof file === 'string') deepMerge(merged, readJson(resolve(cwd, file), file), file);
+  else if (file !== undefined) throw new ConfigError('config', 'a file path', file);
+
+  const known = new Set(['config', ...SETTINGS.flatMap((s) => (s.flag ? [s.flag] : []))]);
+  for (const flag of Object.keys(flags)) {
+    if (!known.has(flag)) throw new ConfigError(`--${flag}`, `one of --${[...known].join(', --')}`, flag);
+  }
+
+  const config: Tree = {};
+  for (const s of SETTINGS) {
+    let raw = getPath(merged, s.key);
+    let source = s.key;
+    for (const name of [...(s.env ?? [])].reverse()) {
+      if (env[name] !== undefined && env[name] !== '') [raw, source] = [env[name], name];
+    }
+    if (s.flag && flags[s.flag] !== undefined) [raw, source] = [flags[s.flag], `--${s.flag}`];
+    setPath(config, s.target ?? s.key, s.parse(raw, source));
+  }
+  (config as { dataDir: string }).dataDir = resolve(cwd, config.dataDir as string);
+  return deepFreeze(config) as unknown as Config;
+}
+
+function readJson(path: string, label: string): Tree {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError('config', 'a readable JSON file', `${label} (${(err as Error).message})`);
+  }
+  try {
+    const value: unknown = JSON.parse(text);
+    if (value && typeof value === 'object' && !Array.isArray(value)) return value as Tree;
+  } catch {
+    // reported below
+  }
+  throw new ConfigError('config', 'a JSON object', `unparseable contents in ${label}`);
+}
+
+/** Merges a config file over the defaults, refusing keys that no setting reads (typos must not pass silently). */
+function deepMerge(into: Tree, from: Tree, label: string, prefix = ''): void {
+  for (const [k, v] of Object.entries(from)) {
+    const key = prefix + k;
+    const isSection = SETTINGS.some((s) => s.key.startsWith(`${key}.`));
+    if (isSection && v && typeof v === 'object' && !Array.isArray(v)) {
+      into[k] ??= {};
+      deepMerge(into[k] as Tree, v as Tree, label, `${key}.`);
+    } else if (SETTINGS.some((s) => s.key === key)) {
+      into[k] = v;
+    } else {
+      throw new ConfigError(key, `a known setting (${label} has an unknown key)`, k);
+    }
+  }
+}
+
+function getPath(tree: Tree, path: string): unknown {
+  return path.split('.').reduce<unknown>((node, k) => (node && typeof node === 'object' ? (node as Tree)[k] : undefined), tree);
+}
+
+function setPath(tree: Tree, path: string, value: unknown): void {
+  const keys = path.split('.');
+  const last = keys.pop()!;
+  let node = tree;
+  for (const k of keys) node = (node[k] ??= {}) as Tree;
+  node[last] = value;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}

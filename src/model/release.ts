@@ -1,0 +1,30 @@
+// The normalized package model. Upstream adapters produce it; faces render it. URLs in it are always the
+// upstream's: the mirror's own URLs are made at render time from the request's base URL.
+
+export interface Release {
+  /** The tag, e.g. "1.2.3" or "dev.0.56" (not always semver). */
+  readonly version: string;
+  readonly createdAt: string;
+  /** Release notes; "" when the upstream has none. */
+  readonly body: string;
+  /** Where the upstream serves this version's zip. */
+  readonly archiveUrl: string;
+  /** The upstream's other fields, verbatim, so a face of the same protocol renders them unchanged. */
+  readonly fields: Readonly<Record<string, unknown>>;
+}
+
+/** One entry of a package list (`s registry list`): opaque to the mirror, passed on as the upstream gave it. */
+export type PackageSummary = Readonly<Record<string, unknown>>;
+
+export interface ListQuery {
+  readonly page: number;
+  readonly category?: string;
+  readonly tag?: string;
+  readonly search?: string;
+}
+
+/** Where a cached archive lives: its sha256 (hex) and size in bytes. */
+export interface ArchiveRef {
+  readonly digest: string;
+  readonly size: number;
+}
