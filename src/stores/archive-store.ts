@@ -1,0 +1,184 @@
+// Archive storage: zip files on disk, content-addressed by sha256. A download is written to a temp file in the
+// same file system, hashed and counted as it streams, and moved into place only by an explicit commit() once the
+// whole body arrived and its length checked out: a partial or corrupt download never becomes an archive.
+import { createHash, randomUUID, type Hash } from 'node:crypto';
+import { close, openSync, read, renameSync, unlinkSync } from 'node:fs';
+import { mkdir, open, readdir, rm, stat, type FileHandle } from 'node:fs/promises';
+import { promisify } from 'node:util';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import type { ArchiveRef } from '../model/release.js';
+
+export interface ArchiveStore {
+  /** Size of a committed archive, or undefined when it is not stored. */
+  size(digest: string): Promise<number | undefined>;
+  /** File path of a committed archive (it may not exist). */
+  path(digest: string): string;
+  createWriter(): Promise<ArchiveWriter>;
+  delete(digest: string): Promise<void>;
+}
+
+export interface ArchiveWriter {
+  /** Bytes written so far. */
+  readonly written: number;
+  write(chunk: Uint8Array): Promise<void>;
+  /** Checks the expected size and digest (when given), then stores the archive; a failed check aborts. */
+  commit(expected?: { size?: number; digest?: string }): Promise<ArchiveRef>;
+  /** Drops the temp file; readers from follow() fail with `reason`. Safe to call more than once or after commit. */
+  abort(reason?: Error): Promise<void>;
+  /** A stream of the bytes as they are written: it ends after commit and fails after abort. */
+  follow(): Readable;
+}
+
+const DIGEST = /^[0-9a-f]{64}$/;
+const readAt = promisify(read);
+const READ_CHUNK = 256 * 1024;
+
+export class FsArchiveStore implements ArchiveStore {
+  private constructor(private readonly root: string) {}
+
+  /** Opens the store, removing temp files that a crash may have left behind. */
+  static async open(root: string): Promise<FsArchiveStore> {
+    await rm(join(root, 'tmp'), { recursive: true, force: true });
+    await mkdir(join(root, 'tmp'), { recursive: true });
+    await mkdir(join(root, 'sha256'), { recursive: true });
+    return new FsArchiveStore(root);
+  }
+
+  path(digest: string): string {
+    if (!DIGEST.test(digest)) throw new Error(`not a sha256 digest: ${JSON.stringify(digest)}`);
+    return join(this.root, 'sha256', digest.slice(0, 2), digest);
+  }
+
+  async size(digest: string): Promise<number | undefined> {
+    try {
+      return (await stat(this.path(digest))).size;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
+  async createWriter(): Promise<ArchiveWriter> {
+    const tempPath = join(this.root, 'tmp', `${randomUUID()}.part`);
+    return new FsArchiveWriter(this, tempPath, await open(tempPath, 'wx'));
+  }
+
+  async delete(digest: string): Promise<void> {
+    await rm(this.path(digest), { force: true });
+  }
+
+  /** Temp files currently present (for tests and verification). */
+  async tempFiles(): Promise<string[]> {
+    return readdir(join(this.root, 'tmp'));
+  }
+}
+
+type WriterState = 'writing' | 'committed' | 'aborted';
+
+class FsArchiveWriter implements ArchiveWriter {
+  written = 0;
+  private state: WriterState = 'writing';
+  private failure: Error | undefined;
+  private readonly hash: Hash = createHash('sha256');
+  /** Where the bytes are now: the temp file, then the committed file. */
+  private location: string;
+  private wakeups: Array<() => void> = [];
+
+  constructor(
+    private readonly store: FsArchiveStore,
+    tempPath: string,
+    private readonly file: FileHandle,
+  ) {
+    this.location = tempPath;
+  }
+
+  async write(chunk: Uint8Array): Promise<void> {
+    if (this.state !== 'writing') throw new Error(`archive writer is ${this.state}`);
+    // FileHandle.write may write fewer bytes than asked; loop until the chunk is on disk.
+    for (let off = 0; off < chunk.length; ) off += (await this.file.write(chunk, off, chunk.length - off)).bytesWritten;
+    this.hash.update(chunk);
+    this.written += chunk.length;
+    this.wake();
+  }
+
+  async commit(expected: { size?: number; digest?: string } = {}): Promise<ArchiveRef> {
+    if (this.state !== 'writing') throw new Error(`archive writer is ${this.state}`);
+    const digest = this.hash.digest('hex');
+    let mismatch: string | undefined;
+    if (expected.size !== undefined && expected.size !== this.written) {
+      mismatch = `expected ${expected.size} bytes, got ${this.written}`;
+    } else if (expected.digest !== undefined && expected.digest !== digest) {
+      mismatch = `expected sha256 ${expected.digest}, got ${digest}`;
+    }
+    if (mismatch) {
+      const err = new Error(`archive rejected: ${mismatch}`);
+      await this.abort(err);
+      throw err;
+    }
+    try {
+      await this.file.datasync();
+      await this.file.close();
+      const target = this.store.path(digest);
+      await mkdir(join(target, '..'), { recursive: true });
+      const alreadyStored = (await this.store.size(digest)) === this.written; // another version, or a racing fill
+      // Synchronous, so that the move and `location` change together: follow() opens `location` synchronously too.
+      if (alreadyStored) unlinkSync(this.location);
+      else renameSync(this.location, target);
+      this.location = target;
+    } catch (err) {
+      await this.abort(err as Error);
+      throw err;
+    }
+    this.state = 'committed';
+    this.wake();
+    return { digest, size: this.written };
+  }
+
+  async abort(reason: Error = new Error('archive download aborted')): Promise<void> {
+    if (this.state !== 'writing') return;
+    this.state = 'aborted';
+    this.failure = reason;
+    this.wake();
+    await this.file.close().catch(() => {});
+    await rm(this.location, { force: true });
+  }
+
+  follow(): Readable {
+    if (this.state === 'aborted') return Readable.from([]).destroy(this.failure);
+    // Opened now, where the bytes are now (see commit), so a reader never misses the temp file's move.
+    const fd = openSync(this.location, 'r');
+    let pos = 0;
+    const writer = this;
+    // The last byte is held back until commit: a client has the whole archive only once the store has it too, and
+    // a commit that rejects the bytes fails the client's download instead of completing it.
+    const readable = () => (writer.state === 'committed' ? writer.written : Math.max(0, writer.written - 1));
+    return new Readable({
+      highWaterMark: READ_CHUNK,
+      async read() {
+        try {
+          while (pos >= readable() && writer.state === 'writing') {
+            await new Promise<void>((resolve) => writer.wakeups.push(resolve));
+          }
+          if (writer.state === 'aborted') throw writer.failure;
+          if (pos >= readable()) return void this.push(null);
+          const buf = Buffer.allocUnsafe(Math.min(READ_CHUNK, readable() - pos));
+          const { bytesRead } = await readAt(fd, buf, 0, buf.length, pos);
+          pos += bytesRead;
+          this.push(buf.subarray(0, bytesRead));
+        } catch (err) {
+          this.destroy(err as Error);
+        }
+      },
+      destroy(err, callback) {
+        close(fd, () => callback(err));
+      },
+    });
+  }
+
+  private wake(): void {
+    const wakeups = this.wakeups;
+    this.wakeups = [];
+    for (const wake of wakeups) wake();
+  }
+}
