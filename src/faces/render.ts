@@ -1,0 +1,46 @@
+// How the normalized model is written for clients. Every zipball_url points at the mirror (base), never at the
+// upstream, so downloads come through the mirror.
+import type { Request } from 'express';
+import type { Release } from '../model/release.js';
+
+/** The base of the URLs the mirror hands out: the configured public URL, or what the request was sent to. */
+export function baseUrl(req: Request, publicUrl: string | undefined): string {
+  return publicUrl ?? `${req.protocol}://${req.host ?? `${req.socket.localAddress}:${req.socket.localPort}`}`;
+}
+
+export function v3ZipballUrl(base: string, name: string, version: string): string {
+  return `${base}/v3/packages/${encodeURIComponent(name)}/zipball/${encodeURIComponent(version)}`;
+}
+
+export function srmPackagePath(pkg: string): string {
+  return pkg.split('/').map(encodeURIComponent).join('/');
+}
+
+export function srmZipballUrl(base: string, pkg: string, version: string): string {
+  return `${base}/${srmPackagePath(pkg)}/zipball/${encodeURIComponent(version)}`;
+}
+
+/** A v3 release: the upstream's own fields as they came, with the mirror's zipball_url (and `name` for one release). */
+export function v3Release(r: Release, base: string, name: string, withName: boolean): Record<string, unknown> {
+  return {
+    ...r.fields,
+    ...(withName ? { name } : {}),
+    tag_name: r.version,
+    created_at: r.createdAt,
+    zipball_url: v3ZipballUrl(base, name, r.version),
+  };
+}
+
+/** An SRM release: the spec's fields (GitHub's prerelease/draft flags kept where the upstream had them). */
+export function srmRelease(r: Release, base: string, pkg: string): Record<string, unknown> {
+  const flags = Object.fromEntries(
+    (['prerelease', 'draft'] as const).filter((k) => typeof r.fields[k] === 'boolean').map((k) => [k, r.fields[k]]),
+  );
+  return {
+    tag_name: r.version,
+    created_at: r.createdAt,
+    zipball_url: srmZipballUrl(base, pkg, r.version),
+    body: r.body,
+    ...flags,
+  };
+}
