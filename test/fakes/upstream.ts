@@ -1,0 +1,266 @@
+// A real HTTP server on port 0 that plays the upstream registry: the v3 API under /v3 and the SRM (GitHub
+// releases) shape under /srm, zipballs answered with a 302 to /blob/{sha256} like the public registry. It records
+// every request and injects faults on demand.
+import { createHash } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+
+export interface FakeRelease {
+  readonly version: string;
+  readonly createdAt: string;
+  readonly body: string;
+  readonly zip: Buffer;
+}
+
+export interface FakePackage {
+  readonly name: string;
+  readonly description: string;
+  /** Only answered to requests that carry a `token` header. */
+  readonly private: boolean;
+  /** Newest first. */
+  readonly releases: FakeRelease[];
+}
+
+export interface RecordedRequest {
+  readonly method: string;
+  readonly url: string;
+  readonly headers: IncomingMessage['headers'];
+  readonly body: Buffer;
+}
+
+/** What to do to a request whose URL matches: answer with a status, hang, or break the body. */
+export type FaultKind =
+  | { kind: 'status'; status: number }
+  | { kind: 'hang' }
+  | { kind: 'reset-mid-body' }
+  | { kind: 'short-body' }
+  | { kind: 'delay'; ms: number }
+  | { kind: 'not-json' };
+
+export interface Fault {
+  readonly match: RegExp;
+  readonly fault: FaultKind;
+  /** How many requests it applies to; unlimited when absent. */
+  times?: number;
+}
+
+export const V3_PAGE_SIZE = 20;
+
+export class FakeUpstream {
+  readonly packages = new Map<string, FakePackage>();
+  readonly requests: RecordedRequest[] = [];
+  readonly faults: Fault[] = [];
+  private readonly sockets = new Set<Socket>();
+  private hanging: Array<() => void> = [];
+
+  private constructor(
+    private readonly server: Server,
+    readonly url: string,
+  ) {}
+
+  static async start(): Promise<FakeUpstream> {
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as AddressInfo;
+    const fake = new FakeUpstream(server, `http://127.0.0.1:${port}`);
+    server.on('request', (req, res) => void fake.handle(req, res));
+    server.on('connection', (s) => {
+      fake.sockets.add(s);
+      s.on('close', () => fake.sockets.delete(s));
+    });
+    return fake;
+  }
+
+  get v3(): string {
+    return `${this.url}/v3`;
+  }
+
+  get srm(): string {
+    return `${this.url}/srm`;
+  }
+
+  /** Adds a package; releases are given newest first. */
+  add(name: string, releases: Array<Partial<FakeRelease> & { version: string }>, opts: { private?: boolean; description?: string } = {}): FakePackage {
+    const pkg: FakePackage = {
+      name,
+      description: opts.description ?? `${name} component`,
+      private: opts.private ?? false,
+      releases: releases.map((r, i) => ({
+        createdAt: new Date(Date.UTC(2024, 0, 1) + (releases.length - i) * 86_400_000).toISOString(),
+        body: `release ${r.version}`,
+        zip: Buffer.from(`zip of ${name}@${r.version}`),
+        ...r,
+      })),
+    };
+    this.packages.set(name, pkg);
+    return pkg;
+  }
+
+  /** Publishes a new newest release of an existing package. */
+  publish(name: string, release: Partial<FakeRelease> & { version: string }): void {
+    const pkg = this.packages.get(name)!;
+    pkg.releases.unshift({ createdAt: new Date().toISOString(), body: `release ${release.version}`, zip: Buffer.from(`zip of ${name}@${release.version}`), ...release });
+  }
+
+  inject(match: RegExp, fault: FaultKind, times?: number): void {
+    this.faults.push({ match, fault, times });
+  }
+
+  clearFaults(): void {
+    this.faults.length = 0;
+    for (const release of this.hanging.splice(0)) release();
+  }
+
+  /** Requests whose URL matches. */
+  count(match: RegExp): number {
+    return this.requests.filter((r) => match.test(r.url)).length;
+  }
+
+  async close(): Promise<void> {
+    this.clearFaults();
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(chunk as Buffer);
+    this.requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body: Buffer.concat(chunks) });
+    const url = new URL(req.url ?? '/', this.url);
+    const fault = this.takeFault(url.pathname + url.search);
+    if (fault?.kind === 'hang') {
+      await new Promise<void>((resolve) => this.hanging.push(resolve));
+      res.destroy();
+      return;
+    }
+    if (fault?.kind === 'delay') await new Promise((r) => setTimeout(r, fault.ms));
+    if (fault?.kind === 'status') return json(res, fault.status, { request_id: 'fake', body: `injected ${fault.status}` });
+    if (fault?.kind === 'not-json') {
+      res.writeHead(200, { 'content-type': 'application/json' }).end('<html>gateway</html>');
+      return;
+    }
+    const authorized = req.headers.token !== undefined;
+    const answer = this.route(url, authorized);
+    if (!answer) return json(res, 404, url.pathname.startsWith('/srm/') ? { message: 'Not Found' } : { request_id: 'fake', body: '未找到指定资源' });
+    if ('redirect' in answer) {
+      res.writeHead(302, { location: answer.redirect }).end();
+      return;
+    }
+    if ('blob' in answer) return sendBlob(res, answer.blob, fault);
+    json(res, 200, answer.json, answer.headers);
+  }
+
+  private route(url: URL, authorized: boolean): { json: unknown; headers?: Record<string, string> } | { redirect: string } | { blob: Buffer } | undefined {
+    const path = url.pathname.split('/').slice(1).map(decodeURIComponent);
+    const pkgOf = (name: string | undefined) => {
+      const pkg = name === undefined ? undefined : this.packages.get(name);
+      return pkg && (!pkg.private || authorized) ? pkg : undefined;
+    };
+    const pageOf = <T>(items: T[], size: number) => {
+      const page = Number(url.searchParams.get('page') ?? '1');
+      return page === -1 ? items : items.slice((page - 1) * size, page * size);
+    };
+    if (path[0] === 'blob') {
+      const zip = [...this.packages.values()].flatMap((p) => p.releases).find((r) => sha256(r.zip) === path[1])?.zip;
+      return zip && { blob: zip };
+    }
+    if (path[0] === 'v3') {
+      const [, packages, name, what, sub, version] = path;
+      if (packages !== 'packages') return undefined;
+      if (name === 'releases' && what === undefined) {
+        const search = url.searchParams.get('search');
+        const matches = [...this.packages.values()].filter((p) => !p.private && (!search || p.name.includes(search)));
+        return { json: envelope(pageOf(matches, V3_PAGE_SIZE).map((p, i) => summary(p, i))) };
+      }
+      const pkg = pkgOf(name);
+      if (!pkg) return undefined;
+      const find = (v: string | undefined) => pkg.releases.find((r) => r.version === v);
+      const v3 = (r: FakeRelease) => ({ name: pkg.name, tag_name: r.version, created_at: r.createdAt, zipball_url: `${this.v3}/packages/${pkg.name}/zipball/${r.version}`, description: pkg.description });
+      if (what === 'release' && sub === 'latest' && path.length === 5) return pkg.releases[0] && { json: envelope(v3(pkg.releases[0])) };
+      if (what === 'release' && sub === 'tags' && path.length === 6) {
+        const r = find(version);
+        return r && { json: envelope(v3(r)) };
+      }
+      if (what === 'release' && path.length === 4) {
+        return { json: envelope(pageOf(pkg.releases, V3_PAGE_SIZE).map((r) => ({ platform: 'linux', tag_name: r.version, created_at: r.createdAt, zipball_url: v3(r).zipball_url }))) };
+      }
+      if (what === 'zipball' && path.length === 5) {
+        const r = find(sub);
+        return r && { redirect: `${this.url}/blob/${sha256(r.zip)}` };
+      }
+      return undefined;
+    }
+    if (path[0] === 'srm') {
+      // /srm/{pkg...}/releases[/latest] | /srm/{pkg...}/zipball/{version}; a package is one or two segments.
+      const rest = path.slice(1);
+      const last = rest[rest.length - 1];
+      const srm = (p: FakePackage, r: FakeRelease) => ({ tag_name: r.version, created_at: r.createdAt, zipball_url: `${this.srm}/${p.name}/zipball/${r.version}`, body: r.body, prerelease: false, draft: false });
+      if (last === 'releases') {
+        const pkg = pkgOf(rest.slice(0, -1).join('/'));
+        if (!pkg) return undefined;
+        const perPage = Number(url.searchParams.get('per_page') ?? '30');
+        const page = Number(url.searchParams.get('page') ?? '1');
+        const lastPage = Math.max(1, Math.ceil(pkg.releases.length / perPage));
+        const headers: Record<string, string> = page < lastPage ? { link: `<${this.srm}/${pkg.name}/releases?per_page=${perPage}&page=${page + 1}>; rel="next"` } : {};
+        return { json: pkg.releases.slice((page - 1) * perPage, page * perPage).map((r) => srm(pkg, r)), headers };
+      }
+      if (last === 'latest' && rest[rest.length - 2] === 'releases') {
+        const pkg = pkgOf(rest.slice(0, -2).join('/'));
+        return pkg?.releases[0] && { json: srm(pkg, pkg.releases[0]) };
+      }
+      if (rest[rest.length - 2] === 'zipball') {
+        const r = pkgOf(rest.slice(0, -2).join('/'))?.releases.find((x) => x.version === last);
+        return r && { redirect: `${this.url}/blob/${sha256(r.zip)}` };
+      }
+    }
+    return undefined;
+  }
+
+  private takeFault(url: string): FaultKind | undefined {
+    const f = this.faults.find((x) => x.match.test(url) && (x.times === undefined || x.times > 0));
+    if (f?.times !== undefined) f.times--;
+    return f?.fault;
+  }
+}
+
+export function sha256(data: Buffer): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+function envelope(body: unknown) {
+  return { request_id: `fake-${Math.random().toString(36).slice(2)}`, body };
+}
+
+function summary(p: FakePackage, i: number) {
+  return {
+    id: i + 1,
+    type: 'Component',
+    name: p.name,
+    description: p.description,
+    show: true,
+    organization: { id: 1, name: 'fake' },
+    user: { id: 1, username: 'fake' },
+    download: 100 - i,
+    provider: ['阿里云'],
+    platform: 'linux',
+    category: { id: 1, name: 'Web框架' },
+    tags: ['demo'],
+  };
+}
+
+function json(res: ServerResponse, status: number, value: unknown, headers: Record<string, string> = {}): void {
+  const body = JSON.stringify(value);
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), ...headers }).end(body);
+}
+
+/** Sends a zip; 'reset-mid-body' and 'short-body' promise the full Content-Length and send half. */
+function sendBlob(res: ServerResponse, zip: Buffer, fault: FaultKind | undefined): void {
+  res.writeHead(200, { 'content-type': 'application/zip', 'content-length': zip.length });
+  if (fault?.kind === 'reset-mid-body') {
+    res.write(zip.subarray(0, zip.length >> 1), () => setTimeout(() => res.socket?.resetAndDestroy(), 20));
+  } else if (fault?.kind === 'short-body') {
+    res.write(zip.subarray(0, zip.length >> 1), () => setTimeout(() => res.socket?.end(), 20));
+  } else {
+    res.end(zip);
+  }
+}
