@@ -145,7 +145,10 @@ class FsArchiveWriter implements ArchiveWriter {
   }
 
   follow(): Readable {
-    if (this.state === 'aborted') return Readable.from([]).destroy(this.failure);
+    if (this.state === 'aborted') {
+      const failed: Readable = new Readable({ read: () => void failed.destroy(this.failure) });
+      return failed;
+    }
     // Opened now, where the bytes are now (see commit), so a reader never misses the temp file's move.
     const fd = openSync(this.location, 'r');
     let pos = 0;

@@ -19,7 +19,15 @@ export class LevelMetadataStore implements MetadataStore {
 
   static async open(location: string): Promise<LevelMetadataStore> {
     const db = new Level<string, unknown>(location, { valueEncoding: 'json' });
-    await db.open();
+    try {
+      await db.open();
+    } catch (err) {
+      const code = (err as { cause?: { code?: string } }).cause?.code;
+      if (code === 'LEVEL_LOCKED') {
+        throw new Error(`the metadata database ${location} is in use by another srm-mirror process: stop it, or use another --data folder`);
+      }
+      throw err;
+    }
     return new LevelMetadataStore(db);
   }
 

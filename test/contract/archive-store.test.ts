@@ -1,0 +1,125 @@
+// One contract, run against every ArchiveStore implementation.
+import { createHash, randomBytes } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { text } from 'node:stream/consumers';
+import type { Readable } from 'node:stream';
+import { afterAll, beforeEach, describe, expect, it } from 'vitest';
+import { FsArchiveStore, type ArchiveStore } from '../../src/stores/archive-store.js';
+import { removeTempDirs, tempDir } from '../helpers.js';
+
+const implementations: Array<[string, (dir: string) => Promise<ArchiveStore & { tempFiles(): Promise<string[]> }>]> = [
+  ['FsArchiveStore', (dir) => FsArchiveStore.open(dir)],
+];
+
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+async function collect(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of stream) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+afterAll(removeTempDirs);
+
+describe.each(implementations)('%s', (_name, open) => {
+  let dir: string;
+  let store: Awaited<ReturnType<typeof open>>;
+
+  beforeEach(async () => {
+    dir = await tempDir();
+    store = await open(dir);
+  });
+
+  it('commits an archive under its sha256, with its size', async () => {
+    const data = randomBytes(100_000);
+    const w = await store.createWriter();
+    await w.write(data.subarray(0, 40_000));
+    await w.write(data.subarray(40_000));
+    const ref = await w.commit({ size: data.length });
+    expect(ref).toEqual({ digest: sha256(data), size: data.length });
+    expect(await store.size(ref.digest)).toBe(data.length);
+    expect(await readFile(store.path(ref.digest))).toEqual(data);
+    expect(await store.tempFiles()).toEqual([]);
+  });
+
+  it.each([
+    ['too short', { size: 11 }],
+    ['too long', { size: 9 }],
+    ['wrong digest', { digest: 'a'.repeat(64) }],
+  ])('rejects a %s download and stores nothing', async (_case, expected) => {
+    const w = await store.createWriter();
+    await w.write(Buffer.from('0123456789'));
+    await expect(w.commit(expected)).rejects.toThrow(/archive rejected/);
+    expect(await store.size(sha256(Buffer.from('0123456789')))).toBeUndefined();
+    expect(await store.tempFiles()).toEqual([]);
+  });
+
+  it('an aborted writer leaves nothing behind', async () => {
+    const w = await store.createWriter();
+    await w.write(Buffer.from('partial'));
+    await w.abort();
+    await w.abort(); // twice is fine
+    expect(await store.size(sha256(Buffer.from('partial')))).toBeUndefined();
+    expect(await store.tempFiles()).toEqual([]);
+  });
+
+  it('stores the same bytes once, whatever the number of writers', async () => {
+    const data = Buffer.from('same bytes');
+    const refs = await Promise.all(
+      [1, 2, 3].map(async () => {
+        const w = await store.createWriter();
+        await w.write(data);
+        return w.commit();
+      }),
+    );
+    expect(new Set(refs.map((r) => r.digest)).size).toBe(1);
+    expect(await readFile(store.path(refs[0]!.digest))).toEqual(data);
+    expect(await store.tempFiles()).toEqual([]);
+  });
+
+  it('followers read the bytes as they are written, and finish only after commit', async () => {
+    const w = await store.createWriter();
+    const early = collect(w.follow());
+    await w.write(Buffer.from('hello '));
+    const middle = collect(w.follow());
+    let finished = false;
+    void middle.then(() => (finished = true));
+    await w.write(Buffer.from('world'));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(finished).toBe(false); // the last byte waits for the commit
+    await w.commit();
+    const late = collect(w.follow());
+    expect((await Promise.all([early, middle, late])).map(String)).toEqual(['hello world', 'hello world', 'hello world']);
+  });
+
+  it('followers fail when the writer aborts', async () => {
+    const w = await store.createWriter();
+    const reader = expect(text(w.follow())).rejects.toThrow('upstream reset');
+    await w.write(Buffer.from('half'));
+    await w.abort(new Error('upstream reset'));
+    await reader;
+    await expect(text(w.follow())).rejects.toThrow('upstream reset');
+  });
+
+  it('deletes an archive', async () => {
+    const w = await store.createWriter();
+    await w.write(Buffer.from('x'));
+    const { digest } = await w.commit();
+    await store.delete(digest);
+    expect(await store.size(digest)).toBeUndefined();
+  });
+
+  it('removes temp files left by a crash when it opens', async () => {
+    const w = await store.createWriter();
+    await w.write(Buffer.from('left behind'));
+    expect(await store.tempFiles()).toHaveLength(1);
+    await writeFile(join(dir, 'tmp', 'stray.part'), 'x');
+    const reopened = await open(dir);
+    expect(await reopened.tempFiles()).toEqual([]);
+  });
+
+  it('refuses paths that are not a sha256', () => {
+    expect(() => store.path('../../etc/passwd')).toThrow(/not a sha256/);
+  });
+});

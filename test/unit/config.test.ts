@@ -1,0 +1,58 @@
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config/config.js';
+import { removeTempDirs, tempDir } from '../helpers.js';
+
+afterAll(removeTempDirs);
+
+describe('loadConfig', () => {
+  it('has working defaults: port 8080, ./data, the public registry, 10 minutes', () => {
+    const c = loadConfig({ env: {}, cwd: '/srv' });
+    expect(c).toMatchObject({ port: 8080, dataDir: '/srv/data', publicUrl: undefined, trustProxy: false });
+    expect(c.upstream).toMatchObject({ url: 'https://api.devsapp.cn/v3', type: 'serverless-v3', concurrency: 16 });
+    expect(c.cache.maxAgeMs).toBe(600_000);
+    expect(Object.isFrozen(c.upstream)).toBe(true);
+  });
+
+  it('takes file < environment < flags, in that order of precedence', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'c.json');
+    await writeFile(file, JSON.stringify({ port: 1000, upstream: { concurrency: 3 }, cache: { maxAge: '1h' } }));
+    const fromFile = loadConfig({ flags: { config: file }, env: {} });
+    expect([fromFile.port, fromFile.upstream.concurrency, fromFile.cache.maxAgeMs]).toEqual([1000, 3, 3_600_000]);
+    const fromEnv = loadConfig({ flags: { config: file }, env: { PORT: '2000', SRM_MIRROR_MAX_AGE: '30s' } });
+    expect([fromEnv.port, fromEnv.cache.maxAgeMs]).toEqual([2000, 30_000]);
+    expect(loadConfig({ env: { PORT: '2000', SRM_MIRROR_PORT: '3000' } }).port).toBe(3000);
+    const fromFlags = loadConfig({ flags: { config: file, port: '4000', 'trust-proxy': true }, env: { PORT: '2000' } });
+    expect([fromFlags.port, fromFlags.trustProxy]).toEqual([4000, true]);
+  });
+
+  it.each([
+    [{ flags: { port: '70000' } }, /"--port": expected a whole number from 0 to 65535, got "70000"/],
+    [{ flags: { 'max-age': 'soon' } }, /"--max-age": expected a duration .* got "soon"/],
+    [{ flags: { upstream: 'ftp://x' } }, /"--upstream": expected an http\(s\) URL/],
+    [{ flags: { 'upstream-type': 'npm' } }, /"--upstream-type": expected one of serverless-v3, srm, got "npm"/],
+    [{ env: { SRM_MIRROR_UPSTREAM_CONCURRENCY: '0' } }, /"SRM_MIRROR_UPSTREAM_CONCURRENCY": expected a whole number from 1 to 1024, got "0"/],
+    [{ env: { SRM_MIRROR_TRUST_PROXY: 'maybe' } }, /"SRM_MIRROR_TRUST_PROXY": expected true or false, got "maybe"/],
+    [{ flags: { 'public-url': 'not a url' } }, /"--public-url": expected an http\(s\) URL/],
+    [{ flags: { config: '/nonexistent/c.json' } }, /"config": expected a readable JSON file/],
+  ])('refuses a bad value and names it: %j', (sources, message) => {
+    expect(() => loadConfig({ env: {}, ...sources })).toThrow(message);
+  });
+
+  it('refuses unknown keys in a config file (typos must not pass silently)', async () => {
+    const file = join(await tempDir(), 'c.json');
+    await writeFile(file, JSON.stringify({ upstream: { ur1: 'x' } }));
+    expect(() => loadConfig({ flags: { config: file }, env: {} })).toThrow(/"upstream.ur1": expected a known setting/);
+    await writeFile(file, '{ not json');
+    expect(() => loadConfig({ flags: { config: file }, env: {} })).toThrow(/expected a JSON object/);
+  });
+
+  it('strips a trailing slash from URLs', () => {
+    expect(loadConfig({ flags: { upstream: 'http://up.example/v3/', 'public-url': 'https://m.example/' }, env: {} })).toMatchObject({
+      upstream: { url: 'http://up.example/v3' },
+      publicUrl: 'https://m.example',
+    });
+  });
+});
