@@ -64,8 +64,9 @@ export function srmFace({ registry, publicUrl, log }: { registry: Registry; publ
         return send(res, cached, srmRelease(cached.value, base, route.pkg));
       }
       case 'releases': {
+        const paging = pagingOf(req);
         const cached = await registry.allReleases(route.pkg);
-        const page = paginate(req, res, cached.value, `${base}/${srmPackagePath(route.pkg)}/releases`);
+        const page = paginate(res, cached.value, paging, `${base}/${srmPackagePath(route.pkg)}/releases`);
         return send(res, cached, page.map((r) => srmRelease(r, base, route.pkg)));
       }
       case 'zipball':
@@ -82,11 +83,21 @@ export function srmFace({ registry, publicUrl, log }: { registry: Registry; publ
   ];
 }
 
-/** GitHub-style paging: page and per_page (default 30, at most 100), with a Link header to the other pages. */
-function paginate(req: Request, res: Response, all: readonly Release[], self: string): readonly Release[] {
+interface Paging {
+  readonly page: number;
+  readonly perPage: number;
+}
+
+/** GitHub-style paging parameters: page, and per_page (default 30, at most 100). */
+function pagingOf(req: Request): Paging {
   const page = valid.page(req.query.page);
   const perPage = Math.min(PER_PAGE_MAX, valid.page(req.query.per_page, PER_PAGE_DEFAULT));
   if (page < 1 || perPage < 1) throw new MirrorError('bad-request', 'page and per_page must be 1 or more');
+  return { page, perPage };
+}
+
+/** One page of releases, with a Link header to the others as GitHub sends it. */
+function paginate(res: Response, all: readonly Release[], { page, perPage }: Paging, self: string): readonly Release[] {
   const last = Math.max(1, Math.ceil(all.length / perPage));
   const link = (p: number, rel: string) => `<${self}?per_page=${perPage}&page=${p}>; rel="${rel}"`;
   const links = [
