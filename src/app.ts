@@ -35,8 +35,16 @@ export async function createMirror(config: Config, log: Logger): Promise<Mirror>
   const archives = await FsArchiveStore.open(join(config.dataDir, 'archives'));
   const http = new UpstreamHttp(config.upstream);
   const isV3 = config.upstream.type === 'serverless-v3';
+  if (config.offline) log.info('offline mode: the upstream is never contacted');
   const upstream = isV3 ? new ServerlessV3Upstream(config.upstream.url, http) : new SrmUpstream(config.upstream.url, http);
-  const registry = new Registry(upstream, new MetadataCache(store, config.cache.maxAgeMs), new ArchiveCache(store, archives, log));
+  const metadata = new MetadataCache(store, config.cache);
+  const archiveCache = new ArchiveCache(store, archives, log);
+  const registry = new Registry(upstream, metadata, archiveCache, config.offline);
+  const status = () => ({
+    offline: config.offline,
+    upstream: { url: config.upstream.url, type: config.upstream.type, circuit: http.circuit, requests: http.pending },
+    archives: archiveCache.status(),
+  });
 
   const app = express();
   app.disable('x-powered-by');
@@ -44,7 +52,7 @@ export async function createMirror(config: Config, log: Logger): Promise<Mirror>
   app.set('query parser', 'simple');
   app.set('trust proxy', config.trustProxy);
   const { publicUrl } = config;
-  app.use('/-', opsFace({ config }));
+  app.use('/-', opsFace({ status }));
   app.use('/v3', v3Face({ registry, publicUrl, log, forwardPrivate: isV3 ? privateForwarder(http, config.upstream.url) : undefined }));
   app.use(srmFace({ registry, publicUrl, log }));
 

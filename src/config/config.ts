@@ -14,6 +14,8 @@ export interface Config {
   /** Base URL for the URLs the mirror hands out; undefined = derived from each request. */
   readonly publicUrl: string | undefined;
   readonly trustProxy: boolean;
+  /** Never contact the upstream: answer from the cache only. */
+  readonly offline: boolean;
   readonly logLevel: LogLevel;
   readonly upstream: {
     readonly url: string;
@@ -22,9 +24,15 @@ export interface Config {
     readonly connectTimeoutMs: number;
     readonly headersTimeoutMs: number;
     readonly bodyTimeoutMs: number;
+    readonly retries: number;
+    readonly retryDelayMs: number;
+    readonly breakerThreshold: number;
+    readonly breakerMinMs: number;
+    readonly breakerMaxMs: number;
   };
   readonly cache: {
     readonly maxAgeMs: number;
+    readonly notFoundTtlMs: number;
     readonly memoryEntries: number;
   };
 }
@@ -112,6 +120,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'dataDir', flag: 'data', env: ['SRM_MIRROR_DATA'], parse: str, help: 'folder for the metadata database and archives' },
   { key: 'publicUrl', flag: 'public-url', env: ['SRM_MIRROR_PUBLIC_URL'], parse: optionalUrl, help: 'base of the URLs handed to clients (default: from the request)' },
   { key: 'trustProxy', flag: 'trust-proxy', switch: true, env: ['SRM_MIRROR_TRUST_PROXY'], parse: bool, help: 'honour X-Forwarded-Proto/-Host' },
+  { key: 'offline', flag: 'offline', switch: true, env: ['SRM_MIRROR_OFFLINE'], parse: bool, help: 'never contact the upstream; serve the cache only' },
   { key: 'logLevel', flag: 'log-level', env: ['SRM_MIRROR_LOG_LEVEL'], parse: oneOf<LogLevel>('debug', 'info', 'warn', 'error'), help: 'debug, info, warn or error' },
   { key: 'upstream.url', flag: 'upstream', env: ['SRM_MIRROR_UPSTREAM'], parse: url, help: 'the upstream registry base URL' },
   { key: 'upstream.type', flag: 'upstream-type', env: ['SRM_MIRROR_UPSTREAM_TYPE'], parse: oneOf<UpstreamType>('serverless-v3', 'srm'), help: 'serverless-v3 or srm' },
@@ -119,7 +128,13 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'upstream.connectTimeout', target: 'upstream.connectTimeoutMs', flag: 'connect-timeout', env: ['SRM_MIRROR_CONNECT_TIMEOUT'], parse: duration, help: 'upstream connect timeout' },
   { key: 'upstream.headersTimeout', target: 'upstream.headersTimeoutMs', flag: 'headers-timeout', env: ['SRM_MIRROR_HEADERS_TIMEOUT'], parse: duration, help: 'upstream response headers timeout' },
   { key: 'upstream.bodyTimeout', target: 'upstream.bodyTimeoutMs', flag: 'body-timeout', env: ['SRM_MIRROR_BODY_TIMEOUT'], parse: duration, help: 'upstream idle time between body bytes' },
+  { key: 'upstream.retries', flag: 'retries', env: ['SRM_MIRROR_RETRIES'], parse: integer(0, 10), help: 'further tries of a failed upstream GET' },
+  { key: 'upstream.retryDelay', target: 'upstream.retryDelayMs', flag: 'retry-delay', env: ['SRM_MIRROR_RETRY_DELAY'], parse: duration, help: 'base delay between tries (jittered, doubling)' },
+  { key: 'upstream.breakerThreshold', flag: 'breaker-threshold', env: ['SRM_MIRROR_BREAKER_THRESHOLD'], parse: integer(1, 1000), help: 'upstream failures in a row that mark it down' },
+  { key: 'upstream.breakerMinBackoff', target: 'upstream.breakerMinMs', flag: 'breaker-min-backoff', env: ['SRM_MIRROR_BREAKER_MIN_BACKOFF'], parse: duration, help: 'first wait before probing a down upstream' },
+  { key: 'upstream.breakerMaxBackoff', target: 'upstream.breakerMaxMs', flag: 'breaker-max-backoff', env: ['SRM_MIRROR_BREAKER_MAX_BACKOFF'], parse: duration, help: 'longest wait between probes' },
   { key: 'cache.maxAge', target: 'cache.maxAgeMs', flag: 'max-age', env: ['SRM_MIRROR_MAX_AGE'], parse: duration, help: 'how long metadata is served without asking the upstream' },
+  { key: 'cache.notFoundTtl', target: 'cache.notFoundTtlMs', flag: 'not-found-ttl', env: ['SRM_MIRROR_NOT_FOUND_TTL'], parse: duration, help: 'how long an upstream 404 is remembered' },
   { key: 'cache.memoryEntries', flag: 'memory-entries', env: ['SRM_MIRROR_MEMORY_ENTRIES'], parse: integer(0, 10_000_000), help: 'metadata entries kept in memory' },
 ];
 

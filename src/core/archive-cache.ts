@@ -2,12 +2,18 @@
 // upstream into an ArchiveWriter, and every client that asks meanwhile, the first included, reads the bytes as they
 // land on disk (MISS). The fill has its own lifetime: clients that go away do not stop it, and when it fails every
 // reader's stream fails with it, so no client takes a short body for a whole one.
-import type { Readable } from 'node:stream';
+//
+// A cached file is hashed before it is first served (and again whenever the file changes on disk); one whose
+// bytes no longer match its digest is dropped and fetched again. When the disk cannot be written (full,
+// read-only), downloads are passed through to clients uncached until a retry window has passed.
+import { PassThrough, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { MirrorError } from '../model/errors.js';
 import type { ArchiveRef } from '../model/release.js';
 import type { ArchiveStore, ArchiveWriter } from '../stores/archive-store.js';
 import type { MetadataStore } from '../stores/metadata-store.js';
 import type { UpstreamBody } from '../upstreams/http.js';
-import { deferred } from './single-flight.js';
+import { deferred, SingleFlight } from './single-flight.js';
 
 export type ArchiveHandle =
   | { readonly status: 'HIT'; readonly ref: ArchiveRef; readonly path: string }
@@ -16,37 +22,97 @@ export type ArchiveHandle =
 /** Runs `consume` on the upstream's download of an archive. */
 export type ArchiveSource = <T>(consume: (res: UpstreamBody) => Promise<T>) => Promise<T>;
 
-type FillStart = { readonly ref: ArchiveRef } | { readonly writer: ArchiveWriter; readonly size: number | undefined };
-
 export interface ArchiveLog {
   warn(msg: string, fields: Record<string, unknown>): void;
 }
 
+export interface DiskProblem {
+  readonly error: string;
+  readonly since: string;
+}
+
+type FillStart = { readonly ref: ArchiveRef } | { readonly writer: ArchiveWriter; readonly size: number | undefined };
+
+/** An error of the store (not of the upstream): the disk is full, read-only, or otherwise failing. */
+class DiskError extends Error {}
+
+/** How long the mirror passes downloads through uncached after a disk error before it tries the disk again. */
+const DISK_RETRY_MS = 60_000;
+
 export class ArchiveCache {
   /** Fills under way, by key; each promise settles once the download's headers are in (or it failed). */
   private readonly fills = new Map<string, Promise<FillStart>>();
+  /** Digests whose files were hashed and matched, with the file's signature at the time. */
+  private readonly verified = new Map<string, string>();
+  private readonly verifying = new SingleFlight<boolean>();
+  private disk: (DiskProblem & { readonly retryAt: number }) | undefined;
 
   constructor(
     private readonly refs: MetadataStore,
     private readonly store: ArchiveStore,
     private readonly log: ArchiveLog,
+    private readonly now: () => number = Date.now,
   ) {}
 
-  async open(key: string, source: ArchiveSource): Promise<ArchiveHandle> {
+  /** Serves from the store, or fills from `source`; with no source (offline), what is not stored is not found. */
+  async open(key: string, source: ArchiveSource | undefined): Promise<ArchiveHandle> {
     const ref = await this.lookup(key);
-    const start = ref ? { ref } : await (this.fills.get(key) ?? this.fill(key, source));
-    if ('ref' in start) return { status: 'HIT', ref: start.ref, path: this.store.path(start.ref.digest) };
-    return { status: 'MISS', size: start.size, body: start.writer.follow() };
+    if (ref) return this.hit(ref);
+    if (!source) throw new MirrorError('not-found', `the mirror is offline and does not have ${key}`);
+    if (this.disk && this.now() < this.disk.retryAt) return this.passThrough(source);
+    try {
+      const start = await (this.fills.get(key) ?? this.fill(key, source));
+      if ('ref' in start) return this.hit(start.ref);
+      return { status: 'MISS', size: start.size, body: start.writer.follow() };
+    } catch (err) {
+      if (err instanceof DiskError) return this.passThrough(source);
+      throw err;
+    }
   }
 
-  /** The archive a key points at, if its file is there whole. */
+  /** The archive a key points at, if its file is there whole and its bytes match the digest. */
   async lookup(key: string): Promise<ArchiveRef | undefined> {
-    const ref = await this.refs.get<ArchiveRef>(this.refKey(key));
-    return ref && (await this.store.size(ref.digest)) === ref.size ? ref : undefined;
+    const ref = await this.refs.get<ArchiveRef>(refKey(key));
+    if (!ref) return undefined;
+    const stat = await this.store.stat(ref.digest);
+    if (stat?.size !== ref.size) return undefined;
+    if (this.verified.get(ref.digest) === stat.signature) return ref;
+    if (await this.verifying.run(ref.digest, () => this.store.verify(ref.digest))) {
+      this.verified.set(ref.digest, stat.signature);
+      return ref;
+    }
+    this.log.warn('corrupt archive dropped; it will be fetched again', { key, digest: ref.digest });
+    this.verified.delete(ref.digest);
+    await this.store.delete(ref.digest);
+    await this.refs.del(refKey(key));
+    return undefined;
   }
 
-  get fillsInProgress(): number {
-    return this.fills.size;
+  /** Versions of a package whose archives are stored. */
+  async versions(name: string): Promise<string[]> {
+    const versions: string[] = [];
+    const prefix = refKey(`${name}@`);
+    for await (const k of this.refs.keys(prefix)) {
+      const ref = await this.refs.get<ArchiveRef>(k);
+      if (ref && (await this.store.stat(ref.digest))?.size === ref.size) versions.push(k.slice(prefix.length));
+    }
+    return versions;
+  }
+
+  /** Names of the packages with at least one stored archive. */
+  async packages(): Promise<string[]> {
+    const names = new Set<string>();
+    for await (const k of this.refs.keys(refKey(''))) names.add(k.slice(refKey('').length).split('@')[0]!);
+    return [...names];
+  }
+
+  status(): { fillsInProgress: number; diskProblem: DiskProblem | undefined } {
+    const disk = this.disk && { error: this.disk.error, since: this.disk.since };
+    return { fillsInProgress: this.fills.size, diskProblem: disk };
+  }
+
+  private hit(ref: ArchiveRef): ArchiveHandle {
+    return { status: 'HIT', ref, path: this.store.path(ref.digest) };
   }
 
   private fill(key: string, source: ArchiveSource): Promise<FillStart> {
@@ -57,17 +123,23 @@ export class ArchiveCache {
       const ref = await this.lookup(key);
       if (ref) return started.resolve({ ref });
       await source(async ({ body, length }) => {
-        const writer = await this.store.createWriter();
+        const writer = await this.onDisk(() => this.store.createWriter());
         started.resolve({ writer, size: length });
         try {
-          for await (const chunk of body) await writer.write(chunk as Buffer);
+          for await (const chunk of body) await this.onDisk(() => writer.write(chunk as Buffer));
           const ref = await writer.commit({ size: length });
-          await this.refs.put(this.refKey(key), ref);
+          await this.refs.put(refKey(key), ref);
+          const stat = await this.store.stat(ref.digest);
+          if (stat) this.verified.set(ref.digest, stat.signature); // hashed while it was written
         } catch (err) {
           await writer.abort(err as Error);
           throw err;
         }
       });
+      if (this.disk) {
+        this.log.warn('archive cache writable again', { error: this.disk.error });
+        this.disk = undefined;
+      }
     };
     run()
       .catch((err: unknown) => {
@@ -78,7 +150,30 @@ export class ArchiveCache {
     return started.promise;
   }
 
-  private refKey(key: string): string {
-    return `archive:${key}`;
+  /** Runs a store operation; its failure marks the disk unusable for a while (logged once per condition). */
+  private async onDisk<T>(op: () => Promise<T>): Promise<T> {
+    try {
+      return await op();
+    } catch (err) {
+      const error = `${(err as NodeJS.ErrnoException).code ?? 'error'}: ${(err as Error).message}`;
+      if (this.disk?.error !== error) this.log.warn('archive cache not writable; passing downloads through uncached', { error });
+      this.disk = { error, since: this.disk?.since ?? new Date(this.now()).toISOString(), retryAt: this.now() + DISK_RETRY_MS };
+      throw new DiskError(error, { cause: err });
+    }
   }
+
+  /** Streams the upstream's download straight to one client, caching nothing. */
+  private passThrough(source: ArchiveSource): Promise<ArchiveHandle> {
+    const started = deferred<ArchiveHandle>();
+    source(async ({ body, length }) => {
+      const out = new PassThrough();
+      started.resolve({ status: 'MISS', size: length, body: out });
+      await pipeline(body, out);
+    }).catch((err: unknown) => started.reject(err));
+    return started.promise;
+  }
+}
+
+function refKey(key: string): string {
+  return `archive:${key}`;
 }

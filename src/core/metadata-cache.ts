@@ -1,49 +1,91 @@
-// The freshness policy for metadata, in one place: a document is served from the store while younger than
-// maxAge (HIT), fetched from the upstream after (MISS, one fetch for all concurrent callers), and served old
-// (STALE) when the upstream fails and an older copy exists. Upstream answers such as 404 are never masked.
-import { toMirrorError } from '../model/errors.js';
+// The freshness policy for metadata, in one place:
+//   fresh copy (younger than maxAge)          → HIT, no upstream request
+//   older copy, upstream says 304             → REVALIDATED (the copy counts as fresh again)
+//   no or older copy, upstream answers        → MISS (stored; one fetch for all concurrent callers)
+//   upstream 404                              → remembered for notFoundTtl (negative cache), passed on
+//   upstream fails, an older copy exists      → STALE (a failure never replaces good metadata)
+//   upstream fails, no copy                   → the caller's fallback (answers from local knowledge), else the error
+import { MirrorError, toMirrorError } from '../model/errors.js';
 import type { MetadataStore } from '../stores/metadata-store.js';
+import type { Validators } from '../upstreams/http.js';
+import type { Fetched } from '../upstreams/upstream.js';
 import { SingleFlight } from './single-flight.js';
 
-export type CacheStatus = 'HIT' | 'MISS' | 'STALE';
+export type CacheStatus = 'HIT' | 'MISS' | 'REVALIDATED' | 'STALE' | 'OFFLINE';
 
 export interface Cached<T> {
   readonly value: T;
   readonly status: CacheStatus;
-  /** Seconds since the value was fetched from the upstream. */
+  /** Seconds since the value was last confirmed by the upstream. */
   readonly age: number;
 }
 
 interface Doc {
-  readonly value: unknown;
+  /** Absent in a negative entry. */
+  readonly value?: unknown;
+  /** The upstream's 404 message, in a negative entry. */
+  readonly notFound?: string;
+  readonly validators?: Validators;
   readonly fetchedAt: number;
+}
+
+export interface MetadataCacheOptions {
+  readonly maxAgeMs: number;
+  readonly notFoundTtlMs: number;
+  readonly now?: () => number;
 }
 
 export class MetadataCache {
   private readonly flights = new SingleFlight<Cached<unknown>>();
+  private readonly now: () => number;
 
   constructor(
     private readonly store: MetadataStore,
-    private readonly maxAgeMs: number,
-    private readonly now: () => number = Date.now,
-  ) {}
+    private readonly options: MetadataCacheOptions,
+  ) {
+    this.now = options.now ?? Date.now;
+  }
 
-  async get<T>(key: string, fetch: () => Promise<T>): Promise<Cached<T>> {
+  async get<T>(key: string, fetch: (since?: Validators) => Promise<Fetched<T>>, fallback?: () => Promise<Cached<T>>): Promise<Cached<T>> {
     const doc = await this.store.get<Doc>(key);
     if (doc && this.isFresh(doc)) return this.answer(doc, 'HIT');
     return this.flights.run(key, async () => {
       // Read again: a flight that finished while we looked may have stored a fresh copy.
       const current = await this.store.get<Doc>(key);
       if (current && this.isFresh(current)) return this.answer(current, 'HIT');
+      const copy = current && 'value' in current ? current : undefined;
       try {
-        const value = await fetch();
-        await this.store.put(key, { value, fetchedAt: this.now() } satisfies Doc);
-        return { value, status: 'MISS', age: 0 };
+        const fetched = await fetch(copy?.validators);
+        if (fetched.notModified) {
+          if (!copy) throw new MirrorError('upstream-failed', 'upstream answered 304 to an unconditional request');
+          const confirmed: Doc = { ...copy, fetchedAt: this.now() };
+          await this.store.put(key, confirmed);
+          return this.answer(confirmed, 'REVALIDATED');
+        }
+        const fresh: Doc = { value: fetched.value, validators: fetched.validators, fetchedAt: this.now() };
+        await this.store.put(key, fresh);
+        return this.answer(fresh, 'MISS');
       } catch (err) {
-        if (current && toMirrorError(err).isUpstreamFailure) return this.answer(current, 'STALE');
-        throw err;
+        const e = toMirrorError(err);
+        if (e.kind === 'not-found') await this.store.put(key, { notFound: e.message, fetchedAt: this.now() } satisfies Doc);
+        if (!e.isUpstreamFailure) throw e;
+        if (copy) return this.answer(copy, 'STALE');
+        if (fallback) return fallback();
+        throw e;
       }
     }) as Promise<Cached<T>>;
+  }
+
+  /** The stored value, whatever its age; undefined when there is none (or only a negative entry). */
+  async peek<T>(key: string): Promise<T | undefined> {
+    return (await this.store.get<Doc>(key))?.value as T | undefined;
+  }
+
+  /** Keys of stored documents that start with prefix. */
+  async keys(prefix: string): Promise<string[]> {
+    const keys: string[] = [];
+    for await (const k of this.store.keys(prefix)) keys.push(k);
+    return keys;
   }
 
   /** Stores documents learnt on the side (e.g. each release of a fetched page) as freshly fetched. */
@@ -52,11 +94,20 @@ export class MetadataCache {
     await this.store.putMany(entries.map(([key, value]) => [key, { value, fetchedAt } satisfies Doc] as const));
   }
 
+  /** Makes a key's copy stale (the next read asks the upstream) without dropping it. */
+  async invalidate(key: string): Promise<void> {
+    const doc = await this.store.get<Doc>(key);
+    if (doc?.notFound !== undefined) await this.store.del(key);
+    else if (doc) await this.store.put(key, { ...doc, fetchedAt: 0 });
+  }
+
   private isFresh(doc: Doc): boolean {
-    return this.now() - doc.fetchedAt < this.maxAgeMs;
+    const ttl = doc.notFound !== undefined ? this.options.notFoundTtlMs : this.options.maxAgeMs;
+    return this.now() - doc.fetchedAt < ttl;
   }
 
   private answer<T>(doc: Doc, status: CacheStatus): Cached<T> {
+    if (doc.notFound !== undefined) throw new MirrorError('not-found', doc.notFound);
     return { value: doc.value as T, status, age: Math.max(0, Math.floor((this.now() - doc.fetchedAt) / 1000)) };
   }
 }

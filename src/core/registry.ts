@@ -1,55 +1,127 @@
 // The mirror's use cases, shared by every face: metadata through the MetadataCache (freshness, single-flight,
 // stale-if-error), archives through the ArchiveCache. Every release the mirror learns of is also stored under
 // its own key, so that downloading it needs no further metadata request.
-import type { ListQuery, PackageSummary, Release } from '../model/release.js';
-import type { Upstream } from '../upstreams/upstream.js';
+//
+// Offline (configured, or the upstream unreachable with nothing cached for the question) the answers come from
+// what the mirror has: only versions whose archives are cached are listed, and `latest` is the best of those, so
+// an offline answer never points at an archive the mirror cannot serve.
+import { MirrorError } from '../model/errors.js';
+import { V3_PAGE_SIZE, type ListQuery, type PackageSummary, type Release } from '../model/release.js';
+import type { Validators } from '../upstreams/http.js';
+import type { Fetched, Upstream } from '../upstreams/upstream.js';
 import type { ArchiveCache, ArchiveHandle } from './archive-cache.js';
 import type { Cached, MetadataCache } from './metadata-cache.js';
+import { newestFirst, pickLatest } from './versions.js';
+
+const key = {
+  latest: (name: string) => `latest:${name}`,
+  release: (name: string, version: string) => `release:${name}:${version}`,
+  page: (name: string, page: number) => `page:${name}:${page}`,
+  releases: (name: string) => `releases:${name}`,
+  list: (q: ListQuery) => `list:${JSON.stringify([q.page, q.category, q.tag, q.search])}`,
+};
 
 export class Registry {
   constructor(
     private readonly upstream: Upstream,
     private readonly metadata: MetadataCache,
     private readonly archives: ArchiveCache,
+    readonly offline: boolean,
   ) {}
 
-  async latest(name: string): Promise<Cached<Release>> {
-    return this.learn(name, await this.metadata.get(`latest:${name}`, () => this.upstream.latest(name)), (r) => [r]);
+  latest(name: string): Promise<Cached<Release>> {
+    return this.read(key.latest(name), name, (since) => this.upstream.latest(name, since), async () => pickLatest(await this.cachedReleases(name)));
   }
 
   release(name: string, version: string): Promise<Cached<Release>> {
-    return this.metadata.get(releaseKey(name, version), () => this.upstream.release(name, version));
+    return this.read(
+      key.release(name, version),
+      undefined,
+      (since) => this.upstream.release(name, version, since),
+      async () => (await this.cachedReleases(name)).find((r) => r.version === version),
+    );
   }
 
-  async releasePage(name: string, page: number): Promise<Cached<Release[]>> {
-    const cached = await this.metadata.get(`page:${name}:${page}`, () => this.upstream.releasePage(name, page));
-    return this.learn(name, cached, (rs) => rs);
+  releasePage(name: string, page: number): Promise<Cached<Release[]>> {
+    return this.read(key.page(name, page), name, (since) => this.upstream.releasePage(name, page, since), async () =>
+      pageOf(await this.cachedReleases(name), page),
+    );
   }
 
-  async allReleases(name: string): Promise<Cached<Release[]>> {
-    return this.learn(name, await this.metadata.get(`releases:${name}`, () => this.upstream.allReleases(name)), (rs) => rs);
+  allReleases(name: string): Promise<Cached<Release[]>> {
+    return this.read(key.releases(name), name, (since) => this.upstream.allReleases(name, since), () => this.cachedReleases(name));
   }
 
   listPackages(query: ListQuery): Promise<Cached<PackageSummary[]>> {
-    const key = `list:${JSON.stringify([query.page, query.category, query.tag, query.search])}`;
-    return this.metadata.get(key, () => this.upstream.listPackages(query));
+    return this.read(key.list(query), undefined, (since) => this.upstream.listPackages(query, since), async () =>
+      pageOf(await this.knownPackages(query), query.page),
+    );
   }
 
   archive(name: string, version: string): Promise<ArchiveHandle> {
-    return this.archives.open(`${name}@${version}`, async (consume) => {
+    const id = `${name}@${version}`;
+    if (this.offline) return this.archives.open(id, undefined);
+    return this.archives.open(id, async (consume) => {
       const { value: release } = await this.release(name, version);
       return this.upstream.download(release.archiveUrl, consume);
     });
   }
 
-  private async learn<T>(name: string, cached: Cached<T>, releases: (value: T) => Release[]): Promise<Cached<T>> {
-    if (cached.status === 'MISS') {
-      await this.metadata.seed(releases(cached.value).map((r) => [releaseKey(name, r.version), r] as const));
+  /**
+   * One read: from the cache (which asks the upstream when its copy is old), or offline from what the mirror has.
+   * When `learnFor` names a package, the releases of a fresh answer are stored under their own keys too.
+   */
+  private async read<T extends Release | Release[] | PackageSummary[]>(
+    cacheKey: string,
+    learnFor: string | undefined,
+    fetch: (since?: Validators) => Promise<Fetched<T>>,
+    local: () => Promise<T | undefined>,
+  ): Promise<Cached<T>> {
+    const offlineAnswer = async (): Promise<Cached<T>> => {
+      const value = await local();
+      if (value === undefined) throw new MirrorError('not-found', `the mirror is offline and does not have ${cacheKey.replace(':', ' ')}`);
+      return { value, status: 'OFFLINE', age: 0 };
+    };
+    if (this.offline) return offlineAnswer();
+    const cached = await this.metadata.get(cacheKey, fetch, offlineAnswer);
+    if (learnFor !== undefined && cached.status === 'MISS') {
+      const releases = (Array.isArray(cached.value) ? cached.value : [cached.value]) as Release[];
+      await this.metadata.seed(releases.map((r) => [key.release(learnFor, r.version), r] as const));
     }
     return cached;
   }
+
+  /** The releases of a package whose archives are cached, newest first. */
+  private async cachedReleases(name: string): Promise<Release[]> {
+    const releases: Release[] = [];
+    for (const version of await this.archives.versions(name)) {
+      const known = await this.metadata.peek<Release>(key.release(name, version));
+      releases.push(known ?? { version, createdAt: '', body: '', archiveUrl: '', fields: {} });
+    }
+    return releases.sort(newestFirst);
+  }
+
+  /** Packages the mirror knows (from package lists it saw, and from cached archives), filtered like the upstream. */
+  private async knownPackages(query: ListQuery): Promise<PackageSummary[]> {
+    const byName = new Map<string, PackageSummary>();
+    for (const listKey of await this.metadata.keys('list:')) {
+      for (const p of (await this.metadata.peek<PackageSummary[]>(listKey)) ?? []) {
+        if (typeof p.name === 'string') byName.set(p.name, p);
+      }
+    }
+    for (const name of await this.archives.packages()) if (!byName.has(name)) byName.set(name, { name });
+    const has = (value: unknown, wanted: string) => String(value ?? '').toLowerCase().includes(wanted.toLowerCase());
+    return [...byName.values()].filter((p) => {
+      const category = p.category as { id?: unknown; name?: unknown } | undefined;
+      return (
+        (!query.search || has(p.name, query.search) || has(p.description, query.search)) &&
+        (!query.tag || (Array.isArray(p.tags) && p.tags.includes(query.tag))) &&
+        (!query.category || String(category?.id) === query.category || category?.name === query.category)
+      );
+    });
+  }
 }
 
-function releaseKey(name: string, version: string): string {
-  return `release:${name}:${version}`;
+function pageOf<T>(items: T[], page: number): T[] {
+  return page === -1 ? items : items.slice((page - 1) * V3_PAGE_SIZE, page * V3_PAGE_SIZE);
 }

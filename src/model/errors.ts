@@ -8,6 +8,8 @@ export type ErrorKind =
   | 'not-supported'
   | 'upstream-failed'
   | 'upstream-timeout'
+  /** The upstream is known to be down (circuit open), or the mirror is offline. */
+  | 'unavailable'
   | 'internal';
 
 const STATUS: Record<ErrorKind, number> = {
@@ -17,6 +19,7 @@ const STATUS: Record<ErrorKind, number> = {
   'not-supported': 501,
   'upstream-failed': 502,
   'upstream-timeout': 504,
+  unavailable: 503,
   internal: 500,
 };
 
@@ -36,7 +39,7 @@ export class MirrorError extends Error {
 
   /** Failures of the upstream rather than answers from it: cached data may stand in for them. */
   get isUpstreamFailure(): boolean {
-    return this.kind === 'upstream-failed' || this.kind === 'upstream-timeout';
+    return this.kind === 'upstream-failed' || this.kind === 'upstream-timeout' || this.kind === 'unavailable';
   }
 }
 

@@ -28,3 +28,6 @@ export interface ArchiveRef {
   readonly digest: string;
   readonly size: number;
 }
+
+/** Page size of the v3 API's release and package lists. */
+export const V3_PAGE_SIZE = 20;

@@ -2,16 +2,19 @@
 // same file system, hashed and counted as it streams, and moved into place only by an explicit commit() once the
 // whole body arrived and its length checked out: a partial or corrupt download never becomes an archive.
 import { createHash, randomUUID, type Hash } from 'node:crypto';
-import { close, openSync, read, renameSync, unlinkSync } from 'node:fs';
+import { close, createReadStream, openSync, read, renameSync, unlinkSync } from 'node:fs';
 import { mkdir, open, readdir, rm, stat, type FileHandle } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type { ArchiveRef } from '../model/release.js';
 
 export interface ArchiveStore {
-  /** Size of a committed archive, or undefined when it is not stored. */
-  size(digest: string): Promise<number | undefined>;
+  /** A committed archive's size and a signature that changes whenever its file does; undefined when not stored. */
+  stat(digest: string): Promise<{ size: number; signature: string } | undefined>;
+  /** Hashes a committed archive: true when its bytes still match its digest. */
+  verify(digest: string): Promise<boolean>;
   /** File path of a committed archive (it may not exist). */
   path(digest: string): string;
   createWriter(): Promise<ArchiveWriter>;
@@ -50,13 +53,25 @@ export class FsArchiveStore implements ArchiveStore {
     return join(this.root, 'sha256', digest.slice(0, 2), digest);
   }
 
-  async size(digest: string): Promise<number | undefined> {
+  async stat(digest: string): Promise<{ size: number; signature: string } | undefined> {
     try {
-      return (await stat(this.path(digest))).size;
+      const s = await stat(this.path(digest));
+      return { size: s.size, signature: `${s.ino}:${s.mtimeMs}:${s.ctimeMs}:${s.size}` };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw err;
     }
+  }
+
+  async verify(digest: string): Promise<boolean> {
+    const hash = createHash('sha256');
+    try {
+      await pipeline(createReadStream(this.path(digest), { highWaterMark: READ_CHUNK }), hash);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw err;
+    }
+    return hash.digest('hex') === digest;
   }
 
   async createWriter(): Promise<ArchiveWriter> {
@@ -121,7 +136,7 @@ class FsArchiveWriter implements ArchiveWriter {
       await this.file.close();
       const target = this.store.path(digest);
       await mkdir(join(target, '..'), { recursive: true });
-      const alreadyStored = (await this.store.size(digest)) === this.written; // another version, or a racing fill
+      const alreadyStored = (await this.store.stat(digest))?.size === this.written; // another version, or a racing fill
       // Synchronous, so that the move and `location` change together: follow() opens `location` synchronously too.
       if (alreadyStored) unlinkSync(this.location);
       else renameSync(this.location, target);

@@ -1,17 +1,41 @@
 // The mirror's one way out: a keep-alive undici Agent (following redirects, since registries answer zipball
 // requests with a 302 to object storage) behind one p-queue, so the upstream never sees more than `concurrency`
-// requests from us. Upstream statuses and transport failures become MirrorErrors here, and nowhere else.
+// requests from us, and one circuit breaker, so that a dead upstream costs no timeouts. Idempotent GETs are
+// retried with jittered backoff while nothing has reached a client yet. Upstream statuses and transport failures
+// become MirrorErrors here, and nowhere else.
 import PQueue from 'p-queue';
 import { Agent, errors, interceptors, request, type Dispatcher } from 'undici';
 import type { Readable } from 'node:stream';
 import { MirrorError } from '../model/errors.js';
+import { CircuitBreaker, type CircuitStatus } from './circuit-breaker.js';
 
 export interface UpstreamHttpOptions {
   readonly concurrency: number;
   readonly connectTimeoutMs: number;
   readonly headersTimeoutMs: number;
   readonly bodyTimeoutMs: number;
+  /** Further tries of a failed idempotent GET. */
+  readonly retries: number;
+  readonly retryDelayMs: number;
+  /** Consecutive failures that mark the upstream down, and the backoff window's bounds. */
+  readonly breakerThreshold: number;
+  readonly breakerMinMs: number;
+  readonly breakerMaxMs: number;
 }
+
+/** Validators for a conditional GET. */
+export interface Validators {
+  readonly etag?: string;
+  readonly lastModified?: string;
+}
+
+export type JsonAnswer =
+  | { readonly notModified: true }
+  | { readonly notModified?: false; readonly data: unknown; readonly headers: Headers; readonly validators: Validators };
+
+/** Live requests go first; background work (prefetch, revalidation) waits behind them. */
+export type Priority = 'live' | 'background';
+const PRIORITY: Record<Priority, number> = { live: 1, background: 0 };
 
 export interface UpstreamBody {
   readonly body: Readable;
@@ -37,8 +61,9 @@ export interface ForwardResponse {
 export class UpstreamHttp {
   private readonly dispatcher: Dispatcher;
   private readonly queue: PQueue;
+  private readonly breaker: CircuitBreaker;
 
-  constructor(options: UpstreamHttpOptions) {
+  constructor(private readonly options: UpstreamHttpOptions) {
     this.dispatcher = new Agent({
       connect: { timeout: options.connectTimeoutMs },
       headersTimeout: options.headersTimeoutMs,
@@ -46,37 +71,56 @@ export class UpstreamHttp {
       keepAliveTimeout: 10_000,
     }).compose(interceptors.redirect({ maxRedirections: 5 }));
     this.queue = new PQueue({ concurrency: options.concurrency });
+    this.breaker = new CircuitBreaker({ threshold: options.breakerThreshold, minBackoffMs: options.breakerMinMs, maxBackoffMs: options.breakerMaxMs });
   }
 
-  /** GETs JSON; a non-2xx answer or a body that is not JSON becomes a MirrorError. */
-  getJson(url: string): Promise<{ data: unknown; headers: Headers }> {
-    return this.queue.add(async () => {
-      const res = await this.send(url, { method: 'GET', headers: { accept: 'application/json' } });
-      const text = await res.body.text().catch((err: unknown) => {
-        throw transportError(err, url);
-      });
-      let data: unknown;
-      try {
-        data = JSON.parse(text);
-      } catch {
-        if (res.statusCode < 300) throw new MirrorError('upstream-failed', `upstream answered ${redact(url)} with a body that is not JSON`);
-      }
-      if (res.statusCode >= 300) throw statusError(res.statusCode, url, data);
-      return { data, headers: res.headers };
-    });
+  get circuit(): CircuitStatus {
+    return this.breaker.status();
+  }
+
+  get pending(): { running: number; waiting: number } {
+    return { running: this.queue.pending, waiting: this.queue.size };
+  }
+
+  /** GETs JSON, conditionally when validators are given; non-2xx answers and bodies that are not JSON throw. */
+  getJson(url: string, since?: Validators, priority: Priority = 'live'): Promise<JsonAnswer> {
+    const headers: Headers = { accept: 'application/json' };
+    if (since?.etag) headers['if-none-match'] = since.etag;
+    if (since?.lastModified) headers['if-modified-since'] = since.lastModified;
+    return this.guarded(priority, () =>
+      this.retrying(async () => {
+        const res = await this.send(url, { method: 'GET', headers });
+        const text = await res.body.text().catch((err: unknown) => {
+          throw transportError(err, url);
+        });
+        if (res.statusCode === 304 && since) return { notModified: true } as const;
+        let data: unknown;
+        try {
+          data = JSON.parse(text);
+        } catch {
+          if (res.statusCode < 300) throw new MirrorError('upstream-failed', `upstream answered ${redact(url)} with a body that is not JSON`);
+        }
+        if (res.statusCode >= 300) throw statusError(res.statusCode, url, data);
+        const validators = { etag: header(res.headers, 'etag'), lastModified: header(res.headers, 'last-modified') };
+        return { data, headers: res.headers, validators };
+      }),
+    );
   }
 
   /**
    * GETs a download and hands its body to `consume`; the queue slot is held until `consume` settles, so large
-   * downloads count against the upstream concurrency too.
+   * downloads count against the upstream concurrency too. Retried only until the body starts flowing.
    */
-  download<T>(url: string, consume: (res: UpstreamBody) => Promise<T>): Promise<T> {
-    return this.queue.add(async () => {
-      const res = await this.send(url, { method: 'GET', headers: {} });
-      if (res.statusCode !== 200) {
-        await res.body.dump().catch(() => {});
-        throw statusError(res.statusCode, url, undefined);
-      }
+  download<T>(url: string, consume: (res: UpstreamBody) => Promise<T>, priority: Priority = 'live'): Promise<T> {
+    return this.guarded(priority, async () => {
+      const res = await this.retrying(async () => {
+        const res = await this.send(url, { method: 'GET', headers: {} });
+        if (res.statusCode !== 200) {
+          await res.body.dump().catch(() => {});
+          throw statusError(res.statusCode, url, undefined);
+        }
+        return res;
+      });
       const length = Number(res.headers['content-length']);
       const body = res.body as unknown as Readable;
       try {
@@ -90,7 +134,7 @@ export class UpstreamHttp {
 
   /** Sends a request as the client made it, and gives back the upstream's answer unchanged. */
   forward(req: ForwardRequest): Promise<ForwardResponse> {
-    return this.queue.add(async () => {
+    return this.guarded('live', async () => {
       const res = await this.send(req.url, { method: req.method as Dispatcher.HttpMethod, headers: req.headers, body: req.body });
       return { status: res.statusCode, headers: res.headers, body: res.body as unknown as Readable };
     });
@@ -101,6 +145,23 @@ export class UpstreamHttp {
     await this.dispatcher.close();
   }
 
+  /** Through the circuit breaker (fail fast while the upstream is down), then the queue. */
+  private guarded<T>(priority: Priority, fn: () => Promise<T>): Promise<T> {
+    return this.breaker.run(() => this.queue.add(fn, { priority: PRIORITY[priority] }));
+  }
+
+  private async retrying<T>(fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (attempt >= this.options.retries || !(err instanceof MirrorError && err.isUpstreamFailure)) throw err;
+        // Full jitter: a crowd of retries does not hit a recovering upstream in step.
+        await new Promise((r) => setTimeout(r, Math.random() * this.options.retryDelayMs * 2 ** attempt));
+      }
+    }
+  }
+
   private async send(url: string, opts: { method: Dispatcher.HttpMethod; headers: Headers; body?: Readable }) {
     try {
       return await request(url, { ...opts, dispatcher: this.dispatcher });
@@ -108,6 +169,11 @@ export class UpstreamHttp {
       throw transportError(err, url);
     }
   }
+}
+
+function header(headers: Headers, name: string): string | undefined {
+  const v = headers[name];
+  return Array.isArray(v) ? v[0] : v;
 }
 
 /** A URL fit for messages and logs: pre-signed storage URLs carry credentials in the query. */

@@ -1,8 +1,8 @@
 // Adapter for the Serverless Registry v3 API (PROTOCOL.md §1): JSON answers in a {request_id, body} envelope.
 import { MirrorError } from '../model/errors.js';
 import type { ListQuery, PackageSummary, Release } from '../model/release.js';
-import type { UpstreamBody, UpstreamHttp } from './http.js';
-import { isRecord, toRelease, type Upstream } from './upstream.js';
+import type { Priority, UpstreamBody, UpstreamHttp, Validators } from './http.js';
+import { isRecord, list, parsed, toRelease, type Fetched, type Upstream } from './upstream.js';
 
 /** How many detail pages allReleases() reads at most (the registry pages by about 20). */
 const MAX_PAGES = 100;
@@ -13,54 +13,51 @@ export class ServerlessV3Upstream implements Upstream {
     private readonly http: UpstreamHttp,
   ) {}
 
-  async latest(name: string): Promise<Release> {
-    return toRelease(await this.body(`/packages/${encodeURIComponent(name)}/release/latest`));
+  latest(name: string, since?: Validators): Promise<Fetched<Release>> {
+    return this.get(`/packages/${encodeURIComponent(name)}/release/latest`, since, toRelease);
   }
 
-  async release(name: string, version: string): Promise<Release> {
-    const path = `/packages/${encodeURIComponent(name)}/release/tags/${encodeURIComponent(version)}`;
-    return toRelease(await this.body(path));
+  release(name: string, version: string, since?: Validators): Promise<Fetched<Release>> {
+    return this.get(`/packages/${encodeURIComponent(name)}/release/tags/${encodeURIComponent(version)}`, since, toRelease);
   }
 
-  async releasePage(name: string, page: number): Promise<Release[]> {
-    return list(await this.body(`/packages/${encodeURIComponent(name)}/release?page=${page}`)).map(toRelease);
+  releasePage(name: string, page: number, since?: Validators): Promise<Fetched<Release[]>> {
+    return this.get(`/packages/${encodeURIComponent(name)}/release?page=${page}`, since, (body) => list(body).map(toRelease));
   }
 
-  async allReleases(name: string): Promise<Release[]> {
+  async allReleases(name: string): Promise<Fetched<Release[]>> {
     const all: Release[] = [];
     let pageSize = 0;
     for (let page = 1; page <= MAX_PAGES; page++) {
-      const releases = await this.releasePage(name, page);
+      const fetched = await this.releasePage(name, page);
+      const releases = fetched.notModified ? [] : fetched.value;
       pageSize ||= releases.length;
       all.push(...releases);
       if (releases.length === 0 || releases.length < pageSize) break;
     }
-    return all;
+    return { value: all };
   }
 
-  async listPackages(query: ListQuery): Promise<PackageSummary[]> {
+  listPackages(query: ListQuery, since?: Validators): Promise<Fetched<PackageSummary[]>> {
     const params = new URLSearchParams({ page: String(query.page) });
     for (const key of ['category', 'tag', 'search'] as const) {
       const value = query[key];
       if (value !== undefined) params.set(key, value);
     }
-    return list(await this.body(`/packages/releases?${params}`)).filter(isRecord);
+    return this.get(`/packages/releases?${params}`, since, (body) => list(body).filter(isRecord));
   }
 
-  download<T>(url: string, consume: (res: UpstreamBody) => Promise<T>): Promise<T> {
-    return this.http.download(url, consume);
+  download<T>(url: string, consume: (res: UpstreamBody) => Promise<T>, priority?: Priority): Promise<T> {
+    return this.http.download(url, consume, priority);
   }
 
-  private async body(path: string): Promise<unknown> {
-    const { data } = await this.http.getJson(this.base + path);
-    if (!isRecord(data) || !('body' in data)) {
-      throw new MirrorError('upstream-failed', `upstream answered ${path} without the {request_id, body} envelope`);
-    }
-    return data.body;
+  /** GETs base + path and parses the envelope's body. */
+  private async get<T>(path: string, since: Validators | undefined, parse: (body: unknown) => T): Promise<Fetched<T>> {
+    return parsed(await this.http.getJson(this.base + path, since), (data) => {
+      if (!isRecord(data) || !('body' in data)) {
+        throw new MirrorError('upstream-failed', `upstream answered ${path} without the {request_id, body} envelope`);
+      }
+      return parse(data.body);
+    });
   }
-}
-
-function list(body: unknown): unknown[] {
-  if (Array.isArray(body)) return body;
-  throw new MirrorError('upstream-failed', 'upstream answered with something other than a list');
 }

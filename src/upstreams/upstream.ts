@@ -1,18 +1,26 @@
 // What the mirror needs from an upstream registry, whatever protocol it speaks. Adapters return the normalized
-// model and throw MirrorErrors (translated in UpstreamHttp).
+// model and throw MirrorErrors (translated in UpstreamHttp). Reads take the validators of the copy the mirror has,
+// and answer { notModified } when the upstream says it is still current.
 import { MirrorError } from '../model/errors.js';
 import type { ListQuery, PackageSummary, Release } from '../model/release.js';
-import type { UpstreamBody } from './http.js';
+import type { JsonAnswer, Priority, UpstreamBody, Validators } from './http.js';
+
+export type Fetched<T> = { readonly notModified: true } | { readonly notModified?: false; readonly value: T; readonly validators?: Validators };
 
 export interface Upstream {
-  latest(name: string): Promise<Release>;
-  release(name: string, version: string): Promise<Release>;
+  latest(name: string, since?: Validators): Promise<Fetched<Release>>;
+  release(name: string, version: string, since?: Validators): Promise<Fetched<Release>>;
   /** One page of releases, newest first, with the upstream's page size. */
-  releasePage(name: string, page: number): Promise<Release[]>;
+  releasePage(name: string, page: number, since?: Validators): Promise<Fetched<Release[]>>;
   /** Every release, newest first. */
-  allReleases(name: string): Promise<Release[]>;
-  listPackages(query: ListQuery): Promise<PackageSummary[]>;
-  download<T>(url: string, consume: (res: UpstreamBody) => Promise<T>): Promise<T>;
+  allReleases(name: string, since?: Validators): Promise<Fetched<Release[]>>;
+  listPackages(query: ListQuery, since?: Validators): Promise<Fetched<PackageSummary[]>>;
+  download<T>(url: string, consume: (res: UpstreamBody) => Promise<T>, priority?: Priority): Promise<T>;
+}
+
+/** Parses a JSON answer, passing "not modified" on. */
+export function parsed<T>(answer: JsonAnswer, parse: (data: unknown) => T): Fetched<T> {
+  return answer.notModified ? answer : { value: parse(answer.data), validators: answer.validators };
 }
 
 /** Reads a string field; anything else becomes `fallback`. */
@@ -22,6 +30,11 @@ export function text(value: unknown, fallback = ''): string {
 
 export function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+export function list(data: unknown): unknown[] {
+  if (Array.isArray(data)) return data;
+  throw new MirrorError('upstream-failed', 'upstream answered with something other than a list');
 }
 
 /** A release as both protocols write it (v3 and GitHub-style share tag_name, created_at and zipball_url). */

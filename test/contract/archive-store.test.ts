@@ -38,7 +38,8 @@ describe.each(implementations)('%s', (_name, open) => {
     await w.write(data.subarray(40_000));
     const ref = await w.commit({ size: data.length });
     expect(ref).toEqual({ digest: sha256(data), size: data.length });
-    expect(await store.size(ref.digest)).toBe(data.length);
+    expect((await store.stat(ref.digest))?.size).toBe(data.length);
+    expect(await store.verify(ref.digest)).toBe(true);
     expect(await readFile(store.path(ref.digest))).toEqual(data);
     expect(await store.tempFiles()).toEqual([]);
   });
@@ -51,7 +52,7 @@ describe.each(implementations)('%s', (_name, open) => {
     const w = await store.createWriter();
     await w.write(Buffer.from('0123456789'));
     await expect(w.commit(expected)).rejects.toThrow(/archive rejected/);
-    expect(await store.size(sha256(Buffer.from('0123456789')))).toBeUndefined();
+    expect(await store.stat(sha256(Buffer.from('0123456789')))).toBeUndefined();
     expect(await store.tempFiles()).toEqual([]);
   });
 
@@ -60,7 +61,7 @@ describe.each(implementations)('%s', (_name, open) => {
     await w.write(Buffer.from('partial'));
     await w.abort();
     await w.abort(); // twice is fine
-    expect(await store.size(sha256(Buffer.from('partial')))).toBeUndefined();
+    expect(await store.stat(sha256(Buffer.from('partial')))).toBeUndefined();
     expect(await store.tempFiles()).toEqual([]);
   });
 
@@ -107,7 +108,19 @@ describe.each(implementations)('%s', (_name, open) => {
     await w.write(Buffer.from('x'));
     const { digest } = await w.commit();
     await store.delete(digest);
-    expect(await store.size(digest)).toBeUndefined();
+    expect(await store.stat(digest)).toBeUndefined();
+    expect(await store.verify(digest)).toBe(false);
+  });
+
+  it('verify finds a flipped byte, and the signature changes with the file', async () => {
+    const w = await store.createWriter();
+    await w.write(Buffer.from('precious bytes'));
+    const { digest } = await w.commit();
+    const before = await store.stat(digest);
+    await new Promise((r) => setTimeout(r, 10));
+    await writeFile(store.path(digest), 'precious bytez');
+    expect(await store.verify(digest)).toBe(false);
+    expect((await store.stat(digest))?.signature).not.toBe(before?.signature);
   });
 
   it('removes temp files left by a crash when it opens', async () => {
