@@ -1,0 +1,71 @@
+// End to end with the real `s` CLI from npm: component downloads through the mirror, and the registry commands.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FakeUpstream } from '../fakes/upstream.js';
+import { removeTempDirs, startMirror, type TestMirror } from '../helpers.js';
+import { clientHome, componentZip, project, runS } from './s-cli.js';
+
+let fake: FakeUpstream;
+let mirror: TestMirror;
+let app: string;
+const blobs = () => fake.count(/^\/blob\//);
+
+beforeAll(async () => {
+  fake = await FakeUpstream.start();
+  // 26 releases of demo-comp, so that `registry detail --page 2` has something to show.
+  const older = Array.from({ length: 25 }, (_, i) => ({ version: `0.0.${25 - i}` }));
+  fake.add('demo-comp', [{ version: '1.0.0', zip: componentZip('demo-comp', '1.0.0', { topFolder: true }) }, ...older]);
+  fake.add('other-comp', [
+    { version: '0.0.3', zip: componentZip('other-comp', '0.0.3') },
+    { version: '0.0.2', zip: componentZip('other-comp', '0.0.2') },
+  ]);
+  for (let i = 0; i < 5; i++) fake.add(`filler-${i}`, [{ version: '1.0.0' }]);
+  mirror = await startMirror(fake.v3);
+  app = await project(['demo-comp', 'other-comp@0.0.2']);
+});
+
+afterAll(async () => {
+  await mirror.close();
+  await fake.close();
+  await removeTempDirs();
+});
+
+describe('the real s CLI through the mirror', () => {
+  it('runs a project with a component at latest and one pinned, both downloaded through the mirror', async () => {
+    const home = await clientHome(`${mirror.url}/v3`);
+    const run = await runS(home, app, ['deploy', '--silent', '-o', 'json']);
+    expect(run.stdout).toContain('DEMO-COMP@1.0.0 deploy resource=r0 msg=hello-0');
+    expect(run.stdout).toContain('OTHER-COMP@0.0.2 deploy resource=r1 msg=hello-1');
+    expect(run.code).toBe(0);
+    // The client asked the mirror, and the mirror fetched each archive once.
+    expect(fake.requests.some((r) => r.url === '/v3/packages/demo-comp/release/latest')).toBe(true);
+    expect(fake.requests.some((r) => r.url === '/v3/packages/other-comp/release/tags/0.0.2')).toBe(true);
+    expect(blobs()).toBe(2);
+  });
+
+  it('a second client with an empty home gets both components without any upstream archive request', async () => {
+    const before = blobs();
+    const home = await clientHome(`${mirror.url}/v3`);
+    const run = await runS(home, app, ['deploy', '--silent', '-o', 'json']);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain('DEMO-COMP@1.0.0 deploy');
+    expect(run.stdout).toContain('OTHER-COMP@0.0.2 deploy');
+    expect(blobs()).toBe(before);
+    expect(fake.count(/\/zipball\//)).toBe(2);
+  });
+
+  it.each([
+    [['registry', 'list']],
+    [['registry', 'list', '--search', 'filler']],
+    [['registry', 'detail', '--package-name', 'demo-comp', '--page', '2']],
+  ])('`s %j` prints the same through the mirror as against the upstream directly', async (args) => {
+    const [viaMirror, direct] = await Promise.all([
+      runS(await clientHome(`${mirror.url}/v3`), app, args),
+      runS(await clientHome(fake.v3), app, args),
+    ]);
+    // zipball_url names the registry that answered: the mirror, or the upstream.
+    const normal = (out: string) => out.replaceAll(`${mirror.url}/v3`, 'REGISTRY').replaceAll(fake.v3, 'REGISTRY');
+    expect(viaMirror.code).toBe(0);
+    expect(direct.stdout).toMatch(/name|tag_name/);
+    expect(normal(viaMirror.stdout)).toBe(normal(direct.stdout));
+  });
+});
