@@ -4,7 +4,7 @@
 //   no or older copy, upstream answers        → MISS (stored; one fetch for all concurrent callers)
 //   upstream 404                              → remembered for notFoundTtl (negative cache), passed on
 //   upstream fails, an older copy exists      → STALE (a failure never replaces good metadata)
-//   upstream fails, no copy                   → the caller's fallback (answers from local knowledge), else the error
+//   upstream fails, no copy                   → the caller's fallback (local knowledge, STALE), else the error
 import { MirrorError, toMirrorError } from '../model/errors.js';
 import type { MetadataStore } from '../stores/metadata-store.js';
 import type { Validators } from '../upstreams/http.js';
@@ -46,7 +46,12 @@ export class MetadataCache {
     this.now = options.now ?? Date.now;
   }
 
-  async get<T>(key: string, fetch: (since?: Validators) => Promise<Fetched<T>>, fallback?: () => Promise<Cached<T>>): Promise<Cached<T>> {
+  /** `fallback` may answer when the upstream failed and nothing is cached; it rethrows the error when it cannot. */
+  async get<T>(
+    key: string,
+    fetch: (since?: Validators) => Promise<Fetched<T>>,
+    fallback?: (err: MirrorError) => Promise<Cached<T>>,
+  ): Promise<Cached<T>> {
     const doc = await this.store.get<Doc>(key);
     if (doc && this.isFresh(doc)) return this.answer(doc, 'HIT');
     return this.flights.run(key, async () => {
@@ -70,7 +75,7 @@ export class MetadataCache {
         if (e.kind === 'not-found') await this.store.put(key, { notFound: e.message, fetchedAt: this.now() } satisfies Doc);
         if (!e.isUpstreamFailure) throw e;
         if (copy) return this.answer(copy, 'STALE');
-        if (fallback) return fallback();
+        if (fallback) return fallback(e);
         throw e;
       }
     }) as Promise<Cached<T>>;

@@ -77,13 +77,16 @@ export class Registry {
     fetch: (since?: Validators) => Promise<Fetched<T>>,
     local: () => Promise<T | undefined>,
   ): Promise<Cached<T>> {
-    const offlineAnswer = async (): Promise<Cached<T>> => {
+    if (this.offline) {
       const value = await local();
       if (value === undefined) throw new MirrorError('not-found', `the mirror is offline and does not have ${cacheKey.replace(':', ' ')}`);
       return { value, status: 'OFFLINE', age: 0 };
-    };
-    if (this.offline) return offlineAnswer();
-    const cached = await this.metadata.get(cacheKey, fetch, offlineAnswer);
+    }
+    const cached = await this.metadata.get(cacheKey, fetch, async (upstreamError) => {
+      const value = await local();
+      if (value === undefined) throw upstreamError;
+      return { value, status: 'STALE', age: 0 };
+    });
     if (learnFor !== undefined && cached.status === 'MISS') {
       const releases = (Array.isArray(cached.value) ? cached.value : [cached.value]) as Release[];
       await this.metadata.seed(releases.map((r) => [key.release(learnFor, r.version), r] as const));

@@ -34,6 +34,8 @@ export type FaultKind =
   | { kind: 'hang' }
   | { kind: 'reset-mid-body' }
   | { kind: 'short-body' }
+  /** Sends half the body, then waits until the faults are cleared (and then resets). */
+  | { kind: 'stall-mid-body' }
   | { kind: 'delay'; ms: number }
   | { kind: 'not-json' };
 
@@ -50,6 +52,8 @@ export class FakeUpstream {
   readonly packages = new Map<string, FakePackage>();
   readonly requests: RecordedRequest[] = [];
   readonly faults: Fault[] = [];
+  /** Whether JSON answers carry an ETag (and honour If-None-Match). */
+  etags = true;
   private readonly sockets = new Set<Socket>();
   private hanging: Array<() => void> = [];
 
@@ -146,8 +150,23 @@ export class FakeUpstream {
       res.writeHead(302, { location: answer.redirect }).end();
       return;
     }
-    if ('blob' in answer) return sendBlob(res, answer.blob, fault);
-    json(res, 200, answer.json, answer.headers);
+    if ('blob' in answer) {
+      if (fault?.kind === 'stall-mid-body') {
+        res.writeHead(200, { 'content-type': 'application/zip', 'content-length': answer.blob.length });
+        res.write(answer.blob.subarray(0, answer.blob.length >> 1));
+        await new Promise<void>((resolve) => this.hanging.push(resolve));
+        res.destroy();
+        return;
+      }
+      return sendBlob(res, answer.blob, fault);
+    }
+    // Validators, as a well-behaved upstream sends them: an ETag over the answer (less the random request_id).
+    const etag = `"${sha256(Buffer.from(JSON.stringify((answer.json as { body?: unknown }).body ?? answer.json))).slice(0, 16)}"`;
+    if (this.etags && req.headers['if-none-match'] === etag) {
+      res.writeHead(304, { etag }).end();
+      return;
+    }
+    json(res, 200, answer.json, { ...answer.headers, ...(this.etags ? { etag } : {}) });
   }
 
   private route(url: URL, authorized: boolean): { json: unknown; headers?: Record<string, string> } | { redirect: string } | { blob: Buffer } | undefined {
