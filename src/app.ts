@@ -26,7 +26,8 @@ import { SrmUpstream } from './upstreams/srm.js';
 export interface Mirror {
   readonly app: Express;
   readonly registry: Registry;
-  close(): Promise<void>;
+  /** Lets fills under way finish (for at most graceMs), then closes the upstream client and the stores. */
+  close(graceMs?: number): Promise<void>;
 }
 
 export async function createMirror(config: Config, log: Logger): Promise<Mirror> {
@@ -53,13 +54,14 @@ export async function createMirror(config: Config, log: Logger): Promise<Mirror>
   app.set('trust proxy', config.trustProxy);
   const { publicUrl } = config;
   app.use('/-', opsFace({ status }));
-  app.use('/v3', v3Face({ registry, publicUrl, log, forwardPrivate: isV3 ? privateForwarder(http, config.upstream.url) : undefined }));
+  app.use('/v3', v3Face({ registry, publicUrl, log, forwardPrivate: isV3 && !config.offline ? privateForwarder(http, config.upstream.url) : undefined }));
   app.use(srmFace({ registry, publicUrl, log }));
 
   return {
     app,
     registry,
-    async close() {
+    async close(graceMs = 10_000) {
+      await archiveCache.drain(graceMs);
       await http.close();
       await store.close();
     },

@@ -19,6 +19,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningM
   const server = createServer(mirror.app);
   server.headersTimeout = 30_000; // slow-loris: a client has 30 s to send its request headers
   server.requestTimeout = 300_000; // and 5 min for a whole request body
+  server.timeout = 120_000; // a connection on which nothing moves for 2 min is closed
   server.keepAliveTimeout = 5_000;
   try {
     await new Promise<void>((resolve, reject) => {
@@ -45,7 +46,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningM
       await new Promise<void>((resolve) => server.close(() => resolve()));
       clearInterval(idle);
       clearTimeout(cut);
-      await mirror.close();
+      await mirror.close(graceMs);
     },
   };
 }

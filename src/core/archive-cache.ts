@@ -42,6 +42,8 @@ const DISK_RETRY_MS = 60_000;
 export class ArchiveCache {
   /** Fills under way, by key; each promise settles once the download's headers are in (or it failed). */
   private readonly fills = new Map<string, Promise<FillStart>>();
+  /** Each fill until it has stored its archive or given up. */
+  private readonly running = new Set<Promise<void>>();
   /** Digests whose files were hashed and matched, with the file's signature at the time. */
   private readonly verified = new Map<string, string>();
   private readonly verifying = new SingleFlight<boolean>();
@@ -106,6 +108,14 @@ export class ArchiveCache {
     return [...names];
   }
 
+  /** Waits for the fills under way to finish, for at most `ms`. */
+  async drain(ms: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)));
+    await Promise.race([Promise.allSettled([...this.running]), timeout]);
+    clearTimeout(timer);
+  }
+
   status(): { fillsInProgress: number; diskProblem: DiskProblem | undefined } {
     const disk = this.disk && { error: this.disk.error, since: this.disk.since };
     return { fillsInProgress: this.fills.size, diskProblem: disk };
@@ -141,12 +151,16 @@ export class ArchiveCache {
         this.disk = undefined;
       }
     };
-    run()
+    const done = run()
       .catch((err: unknown) => {
         started.reject(err);
         this.log.warn('archive fill failed', { key, error: (err as Error).message });
       })
-      .finally(() => this.fills.delete(key));
+      .finally(() => {
+        this.fills.delete(key);
+        this.running.delete(done);
+      });
+    this.running.add(done);
     return started.promise;
   }
 

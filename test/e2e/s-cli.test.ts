@@ -69,3 +69,35 @@ describe('the real s CLI through the mirror', () => {
     expect(normal(viaMirror.stdout)).toBe(normal(direct.stdout));
   });
 });
+
+describe('the real s CLI when the upstream is gone', () => {
+  it('a client with an empty home still gets every cached component, online (STALE) and offline', async () => {
+    const upstream = await FakeUpstream.start();
+    upstream.add('demo-comp', [{ version: '1.0.0', zip: componentZip('demo-comp', '1.0.0', { topFolder: true }) }]);
+    upstream.add('other-comp', [{ version: '0.0.3' }, { version: '0.0.2', zip: componentZip('other-comp', '0.0.2') }]);
+    const online = await startMirror(upstream.v3, { 'max-age': '0s', retries: '0' });
+    try {
+      const warm = await runS(await clientHome(`${online.url}/v3`), app, ['deploy', '--silent', '-o', 'json']);
+      expect(warm.code).toBe(0);
+      await upstream.close();
+
+      const stale = await runS(await clientHome(`${online.url}/v3`), app, ['deploy', '--silent', '-o', 'json']);
+      expect(stale.stdout).toContain('DEMO-COMP@1.0.0 deploy');
+      expect(stale.stdout).toContain('OTHER-COMP@0.0.2 deploy');
+      expect(stale.code).toBe(0);
+      expect(online.logs.join('')).not.toMatch(/internal error/);
+    } finally {
+      await online.close();
+    }
+
+    const offline = await startMirror(upstream.v3, { data: online.dataDir, offline: true });
+    try {
+      const run = await runS(await clientHome(`${offline.url}/v3`), app, ['deploy', '--silent', '-o', 'json']);
+      expect(run.stdout).toContain('DEMO-COMP@1.0.0 deploy');
+      expect(run.stdout).toContain('OTHER-COMP@0.0.2 deploy');
+      expect(run.code).toBe(0);
+    } finally {
+      await offline.close();
+    }
+  });
+});

@@ -1,0 +1,91 @@
+// Killing the mirror with SIGKILL in the middle of a fill leaves a cache that starts clean: the partial download
+// is never served, the next request fetches again, and LevelDB opens.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { afterEach, describe, expect, it } from 'vitest';
+import { request } from 'undici';
+import { FakeUpstream, sha256 } from '../fakes/upstream.js';
+import { get, removeTempDirs, tempDir } from '../helpers.js';
+
+const children: ChildProcess[] = [];
+
+afterEach(async () => {
+  for (const c of children.splice(0)) c.kill('SIGKILL');
+  await removeTempDirs();
+});
+
+/** Starts `srm-mirror serve` as its own process and resolves with its URL once it listens. */
+function serve(dataDir: string, upstream: string): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', 'serve', '--host', '127.0.0.1', '--port', '0', '--data', dataDir, '--upstream', upstream], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  children.push(child);
+  return new Promise((resolve, reject) => {
+    createInterface({ input: child.stderr! }).on('line', (line) => {
+      const url = (JSON.parse(line) as { msg?: string; url?: string }).url;
+      if (url) resolve({ child, url });
+    });
+    child.on('exit', (code) => reject(new Error(`mirror exited with ${code}`)));
+  });
+}
+
+async function until(check: () => Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 250 && !(await check()); i++) await new Promise((r) => setTimeout(r, 20));
+}
+
+describe('crash safety', () => {
+  it('SIGKILL in the middle of a fill: restart is clean, nothing partial is served, the next request refetches', async () => {
+    const fake = await FakeUpstream.start();
+    const zip = randomBytes(4 << 20);
+    fake.add('big', [{ version: '1.0.0', zip }]);
+    fake.inject(/^\/blob\//, { kind: 'stall-mid-body' }, 1);
+    const data = await tempDir();
+    try {
+      const first = await serve(data, fake.v3);
+      const download = request(`${first.url}/v3/packages/big/zipball/1.0.0`).then((r) => r.body.arrayBuffer()).catch((e: unknown) => e);
+      const tmp = join(data, 'archives', 'tmp');
+      await until(async () => (await readdir(tmp)).length > 0 && fake.count(/^\/blob\//) === 1);
+      expect(await readdir(tmp)).toHaveLength(1); // a fill is under way
+      first.child.kill('SIGKILL');
+      expect(await download).toBeInstanceOf(Error); // the client saw the download fail
+      fake.clearFaults();
+
+      const second = await serve(data, fake.v3); // LevelDB opens
+      expect(await readdir(tmp)).toEqual([]); // the partial file is gone
+      const res = await get(`${second.url}/v3/packages/big/zipball/1.0.0`);
+      expect(res.status).toBe(200);
+      expect(res.headers.get('x-cache')).toBe('MISS');
+      expect(sha256(res.body)).toBe(sha256(zip));
+      expect(fake.count(/^\/blob\//)).toBe(2);
+      expect((await get(`${second.url}/v3/packages/big/zipball/1.0.0`)).headers.get('x-cache')).toBe('HIT');
+    } finally {
+      await fake.close();
+    }
+  });
+
+  it('SIGTERM: stops accepting, lets the download under way finish, closes LevelDB and exits 0', async () => {
+    const fake = await FakeUpstream.start();
+    const zip = randomBytes(1 << 20);
+    fake.add('big', [{ version: '1.0.0', zip }]);
+    fake.inject(/^\/blob\//, { kind: 'delay', ms: 500 }, 1);
+    const data = await tempDir();
+    try {
+      const { child, url } = await serve(data, fake.v3);
+      const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+      const download = get(`${url}/v3/packages/big/zipball/1.0.0`);
+      await until(async () => fake.count(/^\/blob\//) === 1);
+      child.kill('SIGTERM');
+      const res = await download;
+      expect([res.status, sha256(res.body)]).toEqual([200, sha256(zip)]);
+      expect(await exited).toBe(0);
+      await expect(get(`${url}/-/health`)).rejects.toThrow();
+      const again = await serve(data, fake.v3); // the lock was released
+      expect((await get(`${again.url}/v3/packages/big/zipball/1.0.0`)).headers.get('x-cache')).toBe('HIT');
+    } finally {
+      await fake.close();
+    }
+  });
+});
