@@ -13,7 +13,7 @@ import { ArchiveCache } from './core/archive-cache.js';
 import { MetadataCache } from './core/metadata-cache.js';
 import { Registry } from './core/registry.js';
 import { opsFace } from './faces/ops.js';
-import { privateForwarder } from './faces/private.js';
+import { forwarder } from './faces/forward.js';
 import { srmFace } from './faces/srm.js';
 import { v3Face } from './faces/v3.js';
 import type { Logger } from './log.js';
@@ -54,7 +54,7 @@ export async function createMirror(config: Config, log: Logger): Promise<Mirror>
   app.set('trust proxy', config.trustProxy);
   const { publicUrl } = config;
   app.use('/-', opsFace({ status }));
-  app.use('/v3', v3Face({ registry, publicUrl, log, forwardPrivate: isV3 && !config.offline ? privateForwarder(http, config.upstream.url) : undefined }));
+  app.use('/v3', v3Face({ registry, publicUrl, log, forward: isV3 && !config.offline ? forwarder(http, config.upstream.url) : undefined }));
   app.use(srmFace({ registry, publicUrl, log }));
 
   return {

@@ -90,6 +90,18 @@ export class ArchiveCache {
     return undefined;
   }
 
+  /** Forgets which archive a key points at; the file goes too when no other key points at it. */
+  async unlink(key: string): Promise<void> {
+    const ref = await this.refs.get<ArchiveRef>(refKey(key));
+    if (!ref) return;
+    await this.refs.del(refKey(key));
+    for await (const k of this.refs.keys(refKey(''))) {
+      if ((await this.refs.get<ArchiveRef>(k))?.digest === ref.digest) return;
+    }
+    this.verified.delete(ref.digest);
+    await this.store.delete(ref.digest);
+  }
+
   /** Versions of a package whose archives are stored. */
   async versions(name: string): Promise<string[]> {
     const versions: string[] = [];

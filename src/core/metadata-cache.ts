@@ -46,18 +46,22 @@ export class MetadataCache {
     this.now = options.now ?? Date.now;
   }
 
-  /** `fallback` may answer when the upstream failed and nothing is cached; it rethrows the error when it cannot. */
+  /**
+   * `fallback` may answer when the upstream failed and nothing is cached (it rethrows the error when it cannot);
+   * `maxAgeMs` overrides the configured max age for this read (0: always ask the upstream).
+   */
   async get<T>(
     key: string,
     fetch: (since?: Validators) => Promise<Fetched<T>>,
-    fallback?: (err: MirrorError) => Promise<Cached<T>>,
+    opts: { fallback?: (err: MirrorError) => Promise<Cached<T>>; maxAgeMs?: number } = {},
   ): Promise<Cached<T>> {
+    const isFresh = (doc: Doc) => this.isFresh(doc, opts.maxAgeMs);
     const doc = await this.store.get<Doc>(key);
-    if (doc && this.isFresh(doc)) return this.answer(doc, 'HIT');
+    if (doc && isFresh(doc)) return this.answer(doc, 'HIT');
     return this.flights.run(key, async () => {
       // Read again: a flight that finished while we looked may have stored a fresh copy.
       const current = await this.store.get<Doc>(key);
-      if (current && this.isFresh(current)) return this.answer(current, 'HIT');
+      if (current && isFresh(current)) return this.answer(current, 'HIT');
       const copy = current && 'value' in current ? current : undefined;
       try {
         const fetched = await fetch(copy?.validators);
@@ -75,7 +79,7 @@ export class MetadataCache {
         if (e.kind === 'not-found') await this.store.put(key, { notFound: e.message, fetchedAt: this.now() } satisfies Doc);
         if (!e.isUpstreamFailure) throw e;
         if (copy) return this.answer(copy, 'STALE');
-        if (fallback) return fallback(e);
+        if (opts.fallback) return opts.fallback(e);
         throw e;
       }
     }) as Promise<Cached<T>>;
@@ -106,8 +110,18 @@ export class MetadataCache {
     else if (doc) await this.store.put(key, { ...doc, fetchedAt: 0 });
   }
 
-  private isFresh(doc: Doc): boolean {
-    const ttl = doc.notFound !== undefined ? this.options.notFoundTtlMs : this.options.maxAgeMs;
+  /** Rewrites a stored value in place (its age unchanged); nothing happens when there is none. */
+  async update<T>(key: string, change: (value: T) => T): Promise<void> {
+    const doc = await this.store.get<Doc>(key);
+    if (doc && 'value' in doc) await this.store.put(key, { ...doc, value: change(doc.value as T) });
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.store.del(key);
+  }
+
+  private isFresh(doc: Doc, maxAgeMs = this.options.maxAgeMs): boolean {
+    const ttl = doc.notFound !== undefined ? this.options.notFoundTtlMs : maxAgeMs;
     return this.now() - doc.fetchedAt < ttl;
   }
 

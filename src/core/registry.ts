@@ -13,6 +13,9 @@ import type { ArchiveCache, ArchiveHandle } from './archive-cache.js';
 import type { Cached, MetadataCache } from './metadata-cache.js';
 import { newestFirst, pickLatest } from './versions.js';
 
+/** After a publish or delete through the mirror, its package's metadata is revalidated on every read this long. */
+const RECENT_WRITE_MS = 5 * 60_000;
+
 const key = {
   latest: (name: string) => `latest:${name}`,
   release: (name: string, version: string) => `release:${name}:${version}`,
@@ -22,6 +25,9 @@ const key = {
 };
 
 export class Registry {
+  /** Packages written through the mirror lately, with the time until which their reads always revalidate. */
+  private readonly recentWrites = new Map<string, number>();
+
   constructor(
     private readonly upstream: Upstream,
     private readonly metadata: MetadataCache,
@@ -30,32 +36,59 @@ export class Registry {
   ) {}
 
   latest(name: string): Promise<Cached<Release>> {
-    return this.read(key.latest(name), name, (since) => this.upstream.latest(name, since), async () => pickLatest(await this.cachedReleases(name)));
+    return this.read(key.latest(name), { learnFor: name }, (since) => this.upstream.latest(name, since), async () =>
+      pickLatest(await this.cachedReleases(name)),
+    );
   }
 
   release(name: string, version: string): Promise<Cached<Release>> {
     return this.read(
       key.release(name, version),
-      undefined,
+      { package: name },
       (since) => this.upstream.release(name, version, since),
       async () => (await this.cachedReleases(name)).find((r) => r.version === version),
     );
   }
 
   releasePage(name: string, page: number): Promise<Cached<Release[]>> {
-    return this.read(key.page(name, page), name, (since) => this.upstream.releasePage(name, page, since), async () =>
+    return this.read(key.page(name, page), { learnFor: name }, (since) => this.upstream.releasePage(name, page, since), async () =>
       pageOf(await this.cachedReleases(name), page),
     );
   }
 
   allReleases(name: string): Promise<Cached<Release[]>> {
-    return this.read(key.releases(name), name, (since) => this.upstream.allReleases(name, since), () => this.cachedReleases(name));
+    return this.read(key.releases(name), { learnFor: name }, (since) => this.upstream.allReleases(name, since), () =>
+      this.cachedReleases(name),
+    );
   }
 
   listPackages(query: ListQuery): Promise<Cached<PackageSummary[]>> {
-    return this.read(key.list(query), undefined, (since) => this.upstream.listPackages(query, since), async () =>
+    return this.read(key.list(query), {}, (since) => this.upstream.listPackages(query, since), async () =>
       pageOf(await this.knownPackages(query), query.page),
     );
+  }
+
+  /**
+   * A publish went through: the package's metadata (and every package list) is made stale, forgotten 404s
+   * included, and revalidated on every read for a while, so the new version shows as soon as the upstream lists it.
+   */
+  async published(name: string | undefined): Promise<void> {
+    const keys = await this.metadata.keys('list:');
+    if (name !== undefined) {
+      this.recentWrites.set(name, Date.now() + RECENT_WRITE_MS);
+      keys.push(key.latest(name), key.releases(name), ...(await this.metadata.keys(`page:${name}:`)), ...(await this.metadata.keys(`release:${name}:`)));
+    }
+    for (const k of keys) await this.metadata.invalidate(k);
+  }
+
+  /** A delete went through: the version leaves every cached answer at once, and its archive is unlinked. */
+  async deleted(name: string, version: string): Promise<void> {
+    this.recentWrites.set(name, Date.now() + RECENT_WRITE_MS);
+    const without = (releases: Release[]) => releases.filter((r) => r.version !== version);
+    for (const k of [key.releases(name), ...(await this.metadata.keys(`page:${name}:`))]) await this.metadata.update(k, without);
+    if ((await this.metadata.peek<Release>(key.latest(name)))?.version === version) await this.metadata.delete(key.latest(name));
+    await this.metadata.delete(key.release(name, version));
+    await this.archives.unlink(`${name}@${version}`);
   }
 
   archive(name: string, version: string): Promise<ArchiveHandle> {
@@ -69,11 +102,11 @@ export class Registry {
 
   /**
    * One read: from the cache (which asks the upstream when its copy is old), or offline from what the mirror has.
-   * When `learnFor` names a package, the releases of a fresh answer are stored under their own keys too.
+   * With `learnFor`, the releases of a fresh answer are stored under their own keys too.
    */
   private async read<T extends Release | Release[] | PackageSummary[]>(
     cacheKey: string,
-    learnFor: string | undefined,
+    about: { learnFor?: string; package?: string },
     fetch: (since?: Validators) => Promise<Fetched<T>>,
     local: () => Promise<T | undefined>,
   ): Promise<Cached<T>> {
@@ -82,11 +115,16 @@ export class Registry {
       if (value === undefined) throw new MirrorError('not-found', `the mirror is offline and does not have ${cacheKey.replace(':', ' ')}`);
       return { value, status: 'OFFLINE', age: 0 };
     }
-    const cached = await this.metadata.get(cacheKey, fetch, async (upstreamError) => {
-      const value = await local();
-      if (value === undefined) throw upstreamError;
-      return { value, status: 'STALE', age: 0 };
+    const name = about.learnFor ?? about.package;
+    const cached = await this.metadata.get(cacheKey, fetch, {
+      maxAgeMs: name !== undefined && (this.recentWrites.get(name) ?? 0) > Date.now() ? 0 : undefined,
+      fallback: async (upstreamError) => {
+        const value = await local();
+        if (value === undefined) throw upstreamError;
+        return { value, status: 'STALE', age: 0 };
+      },
     });
+    const learnFor = about.learnFor;
     if (learnFor !== undefined && cached.status === 'MISS') {
       const releases = (Array.isArray(cached.value) ? cached.value : [cached.value]) as Release[];
       await this.metadata.seed(releases.map((r) => [key.release(learnFor, r.version), r] as const));

@@ -1,7 +1,10 @@
 // The v3 face: what the real `s` 3.x CLI calls (PROTOCOL.md §1). Every answer is uncompressed JSON in the
-// {request_id, body} envelope; errors carry a string body. Rendering only: policy lives in the Registry.
+// {request_id, body} envelope; errors carry a string body. Reads are rendering only (policy lives in the Registry);
+// writes and login go through to the upstream untouched, and a successful one updates the cache before the client
+// hears of it, so its next read already reflects it.
 import { randomUUID } from 'node:crypto';
 import { Router, type Request, type Response } from 'express';
+import type { Readable } from 'node:stream';
 import type { Cached } from '../core/metadata-cache.js';
 import type { Registry } from '../core/registry.js';
 import type { Logger } from '../log.js';
@@ -10,17 +13,17 @@ import * as valid from '../model/validate.js';
 import { sendArchive } from './archive-response.js';
 import { errorHandler } from './errors.js';
 import { baseUrl, v3Release } from './render.js';
-import type { PrivateForwarder } from './private.js';
+import { hasCredentials, sendForwarded, sniffForm, type Forward } from './forward.js';
 
 export interface V3FaceOptions {
   readonly registry: Registry;
   readonly publicUrl: string | undefined;
-  /** Passes a read the mirror may not cache (private content) to the upstream with the caller's credentials. */
-  readonly forwardPrivate: PrivateForwarder | undefined;
+  /** Passes requests to a v3 upstream untouched; undefined when there is none to pass them to (offline, srm). */
+  readonly forward: Forward | undefined;
   readonly log: Logger;
 }
 
-export function v3Face({ registry, publicUrl, forwardPrivate, log }: V3FaceOptions): Router {
+export function v3Face({ registry, publicUrl, forward, log }: V3FaceOptions): Router {
   const router = Router();
   const name = (req: Request) => valid.packageName(req.params.name as string);
 
@@ -35,7 +38,8 @@ export function v3Face({ registry, publicUrl, forwardPrivate, log }: V3FaceOptio
         sendEnvelope(res, 200, body);
       } catch (err) {
         const e = toMirrorError(err);
-        if (forwardPrivate && (e.kind === 'not-found' || e.kind === 'unauthorized') && (await forwardPrivate(req, res))) return;
+        // Private content: the anonymous mirror may not see it, the caller may. Passed through, never cached.
+        if (forward && hasCredentials(req) && (e.kind === 'not-found' || e.kind === 'unauthorized')) return sendForwarded(res, await forward(req));
         throw e;
       }
     };
@@ -83,6 +87,40 @@ export function v3Face({ registry, publicUrl, forwardPrivate, log }: V3FaceOptio
     await sendArchive(req, res, await registry.archive(pkg, version), `${pkg}-${version}.zip`);
   });
 
+  /**
+   * A write (or login) passed to the upstream. `plan` may replace the body (to read it on the way) and says how the
+   * cache follows an upstream success; that is applied before the client gets the answer.
+   */
+  const write =
+    (plan?: (req: Request) => { body?: Readable; applied: () => Promise<void> }) => async (req: Request, res: Response) => {
+      if (!forward) {
+        const why = registry.offline ? 'the mirror is offline' : 'the mirror has no v3 upstream';
+        throw new MirrorError('unavailable', `${why}: ${req.method} ${req.path} needs the upstream registry`);
+      }
+      const planned = plan?.(req);
+      const answer = await forward(req, planned?.body);
+      if (answer.status >= 200 && answer.status < 300) await planned?.applied();
+      await sendForwarded(res, answer);
+    };
+
+  router.post(
+    '/packages/releases',
+    write((req) => {
+      const form = sniffForm(req);
+      return { body: form.body, applied: () => registry.published(publishedName(form.field('publish'))) };
+    }),
+  );
+  router.delete(
+    '/packages/:name/release/tags/:version',
+    write((req) => {
+      const [pkg, version] = [name(req), valid.version(req.params.version as string)];
+      return { applied: () => registry.deleted(pkg, version) };
+    }),
+  );
+  router.post('/user/token', write());
+  router.get('/user/check', write());
+  router.get('/package/user', write());
+
   router.use((req: Request) => {
     throw new MirrorError('not-found', `no such v3 endpoint: ${req.method} ${req.path}`);
   });
@@ -90,6 +128,12 @@ export function v3Face({ registry, publicUrl, forwardPrivate, log }: V3FaceOptio
   router.use(errorHandler(log, (res, e) => sendEnvelope(res, e.status, e.message)));
 
   return router;
+}
+
+/** The package a publish.yaml names (`Name: fc3`); undefined when it cannot be read. */
+function publishedName(yaml: string | undefined): string | undefined {
+  const name = yaml && /^Name:\s*["']?([A-Za-z0-9][A-Za-z0-9._-]*)/m.exec(yaml)?.[1];
+  return name || undefined;
 }
 
 function sendEnvelope(res: Response, status: number, body: unknown): void {
