@@ -1,7 +1,10 @@
 // Shared test plumbing: temp folders, and a real mirror (real config path, LevelDB and files) on port 0.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { appendFileSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { request } from 'undici';
 import { loadConfig } from '../src/config/config.js';
 import { createLogger } from '../src/log.js';
@@ -25,11 +28,27 @@ export interface TestMirror extends RunningMirror {
   readonly logs: string[];
 }
 
+const LOG_DIR = process.env.SRM_TEST_LOG_DIR;
+
+/** Keeps a log line for the suite-wide credential check (test/global-setup.ts). */
+export function keepLog(line: string): void {
+  if (LOG_DIR) appendFileSync(join(LOG_DIR, `${process.pid}.log`), line.endsWith('\n') ? line : `${line}\n`);
+}
+
+/** Records credentials a test used, so that the suite-wide check looks for them in every log line. */
+export function recordSecrets(...values: string[]): void {
+  if (LOG_DIR) appendFileSync(join(LOG_DIR, `${process.pid}.secrets`), values.map((v) => `${v}\n`).join(''));
+}
+
 export async function startMirror(upstream: string, flags: Record<string, string | boolean> = {}): Promise<TestMirror> {
   const dataDir = typeof flags.data === 'string' ? flags.data : await tempDir();
   const config = loadConfig({ flags: { host: '127.0.0.1', port: '0', data: dataDir, upstream, ...flags }, env: {} });
   const logs: string[] = [];
-  const running = await startServer(config, createLogger('debug', { write: (line: string) => logs.push(line) }));
+  const write = (line: string) => {
+    logs.push(line);
+    keepLog(line);
+  };
+  const running = await startServer(config, createLogger('debug', { write }));
   return Object.assign(running, { dataDir, logs });
 }
 
@@ -42,4 +61,32 @@ export async function get(url: string, headers: Record<string, string> = {}) {
     return Array.isArray(v) ? v.join(', ') : (v ?? null);
   };
   return { status: res.statusCode, headers: { get: header }, body, json: () => JSON.parse(body.toString()) as unknown };
+}
+
+const children: ChildProcess[] = [];
+
+/** Runs `srm-mirror serve` (from src, via tsx) as its own process; resolves with its URL once it listens. */
+export function spawnMirror(args: string[]): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', 'serve', '--host', '127.0.0.1', '--port', '0', ...args], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  children.push(child);
+  return new Promise((resolve, reject) => {
+    createInterface({ input: child.stderr! }).on('line', (line) => {
+      keepLog(line);
+      const url = (JSON.parse(line) as { url?: string }).url;
+      if (url) resolve({ child, url });
+    });
+    child.on('exit', (code) => reject(new Error(`mirror exited with ${code}`)));
+  });
+}
+
+export function killChildren(): void {
+  for (const c of children.splice(0)) c.kill('SIGKILL');
+}
+
+/** A process's peak resident memory so far, in bytes (VmHWM). */
+export function peakRss(pid: number): number {
+  const kb = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+  return Number(kb) * 1024;
 }

@@ -25,8 +25,13 @@ export interface RecordedRequest {
   readonly method: string;
   readonly url: string;
   readonly headers: IncomingMessage['headers'];
+  /** The body's first MiB (large uploads are counted, not kept). */
   readonly body: Buffer;
+  readonly bodyLength: number;
 }
+
+/** The credentials the fake accepts for writes: the `token` header of a logged-in `s` client. */
+export const VALID_TOKEN_HEADER = /^[0-9a-f]{32}$/;
 
 /** What to do to a request whose URL matches: answer with a status, hang, or break the body. */
 export type FaultKind =
@@ -128,8 +133,13 @@ export class FakeUpstream {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const chunks: Buffer[] = [];
-    for await (const chunk of req) chunks.push(chunk as Buffer);
-    this.requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body: Buffer.concat(chunks) });
+    let bodyLength = 0;
+    for await (const chunk of req) {
+      if (bodyLength < 1 << 20) chunks.push(chunk as Buffer);
+      bodyLength += (chunk as Buffer).length;
+    }
+    const body = Buffer.concat(chunks);
+    this.requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body, bodyLength });
     const url = new URL(req.url ?? '/', this.url);
     const fault = this.takeFault(url.pathname + url.search);
     if (fault?.kind === 'hang') {
@@ -144,6 +154,7 @@ export class FakeUpstream {
       return;
     }
     const authorized = req.headers.token !== undefined;
+    if (req.method !== 'GET' && req.method !== 'HEAD') return this.write(req, res, url, body);
     const answer = this.route(url, authorized);
     if (!answer) return json(res, 404, url.pathname.startsWith('/srm/') ? { message: 'Not Found' } : { request_id: 'fake', body: '未找到指定资源' });
     if ('redirect' in answer) {
@@ -166,10 +177,10 @@ export class FakeUpstream {
       res.writeHead(304, { etag }).end();
       return;
     }
-    json(res, 200, answer.json, { ...answer.headers, ...(this.etags ? { etag } : {}) });
+    json(res, answer.status ?? 200, answer.json, { ...answer.headers, ...(this.etags ? { etag } : {}) });
   }
 
-  private route(url: URL, authorized: boolean): { json: unknown; headers?: Record<string, string> } | { redirect: string } | { blob: Buffer } | undefined {
+  private route(url: URL, authorized: boolean): { json: unknown; status?: number; headers?: Record<string, string> } | { redirect: string } | { blob: Buffer } | undefined {
     const path = url.pathname.split('/').slice(1).map(decodeURIComponent);
     const pkgOf = (name: string | undefined) => {
       const pkg = name === undefined ? undefined : this.packages.get(name);
@@ -185,6 +196,10 @@ export class FakeUpstream {
     }
     if (path[0] === 'v3') {
       const [, packages, name, what, sub, version] = path;
+      if (packages === 'user' && name === 'check') return { json: envelope(url.searchParams.get('token') === 'ready' ? { safety_code: 'sc', name: 'fake-user' } : 'waiting for login') };
+      if (packages === 'package' && name === 'user') {
+        return authorized ? { json: envelope([...this.packages.values()].filter((p) => p.private).map((p, i) => summary(p, i))) } : { json: { request_id: 'fake', body: '用户未登录' }, status: 401 };
+      }
       if (packages !== 'packages') return undefined;
       if (name === 'releases' && what === undefined) {
         const search = url.searchParams.get('search');
@@ -233,6 +248,43 @@ export class FakeUpstream {
       }
     }
     return undefined;
+  }
+
+  /** Uploads waiting for their zip (publish step 2), by id. */
+  private readonly uploads = new Map<string, { name: string; version: string }>();
+
+  /** Publish (two steps), delete and retoken, as the v3 API answers them: signed requests only. */
+  private write(req: IncomingMessage, res: ServerResponse, url: URL, body: Buffer): void {
+    const path = url.pathname.split('/').slice(1).map(decodeURIComponent);
+    if (req.method === 'PUT' && path[0] === 'upload') {
+      const upload = this.uploads.get(path[1] ?? '');
+      if (!upload) return json(res, 404, { message: 'no such upload' });
+      this.uploads.delete(path[1]!);
+      if (!this.packages.has(upload.name)) this.add(upload.name, []);
+      this.publish(upload.name, { version: upload.version, zip: body });
+      res.writeHead(200).end();
+      return;
+    }
+    const signed = VALID_TOKEN_HEADER.test(String(req.headers.token ?? '')) && req.headers.sign_code && req.headers.nonce && req.headers.timestamp;
+    if (!signed) return json(res, 401, { request_id: 'fake', body: '用户未登录' });
+    if (req.method === 'POST' && url.pathname === '/v3/packages/releases') {
+      const yaml = new URLSearchParams(body.toString()).get('publish') ?? '';
+      const name = /^Name:\s*(\S+)/m.exec(yaml)?.[1];
+      const version = /^Version:\s*(\S+)/m.exec(yaml)?.[1];
+      if (!name || !version) return json(res, 400, { request_id: 'fake', body: 'publish.yaml is missing Name or Version' });
+      const id = Math.random().toString(36).slice(2);
+      this.uploads.set(id, { name, version });
+      return json(res, 200, envelope({ url: `${this.url}/upload/${id}?signature=fake` }));
+    }
+    if (req.method === 'DELETE' && path[0] === 'v3' && path[1] === 'packages' && path[3] === 'release' && path[4] === 'tags') {
+      const pkg = this.packages.get(path[2] ?? '');
+      const at = pkg?.releases.findIndex((r) => r.version === path[5]) ?? -1;
+      if (!pkg || at < 0) return json(res, 404, { request_id: 'fake', body: '未找到指定资源' });
+      pkg.releases.splice(at, 1);
+      return json(res, 200, envelope({ deleted: `${pkg.name}@${path[5]}` }));
+    }
+    if (req.method === 'POST' && url.pathname === '/v3/user/token') return json(res, 200, envelope({ safety_code: 'new-safety-code' }));
+    json(res, 404, { request_id: 'fake', body: '未找到指定资源' });
   }
 
   private takeFault(url: string): FaultKind | undefined {

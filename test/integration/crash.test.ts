@@ -1,36 +1,19 @@
 // Killing the mirror with SIGKILL in the middle of a fill leaves a cache that starts clean: the partial download
 // is never served, the next request fetches again, and LevelDB opens.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { afterEach, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { FakeUpstream, sha256 } from '../fakes/upstream.js';
-import { get, removeTempDirs, tempDir } from '../helpers.js';
-
-const children: ChildProcess[] = [];
+import { get, killChildren, removeTempDirs, spawnMirror, tempDir } from '../helpers.js';
 
 afterEach(async () => {
-  for (const c of children.splice(0)) c.kill('SIGKILL');
+  killChildren();
   await removeTempDirs();
 });
 
-/** Starts `srm-mirror serve` as its own process and resolves with its URL once it listens. */
-function serve(dataDir: string, upstream: string): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', 'serve', '--host', '127.0.0.1', '--port', '0', '--data', dataDir, '--upstream', upstream], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  children.push(child);
-  return new Promise((resolve, reject) => {
-    createInterface({ input: child.stderr! }).on('line', (line) => {
-      const url = (JSON.parse(line) as { msg?: string; url?: string }).url;
-      if (url) resolve({ child, url });
-    });
-    child.on('exit', (code) => reject(new Error(`mirror exited with ${code}`)));
-  });
-}
+const serve = (data: string, upstream: string) => spawnMirror(['--data', data, '--upstream', upstream]);
 
 async function until(check: () => Promise<boolean>): Promise<void> {
   for (let i = 0; i < 250 && !(await check()); i++) await new Promise((r) => setTimeout(r, 20));

@@ -5,7 +5,7 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FakeUpstream, sha256 } from '../fakes/upstream.js';
-import { get, removeTempDirs, startMirror, type TestMirror } from '../helpers.js';
+import { get, recordSecrets, removeTempDirs, startMirror, type TestMirror } from '../helpers.js';
 
 let fake: FakeUpstream;
 let mirror: TestMirror;
@@ -208,6 +208,7 @@ describe('private content', () => {
 
   it('passes a credentialed read through unchanged and uncached, and never logs the credentials', async () => {
     const headers = { token: 'tok-SECRET-123', sign_code: 'sign-SECRET-456', nonce: 'abcdefghijklmno', timestamp: '1700000000' };
+    recordSecrets(headers.token, headers.sign_code);
     const res = await get(`${mirror.url}/v3/packages/secret/release/latest`, headers);
     expect(res.status).toBe(200);
     expect(res.headers.get('x-cache')).toBe('BYPASS');
