@@ -16,7 +16,7 @@ import { opsFace } from './faces/ops.js';
 import { forwarder } from './faces/forward.js';
 import { srmFace } from './faces/srm.js';
 import { v3Face } from './faces/v3.js';
-import type { Logger } from './log.js';
+import { accessLog, type Logger } from './log.js';
 import { FsArchiveStore } from './stores/archive-store.js';
 import { LevelMetadataStore, MemoryCachedStore } from './stores/metadata-store.js';
 import { UpstreamHttp } from './upstreams/http.js';
@@ -52,6 +52,7 @@ export async function createMirror(config: Config, log: Logger): Promise<Mirror>
   app.set('etag', false);
   app.set('query parser', 'simple');
   app.set('trust proxy', config.trustProxy);
+  if (log.enabled('debug')) app.use(accessLog(log));
   const { publicUrl } = config;
   app.use('/-', opsFace({ status }));
   app.use('/v3', v3Face({ registry, publicUrl, log, forward: isV3 && !config.offline ? forwarder(http, config.upstream.url) : undefined }));

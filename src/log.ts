@@ -1,5 +1,6 @@
 // A small structured logger: one JSON object per line. Callers pass fields explicitly; request headers are never
 // logged, so credentials (token, sign_code, authorization) cannot end up in a log.
+import type { NextFunction, Request, Response } from 'express';
 import type { LogLevel } from './config/config.js';
 
 const RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
@@ -11,11 +12,24 @@ export interface Logger {
   info(msg: string, fields?: Fields): void;
   warn(msg: string, fields?: Fields): void;
   error(msg: string, fields?: Fields): void;
+  enabled(level: LogLevel): boolean;
 }
 
 export function createLogger(level: LogLevel, out: { write(line: string): unknown } = process.stderr): Logger {
   const at = (l: LogLevel) => (msg: string, fields: Fields = {}) => {
     if (RANK[l] >= RANK[level]) out.write(`${JSON.stringify({ time: new Date().toISOString(), level: l, msg, ...fields })}\n`);
   };
-  return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
+  return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), enabled: (l) => RANK[l] >= RANK[level] };
+}
+
+/** One debug line per answered request: method, path (never the query, which may hold a login token), status. */
+export function accessLog(log: Logger) {
+  return (req: Request, res: Response, next: NextFunction) => {
+    const start = process.hrtime.bigint();
+    res.on('close', () => {
+      const ms = Number(process.hrtime.bigint() - start) / 1e6;
+      log.debug('request', { method: req.method, path: req.originalUrl.split('?')[0], status: res.statusCode, cache: res.getHeader('x-cache'), ms: Math.round(ms * 10) / 10 });
+    });
+    next();
+  };
 }
