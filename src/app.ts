@@ -3,13 +3,17 @@
 //   faces (v3, srm, ops; express routers, rendering only)
 //     → Registry (use cases)
 //       → MetadataCache (freshness, single-flight, stale-if-error) → MemoryCachedStore (LRU) → LevelMetadataStore
-//       → ArchiveCache (one fill per archive, readers follow it)   → FsArchiveStore (sha256, commit/abort)
-//       → Upstream adapter (serverless-v3 | srm) → UpstreamHttp (undici Agent + p-queue: all upstream traffic)
+//       → ArchiveCache (one fill per archive, readers follow it, quota) → FsArchiveStore (sha256, commit/abort)
+//       → Upstream adapter (serverless-v3 | srm) → UpstreamHttp (undici Agent + p-queue + circuit breaker)
+//   jobs: Prefetcher (cron) over the same Registry, its upstream requests at background priority
 import express, { type Express } from 'express';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from './config/config.js';
+import cron from 'node-cron';
 import { ArchiveCache } from './core/archive-cache.js';
+import { ArchiveQuota } from './core/archive-quota.js';
+import { Follows } from './core/follows.js';
 import { MetadataCache } from './core/metadata-cache.js';
 import { Registry } from './core/registry.js';
 import { opsFace } from './faces/ops.js';
@@ -19,6 +23,7 @@ import { v3Face } from './faces/v3.js';
 import { accessLog, type Logger } from './log.js';
 import { FsArchiveStore } from './stores/archive-store.js';
 import { LevelMetadataStore, MemoryCachedStore } from './stores/metadata-store.js';
+import { parseTarget, Prefetcher, type PrefetchSummary, type PrefetchTarget } from './jobs/prefetch.js';
 import { UpstreamHttp } from './upstreams/http.js';
 import { ServerlessV3Upstream } from './upstreams/serverless-v3.js';
 import { SrmUpstream } from './upstreams/srm.js';
@@ -26,26 +31,77 @@ import { SrmUpstream } from './upstreams/srm.js';
 export interface Mirror {
   readonly app: Express;
   readonly registry: Registry;
+  readonly archives: ArchiveCache;
+  readonly prefetcher: Prefetcher;
+  /** What a scheduled prefetch covers: the configured packages and those clients asked for. */
+  prefetchTargets(): PrefetchTarget[];
+  /** Runs prefetch over the followed packages now (or joins the run under way). */
+  prefetchNow(trigger: string): Promise<PrefetchSummary>;
+  status(): Promise<Record<string, unknown>>;
   /** Lets fills under way finish (for at most graceMs), then closes the upstream client and the stores. */
   close(graceMs?: number): Promise<void>;
 }
 
-export async function createMirror(config: Config, log: Logger): Promise<Mirror> {
+export interface MirrorOptions {
+  /** Run the scheduled jobs (prefetch on its cron, saving access times): for a server, not for a CLI command. */
+  readonly scheduled: boolean;
+}
+
+/** How often the archives' last-access times are saved (they are kept in memory in between). */
+const SAVE_ACCESS_MS = 60_000;
+
+export async function createMirror(config: Config, log: Logger, { scheduled }: MirrorOptions): Promise<Mirror> {
   await mkdir(config.dataDir, { recursive: true });
   const store = new MemoryCachedStore(await LevelMetadataStore.open(join(config.dataDir, 'meta')), config.cache.memoryEntries);
-  const archives = await FsArchiveStore.open(join(config.dataDir, 'archives'));
+  const archiveStore = await FsArchiveStore.open(join(config.dataDir, 'archives'));
   const http = new UpstreamHttp(config.upstream);
   const isV3 = config.upstream.type === 'serverless-v3';
   if (config.offline) log.info('offline mode: the upstream is never contacted');
-  const upstream = isV3 ? new ServerlessV3Upstream(config.upstream.url, http) : new SrmUpstream(config.upstream.url, http);
-  const metadata = new MetadataCache(store, config.cache);
-  const archiveCache = new ArchiveCache(store, archives, log);
-  const registry = new Registry(upstream, metadata, archiveCache, config.offline);
-  const status = () => ({
+  const upstreamOver = (h: UpstreamHttp) => (isV3 ? new ServerlessV3Upstream(config.upstream.url, h) : new SrmUpstream(config.upstream.url, h));
+  const archives = new ArchiveCache(store, archiveStore, new ArchiveQuota(config.cache.maxSizeBytes), log);
+  await archives.init();
+  const follows = await Follows.open(store);
+  const registry = new Registry(upstreamOver(http), new MetadataCache(store, config.cache), archives, {
     offline: config.offline,
-    upstream: { url: config.upstream.url, type: config.upstream.type, circuit: http.circuit, requests: http.pending },
-    archives: archiveCache.status(),
+    onRequested: config.prefetch.followRequested ? (name) => follows.add(name) : undefined,
   });
+  // Prefetch shares the caches and the upstream queue, but always asks the upstream and waits behind live requests.
+  const prefetcher = new Prefetcher(
+    registry.with(upstreamOver(http.withPriority('background')), { alwaysRevalidate: true, onRequested: undefined }),
+    config.prefetch,
+    store,
+    log,
+  );
+  const prefetchTargets = () => {
+    const pinned = config.prefetch.packages.map(parseTarget);
+    const named = new Set(pinned.map((t) => t.name));
+    return [...pinned, ...follows.list().filter((n) => !named.has(n)).map((name) => ({ name }))];
+  };
+  const prefetchNow = (trigger: string) => prefetcher.run(prefetchTargets(), { trigger });
+  const status = async () => ({
+    dataDir: config.dataDir,
+    offline: config.offline,
+    metadata: await registry.inventory(),
+    upstream: { url: config.upstream.url, type: config.upstream.type, circuit: http.circuit, requests: http.pending },
+    archives: { ...archives.status(), quota: archives.quotaStatus() },
+    prefetch: {
+      enabled: config.prefetch.enabled && !config.offline,
+      schedule: config.prefetch.schedule,
+      running: prefetcher.isRunning,
+      followed: prefetchTargets().length,
+      lastRun: await prefetcher.lastRun(),
+    },
+  });
+
+  const jobs: Array<{ stop(): unknown }> = [];
+  if (scheduled) {
+    if (config.prefetch.enabled && !config.offline) {
+      jobs.push(cron.schedule(config.prefetch.schedule, () => void prefetchNow('schedule'), { name: 'prefetch', noOverlap: true }));
+    }
+    const saver = setInterval(() => void archives.saveAccessTimes().catch(() => {}), SAVE_ACCESS_MS);
+    saver.unref();
+    jobs.push({ stop: () => clearInterval(saver) });
+  }
 
   const app = express();
   app.disable('x-powered-by');
@@ -54,15 +110,22 @@ export async function createMirror(config: Config, log: Logger): Promise<Mirror>
   app.set('trust proxy', config.trustProxy);
   if (log.enabled('debug')) app.use(accessLog(log));
   const { publicUrl } = config;
-  app.use('/-', opsFace({ status }));
+  app.use('/-', opsFace({ status, log, prefetchNow: config.offline ? undefined : prefetchNow }));
   app.use('/v3', v3Face({ registry, publicUrl, log, forward: isV3 && !config.offline ? forwarder(http, config.upstream.url) : undefined }));
   app.use(srmFace({ registry, publicUrl, log }));
 
   return {
     app,
     registry,
+    archives,
+    prefetcher,
+    prefetchTargets,
+    prefetchNow,
+    status,
     async close(graceMs = 10_000) {
-      await archiveCache.drain(graceMs);
+      for (const job of jobs) job.stop();
+      await archives.drain(graceMs);
+      await archives.saveAccessTimes();
       await http.close();
       await store.close();
     },

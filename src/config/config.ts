@@ -3,6 +3,7 @@
 // object. Every setting is declared exactly once, in SETTINGS below.
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import cron from 'node-cron';
 
 export type UpstreamType = 'serverless-v3' | 'srm';
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
@@ -34,6 +35,21 @@ export interface Config {
     readonly maxAgeMs: number;
     readonly notFoundTtlMs: number;
     readonly memoryEntries: number;
+    /** Archives beyond this many bytes are evicted, least recently used first; 0 = no limit. */
+    readonly maxSizeBytes: number;
+  };
+  readonly prefetch: {
+    readonly enabled: boolean;
+    /** A cron expression (node-cron, 5 or 6 fields). */
+    readonly schedule: string;
+    /** Packages always followed, as "name" or "name@version". */
+    readonly packages: readonly string[];
+    /** Also follow every package a client asked for through the mirror. */
+    readonly followRequested: boolean;
+    /** How many of the newest versions of each followed package to keep cached. */
+    readonly versions: number;
+    /** Packages refreshed at once (each holds at most one upstream request slot). */
+    readonly concurrency: number;
   };
 }
 
@@ -91,6 +107,30 @@ function oneOf<T extends string>(...values: T[]): Parse<T> {
   };
 }
 
+const UNIT_BYTES: Record<string, number> = { b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40 };
+
+/** "20GB", "512MiB", "1.5TB", or a number of bytes; 0 means no limit. */
+export const bytes: Parse<number> = (v, s) => {
+  if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) return v;
+  const m = typeof v === 'string' ? /^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*$/i.exec(v) : null;
+  if (m) return Math.round(Number(m[1]) * UNIT_BYTES[(m[2] ?? 'b').toLowerCase()]!);
+  throw new ConfigError(s, 'a size such as "20GB", "512MiB" or a number of bytes (0 for no limit)', v);
+};
+
+const cronExpression: Parse<string> = (v, s) => {
+  if (typeof v === 'string' && cron.validate(v)) return v;
+  throw new ConfigError(s, 'a cron expression such as "*/30 * * * *"', v);
+};
+
+/** A JSON array of package names (optionally name@version), or a comma-separated string of them. */
+const packageList: Parse<readonly string[]> = (v, s) => {
+  const list = typeof v === 'string' ? v.split(',').map((x) => x.trim()).filter(Boolean) : v;
+  if (Array.isArray(list) && list.every((x) => typeof x === 'string' && /^[A-Za-z0-9][\w.-]*(\/[A-Za-z0-9][\w.-]*)?(@[A-Za-z0-9][\w.+-]*)?$/.test(x))) {
+    return list as string[];
+  }
+  throw new ConfigError(s, 'a list of package names such as ["fc3", "fc3-domain@0.0.9"]', v);
+};
+
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
 /** "10m", "30s", "1h", "250ms", or a number of seconds. */
@@ -135,6 +175,13 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'upstream.breakerMaxBackoff', target: 'upstream.breakerMaxMs', flag: 'breaker-max-backoff', env: ['SRM_MIRROR_BREAKER_MAX_BACKOFF'], parse: duration, help: 'longest wait between probes' },
   { key: 'cache.maxAge', target: 'cache.maxAgeMs', flag: 'max-age', env: ['SRM_MIRROR_MAX_AGE'], parse: duration, help: 'how long metadata is served without asking the upstream' },
   { key: 'cache.notFoundTtl', target: 'cache.notFoundTtlMs', flag: 'not-found-ttl', env: ['SRM_MIRROR_NOT_FOUND_TTL'], parse: duration, help: 'how long an upstream 404 is remembered' },
+  { key: 'cache.maxSize', target: 'cache.maxSizeBytes', flag: 'max-size', env: ['SRM_MIRROR_MAX_SIZE'], parse: bytes, help: 'disk quota for archives, e.g. 20GB (0: none)' },
+  { key: 'prefetch.enabled', flag: 'prefetch', env: ['SRM_MIRROR_PREFETCH'], parse: bool, help: 'run scheduled prefetch (true or false)' },
+  { key: 'prefetch.schedule', flag: 'prefetch-schedule', env: ['SRM_MIRROR_PREFETCH_SCHEDULE'], parse: cronExpression, help: 'when prefetch runs (cron)' },
+  { key: 'prefetch.packages', flag: 'prefetch-packages', env: ['SRM_MIRROR_PREFETCH_PACKAGES'], parse: packageList, help: 'packages always followed, comma-separated' },
+  { key: 'prefetch.followRequested', flag: 'follow-requested', env: ['SRM_MIRROR_FOLLOW_REQUESTED'], parse: bool, help: 'also follow packages clients asked for (true or false)' },
+  { key: 'prefetch.versions', flag: 'prefetch-versions', env: ['SRM_MIRROR_PREFETCH_VERSIONS'], parse: integer(1, 100), help: 'newest versions kept per followed package' },
+  { key: 'prefetch.concurrency', flag: 'prefetch-concurrency', env: ['SRM_MIRROR_PREFETCH_CONCURRENCY'], parse: integer(1, 64), help: 'packages prefetched at once' },
   { key: 'cache.memoryEntries', flag: 'memory-entries', env: ['SRM_MIRROR_MEMORY_ENTRIES'], parse: integer(0, 10_000_000), help: 'metadata entries kept in memory' },
 ];
 

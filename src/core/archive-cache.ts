@@ -5,7 +5,8 @@
 //
 // A cached file is hashed before it is first served (and again whenever the file changes on disk); one whose
 // bytes no longer match its digest is dropped and fetched again. When the disk cannot be written (full,
-// read-only), downloads are passed through to clients uncached until a retry window has passed.
+// read-only), downloads are passed through to clients uncached until a retry window has passed. Past the disk
+// quota, the least recently used archives are evicted (never one being served), after every new archive.
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { MirrorError } from '../model/errors.js';
@@ -13,10 +14,12 @@ import type { ArchiveRef } from '../model/release.js';
 import type { ArchiveStore, ArchiveWriter } from '../stores/archive-store.js';
 import type { MetadataStore } from '../stores/metadata-store.js';
 import type { UpstreamBody } from '../upstreams/http.js';
+import type { ArchiveQuota } from './archive-quota.js';
 import { deferred, SingleFlight } from './single-flight.js';
 
 export type ArchiveHandle =
-  | { readonly status: 'HIT'; readonly ref: ArchiveRef; readonly path: string }
+  /** `release` must be called once the file has been sent: until then it cannot be evicted. */
+  | { readonly status: 'HIT'; readonly ref: ArchiveRef; readonly path: string; readonly release: () => void }
   | { readonly status: 'MISS'; readonly size: number | undefined; readonly body: Readable };
 
 /** Runs `consume` on the upstream's download of an archive. */
@@ -29,6 +32,18 @@ export interface ArchiveLog {
 export interface DiskProblem {
   readonly error: string;
   readonly since: string;
+}
+
+export interface AuditReport {
+  readonly archives: number;
+  readonly bytes: number;
+  /** Digests whose files no longer match. */
+  readonly corrupt: string[];
+  /** Digests no package version points at. */
+  readonly unreferenced: string[];
+  /** package@version keys whose archive file is gone. */
+  readonly missing: string[];
+  readonly tempFiles: string[];
 }
 
 type FillStart = { readonly ref: ArchiveRef } | { readonly writer: ArchiveWriter; readonly size: number | undefined };
@@ -49,12 +64,86 @@ export class ArchiveCache {
   private readonly verifying = new SingleFlight<boolean>();
   private disk: (DiskProblem & { readonly retryAt: number }) | undefined;
 
+  private readonly enforcing = new SingleFlight<{ evicted: number; bytes: number }>();
+
   constructor(
     private readonly refs: MetadataStore,
     private readonly store: ArchiveStore,
+    private readonly quota: ArchiveQuota,
     private readonly log: ArchiveLog,
     private readonly now: () => number = Date.now,
   ) {}
+
+  /** Reads the stored archives and their last access times into the quota. */
+  async init(): Promise<void> {
+    for await (const a of this.store.list()) {
+      this.quota.added(a.digest, a.size, (await this.refs.get<number>(accessKey(a.digest))) ?? a.modifiedMs);
+    }
+  }
+
+  /** Saves the access times of archives used since the last save (one batch, not a write per hit). */
+  async saveAccessTimes(): Promise<void> {
+    const unsaved = this.quota.takeUnsaved();
+    if (unsaved.length) await this.refs.putMany(unsaved.map(([digest, at]) => [accessKey(digest), at] as const));
+  }
+
+  /** Evicts least recently used archives until usage is back under the quota's low-water mark. */
+  enforceQuota(): Promise<{ evicted: number; bytes: number }> {
+    return this.enforcing.run('quota', async () => {
+      const victims = this.quota.victims();
+      let bytes = 0;
+      const byDigest = await this.keysByDigest();
+      for (const digest of victims) {
+        if (this.quota.isLeased(digest)) continue; // leased since victims() was computed
+        bytes += (await this.store.stat(digest))?.size ?? 0;
+        await this.remove(digest, byDigest.get(digest) ?? []);
+      }
+      if (victims.length) this.log.warn('disk quota: evicted least recently used archives', { evicted: victims.length, bytes, usedBytes: this.quota.usedBytes });
+      return { evicted: victims.length, bytes };
+    });
+  }
+
+  /** Removes archives no key points at (older than a minute, so a fill between commit and ref is left alone). */
+  async removeUnreferenced(): Promise<{ removed: number; bytes: number }> {
+    const byDigest = await this.keysByDigest();
+    let removed = 0;
+    let bytes = 0;
+    for await (const a of this.store.list()) {
+      if (byDigest.has(a.digest) || this.quota.isLeased(a.digest) || this.now() - a.modifiedMs < 60_000) continue;
+      await this.remove(a.digest, []);
+      removed++;
+      bytes += a.size;
+    }
+    return { removed, bytes };
+  }
+
+  /**
+   * Rehashes every archive and checks every key against its file: corrupt archives, files no key points at, keys
+   * whose file is missing, and leftover temp files. With repair, all of them are removed.
+   */
+  async audit(repair: boolean): Promise<AuditReport> {
+    const byDigest = await this.keysByDigest();
+    const report = { archives: 0, bytes: 0, corrupt: [] as string[], unreferenced: [] as string[], missing: [] as string[], tempFiles: await this.store.tempFiles() };
+    const present = new Set<string>();
+    for await (const a of this.store.list()) {
+      present.add(a.digest);
+      report.archives++;
+      report.bytes += a.size;
+      if (!(await this.store.verify(a.digest))) report.corrupt.push(a.digest);
+      else if (!byDigest.has(a.digest)) report.unreferenced.push(a.digest);
+    }
+    for (const [digest, keys] of byDigest) if (!present.has(digest)) report.missing.push(...keys.map((k) => k.slice(refKey('').length)));
+    if (repair) {
+      for (const digest of [...report.corrupt, ...report.unreferenced]) await this.remove(digest, byDigest.get(digest) ?? []);
+      for (const key of report.missing) await this.refs.del(refKey(key));
+      for (const name of report.tempFiles) await this.store.deleteTemp(name);
+    }
+    return report;
+  }
+
+  quotaStatus(): { maxBytes: number; usedBytes: number; archives: number } {
+    return { maxBytes: this.quota.maxBytes, usedBytes: this.quota.usedBytes, archives: this.quota.count };
+  }
 
   /** Serves from the store, or fills from `source`; with no source (offline), what is not stored is not found. */
   async open(key: string, source: ArchiveSource | undefined): Promise<ArchiveHandle> {
@@ -84,9 +173,7 @@ export class ArchiveCache {
       return ref;
     }
     this.log.warn('corrupt archive dropped; it will be fetched again', { key, digest: ref.digest });
-    this.verified.delete(ref.digest);
-    await this.store.delete(ref.digest);
-    await this.refs.del(refKey(key));
+    await this.remove(ref.digest, (await this.keysByDigest()).get(ref.digest) ?? [refKey(key)]);
     return undefined;
   }
 
@@ -95,11 +182,7 @@ export class ArchiveCache {
     const ref = await this.refs.get<ArchiveRef>(refKey(key));
     if (!ref) return;
     await this.refs.del(refKey(key));
-    for await (const k of this.refs.keys(refKey(''))) {
-      if ((await this.refs.get<ArchiveRef>(k))?.digest === ref.digest) return;
-    }
-    this.verified.delete(ref.digest);
-    await this.store.delete(ref.digest);
+    if (!(await this.keysByDigest()).has(ref.digest)) await this.remove(ref.digest, []);
   }
 
   /** Versions of a package whose archives are stored. */
@@ -134,7 +217,26 @@ export class ArchiveCache {
   }
 
   private hit(ref: ArchiveRef): ArchiveHandle {
-    return { status: 'HIT', ref, path: this.store.path(ref.digest) };
+    return { status: 'HIT', ref, path: this.store.path(ref.digest), release: this.quota.lease(ref.digest) };
+  }
+
+  /** Every key pointing at each stored digest. */
+  private async keysByDigest(): Promise<Map<string, string[]>> {
+    const map = new Map<string, string[]>();
+    for await (const k of this.refs.keys(refKey(''))) {
+      const ref = await this.refs.get<ArchiveRef>(k);
+      if (ref) map.set(ref.digest, [...(map.get(ref.digest) ?? []), k]);
+    }
+    return map;
+  }
+
+  /** Deletes an archive's file and the keys that point at it. */
+  private async remove(digest: string, keys: readonly string[]): Promise<void> {
+    for (const k of keys) await this.refs.del(k);
+    await this.refs.del(accessKey(digest));
+    this.verified.delete(digest);
+    this.quota.removed(digest);
+    await this.store.delete(digest);
   }
 
   private fill(key: string, source: ArchiveSource): Promise<FillStart> {
@@ -153,6 +255,7 @@ export class ArchiveCache {
           await this.refs.put(refKey(key), ref);
           const stat = await this.store.stat(ref.digest);
           if (stat) this.verified.set(ref.digest, stat.signature); // hashed while it was written
+          this.quota.added(ref.digest, ref.size);
         } catch (err) {
           await writer.abort(err as Error);
           throw err;
@@ -162,6 +265,7 @@ export class ArchiveCache {
         this.log.warn('archive cache writable again', { error: this.disk.error });
         this.disk = undefined;
       }
+      if (this.quota.overQuota) void this.enforceQuota().catch((err: unknown) => this.log.warn('eviction failed', { error: String(err) }));
     };
     const done = run()
       .catch((err: unknown) => {
@@ -202,4 +306,8 @@ export class ArchiveCache {
 
 function refKey(key: string): string {
   return `archive:${key}`;
+}
+
+function accessKey(digest: string): string {
+  return `access:${digest}`;
 }

@@ -24,16 +24,32 @@ const key = {
   list: (q: ListQuery) => `list:${JSON.stringify([q.page, q.category, q.tag, q.search])}`,
 };
 
+export interface RegistryOptions {
+  readonly offline: boolean;
+  /** Ask the upstream on every read (a prefetch refresh), instead of trusting copies younger than max age. */
+  readonly alwaysRevalidate?: boolean;
+  /** Told of each package a read found, e.g. to follow it. */
+  readonly onRequested?: (name: string) => void;
+}
+
 export class Registry {
   /** Packages written through the mirror lately, with the time until which their reads always revalidate. */
   private readonly recentWrites = new Map<string, number>();
+  readonly offline: boolean;
 
   constructor(
     private readonly upstream: Upstream,
     private readonly metadata: MetadataCache,
     private readonly archives: ArchiveCache,
-    readonly offline: boolean,
-  ) {}
+    private readonly options: RegistryOptions,
+  ) {
+    this.offline = options.offline;
+  }
+
+  /** The same registry over another upstream (e.g. one whose requests queue behind live ones) with other options. */
+  with(upstream: Upstream, options: Partial<RegistryOptions>): Registry {
+    return new Registry(upstream, this.metadata, this.archives, { ...this.options, ...options });
+  }
 
   latest(name: string): Promise<Cached<Release>> {
     return this.read(key.latest(name), { learnFor: name }, (since) => this.upstream.latest(name, since), async () =>
@@ -68,6 +84,14 @@ export class Registry {
     );
   }
 
+  /** How much the mirror knows: packages and versions with metadata. */
+  async inventory(): Promise<{ packages: number; versions: number }> {
+    const versions = await this.metadata.keys('release:');
+    const names = new Set(versions.map((k) => k.slice('release:'.length, k.lastIndexOf(':'))));
+    for (const k of await this.metadata.keys('latest:')) names.add(k.slice('latest:'.length));
+    return { packages: names.size, versions: versions.length };
+  }
+
   /**
    * A publish went through: the package's metadata (and every package list) is made stale, forgotten 404s
    * included, and revalidated on every read for a while, so the new version shows as soon as the upstream lists it.
@@ -91,13 +115,16 @@ export class Registry {
     await this.archives.unlink(`${name}@${version}`);
   }
 
-  archive(name: string, version: string): Promise<ArchiveHandle> {
+  async archive(name: string, version: string): Promise<ArchiveHandle> {
     const id = `${name}@${version}`;
-    if (this.offline) return this.archives.open(id, undefined);
-    return this.archives.open(id, async (consume) => {
-      const { value: release } = await this.release(name, version);
-      return this.upstream.download(release.archiveUrl, consume);
-    });
+    const handle = this.offline
+      ? await this.archives.open(id, undefined)
+      : await this.archives.open(id, async (consume) => {
+          const { value: release } = await this.release(name, version);
+          return this.upstream.download(release.archiveUrl, consume);
+        });
+    this.options.onRequested?.(name);
+    return handle;
   }
 
   /**
@@ -116,8 +143,9 @@ export class Registry {
       return { value, status: 'OFFLINE', age: 0 };
     }
     const name = about.learnFor ?? about.package;
+    const revalidate = this.options.alwaysRevalidate || (name !== undefined && (this.recentWrites.get(name) ?? 0) > Date.now());
     const cached = await this.metadata.get(cacheKey, fetch, {
-      maxAgeMs: name !== undefined && (this.recentWrites.get(name) ?? 0) > Date.now() ? 0 : undefined,
+      maxAgeMs: revalidate ? 0 : undefined,
       fallback: async (upstreamError) => {
         const value = await local();
         if (value === undefined) throw upstreamError;
@@ -129,6 +157,7 @@ export class Registry {
       const releases = (Array.isArray(cached.value) ? cached.value : [cached.value]) as Release[];
       await this.metadata.seed(releases.map((r) => [key.release(learnFor, r.version), r] as const));
     }
+    if (name !== undefined) this.options.onRequested?.(name);
     return cached;
   }
 

@@ -10,6 +10,7 @@ export async function sendArchive(req: Request, res: Response, handle: ArchiveHa
   res.setHeader('Content-Type', 'application/zip');
   res.setHeader('Content-Disposition', `attachment; filename="${filename.replace(/[^\w.@+-]/g, '_')}"`);
   if (handle.status === 'HIT') {
+    res.once('close', handle.release);
     res.setHeader('ETag', `"${handle.ref.digest}"`);
     // A version's archive never changes.
     res.setHeader('Cache-Control', 'public, max-age=31536000, immutable');

@@ -1,13 +1,33 @@
-// The ops face: health and status for operators and load balancers.
-import { Router } from 'express';
+// The ops face: health, status, and a prefetch trigger for operators and load balancers.
+import { Router, type Request } from 'express';
+import type { Logger } from '../log.js';
+import { MirrorError } from '../model/errors.js';
+import { errorHandler } from './errors.js';
 
-export function opsFace({ status }: { status: () => unknown }): Router {
+export interface OpsFaceOptions {
+  readonly log: Logger;
+  readonly status: () => Promise<unknown>;
+  /** Starts a prefetch run; undefined when there is no upstream to prefetch from (offline). */
+  readonly prefetchNow: ((trigger: string) => Promise<unknown>) | undefined;
+}
+
+export function opsFace({ status, prefetchNow, log }: OpsFaceOptions): Router {
   const router = Router();
   router.get('/health', (_req, res) => {
     res.json({ status: 'ok' });
   });
-  router.get('/status', (_req, res) => {
-    res.json(status());
+  router.get('/status', async (_req, res) => {
+    res.json(await status());
   });
+  /** Starts a run over the followed packages (or joins the one under way) and answers at once; see /-/status. */
+  router.post('/prefetch', (_req, res) => {
+    if (!prefetchNow) throw new MirrorError('unavailable', 'the mirror is offline: there is nothing to prefetch from');
+    void prefetchNow('http').catch(() => {});
+    res.status(202).json({ status: 'started' });
+  });
+  router.use((req: Request) => {
+    throw new MirrorError('not-found', `no such endpoint: ${req.method} ${req.originalUrl.split('?')[0]}`);
+  });
+  router.use(errorHandler(log, (res, e) => res.status(e.status).json({ message: e.message, error: e.kind })));
   return router;
 }

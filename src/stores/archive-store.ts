@@ -19,6 +19,18 @@ export interface ArchiveStore {
   path(digest: string): string;
   createWriter(): Promise<ArchiveWriter>;
   delete(digest: string): Promise<void>;
+  /** Every committed archive. */
+  list(): AsyncIterable<StoredArchive>;
+  /** Temp files of downloads in progress (or left by a crash, until the store is opened again). */
+  tempFiles(): Promise<string[]>;
+  /** Removes a temp file by the name tempFiles() gave. */
+  deleteTemp(name: string): Promise<void>;
+}
+
+export interface StoredArchive {
+  readonly digest: string;
+  readonly size: number;
+  readonly modifiedMs: number;
 }
 
 export interface ArchiveWriter {
@@ -83,9 +95,24 @@ export class FsArchiveStore implements ArchiveStore {
     await rm(this.path(digest), { force: true });
   }
 
-  /** Temp files currently present (for tests and verification). */
+  async *list(): AsyncIterable<StoredArchive> {
+    const base = join(this.root, 'sha256');
+    for (const shard of await readdir(base)) {
+      for (const digest of await readdir(join(base, shard))) {
+        if (!DIGEST.test(digest)) continue;
+        const s = await stat(join(base, shard, digest)).catch(() => undefined);
+        if (s) yield { digest, size: s.size, modifiedMs: s.mtimeMs };
+      }
+    }
+  }
+
   async tempFiles(): Promise<string[]> {
     return readdir(join(this.root, 'tmp'));
+  }
+
+  async deleteTemp(name: string): Promise<void> {
+    if (!/^[\w-]+\.part$/.test(name)) throw new Error(`not a temp file name: ${JSON.stringify(name)}`);
+    await rm(join(this.root, 'tmp', name), { force: true });
   }
 }
 

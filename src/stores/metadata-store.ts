@@ -14,6 +14,13 @@ export interface MetadataStore {
   close(): Promise<void>;
 }
 
+export class DataFolderLockedError extends Error {
+  constructor(readonly location: string) {
+    super(`the metadata database ${location} is in use by another srm-mirror process: stop it, or use another --data folder`);
+    this.name = 'DataFolderLockedError';
+  }
+}
+
 export class LevelMetadataStore implements MetadataStore {
   private constructor(private readonly db: Level<string, unknown>) {}
 
@@ -23,9 +30,7 @@ export class LevelMetadataStore implements MetadataStore {
       await db.open();
     } catch (err) {
       const code = (err as { cause?: { code?: string } }).cause?.code;
-      if (code === 'LEVEL_LOCKED') {
-        throw new Error(`the metadata database ${location} is in use by another srm-mirror process: stop it, or use another --data folder`);
-      }
+      if (code === 'LEVEL_LOCKED') throw new DataFolderLockedError(location);
       throw err;
     }
     return new LevelMetadataStore(db);

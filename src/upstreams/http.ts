@@ -58,20 +58,38 @@ export interface ForwardResponse {
   readonly body: Readable;
 }
 
+interface Shared {
+  readonly dispatcher: Dispatcher;
+  readonly queue: PQueue;
+  readonly breaker: CircuitBreaker;
+}
+
 export class UpstreamHttp {
   private readonly dispatcher: Dispatcher;
   private readonly queue: PQueue;
   private readonly breaker: CircuitBreaker;
 
-  constructor(private readonly options: UpstreamHttpOptions) {
-    this.dispatcher = new Agent({
-      connect: { timeout: options.connectTimeoutMs },
-      headersTimeout: options.headersTimeoutMs,
-      bodyTimeout: options.bodyTimeoutMs,
-      keepAliveTimeout: 10_000,
-    }).compose(interceptors.redirect({ maxRedirections: 5 }));
-    this.queue = new PQueue({ concurrency: options.concurrency });
-    this.breaker = new CircuitBreaker({ threshold: options.breakerThreshold, minBackoffMs: options.breakerMinMs, maxBackoffMs: options.breakerMaxMs });
+  constructor(
+    private readonly options: UpstreamHttpOptions,
+    shared?: Shared,
+    private readonly priority: Priority = 'live',
+  ) {
+    this.dispatcher =
+      shared?.dispatcher ??
+      new Agent({
+        connect: { timeout: options.connectTimeoutMs },
+        headersTimeout: options.headersTimeoutMs,
+        bodyTimeout: options.bodyTimeoutMs,
+        keepAliveTimeout: 10_000,
+      }).compose(interceptors.redirect({ maxRedirections: 5 }));
+    this.queue = shared?.queue ?? new PQueue({ concurrency: options.concurrency });
+    this.breaker =
+      shared?.breaker ?? new CircuitBreaker({ threshold: options.breakerThreshold, minBackoffMs: options.breakerMinMs, maxBackoffMs: options.breakerMaxMs });
+  }
+
+  /** The same client (connections, queue, circuit breaker) with requests of another priority. */
+  withPriority(priority: Priority): UpstreamHttp {
+    return new UpstreamHttp(this.options, { dispatcher: this.dispatcher, queue: this.queue, breaker: this.breaker }, priority);
   }
 
   get circuit(): CircuitStatus {
@@ -83,11 +101,11 @@ export class UpstreamHttp {
   }
 
   /** GETs JSON, conditionally when validators are given; non-2xx answers and bodies that are not JSON throw. */
-  getJson(url: string, since?: Validators, priority: Priority = 'live'): Promise<JsonAnswer> {
+  getJson(url: string, since?: Validators): Promise<JsonAnswer> {
     const headers: Headers = { accept: 'application/json' };
     if (since?.etag) headers['if-none-match'] = since.etag;
     if (since?.lastModified) headers['if-modified-since'] = since.lastModified;
-    return this.guarded(priority, () =>
+    return this.guarded(() =>
       this.retrying(async () => {
         const res = await this.send(url, { method: 'GET', headers });
         const text = await res.body.text().catch((err: unknown) => {
@@ -111,8 +129,8 @@ export class UpstreamHttp {
    * GETs a download and hands its body to `consume`; the queue slot is held until `consume` settles, so large
    * downloads count against the upstream concurrency too. Retried only until the body starts flowing.
    */
-  download<T>(url: string, consume: (res: UpstreamBody) => Promise<T>, priority: Priority = 'live'): Promise<T> {
-    return this.guarded(priority, async () => {
+  download<T>(url: string, consume: (res: UpstreamBody) => Promise<T>): Promise<T> {
+    return this.guarded(async () => {
       const res = await this.retrying(async () => {
         const res = await this.send(url, { method: 'GET', headers: {} });
         if (res.statusCode !== 200) {
@@ -134,7 +152,7 @@ export class UpstreamHttp {
 
   /** Sends a request as the client made it, and gives back the upstream's answer unchanged. */
   forward(req: ForwardRequest): Promise<ForwardResponse> {
-    return this.guarded('live', async () => {
+    return this.guarded(async () => {
       const res = await this.send(req.url, { method: req.method as Dispatcher.HttpMethod, headers: req.headers, body: req.body });
       return { status: res.statusCode, headers: res.headers, body: res.body as unknown as Readable };
     });
@@ -146,8 +164,8 @@ export class UpstreamHttp {
   }
 
   /** Through the circuit breaker (fail fast while the upstream is down), then the queue. */
-  private guarded<T>(priority: Priority, fn: () => Promise<T>): Promise<T> {
-    return this.breaker.run(() => this.queue.add(fn, { priority: PRIORITY[priority] }));
+  private guarded<T>(fn: () => Promise<T>): Promise<T> {
+    return this.breaker.run(() => this.queue.add(fn, { priority: PRIORITY[this.priority] }));
   }
 
   private async retrying<T>(fn: () => Promise<T>): Promise<T> {

@@ -1,7 +1,7 @@
 // Adapter for the Serverless Registry v3 API (PROTOCOL.md §1): JSON answers in a {request_id, body} envelope.
 import { MirrorError } from '../model/errors.js';
 import type { ListQuery, PackageSummary, Release } from '../model/release.js';
-import type { Priority, UpstreamBody, UpstreamHttp, Validators } from './http.js';
+import type { UpstreamBody, UpstreamHttp, Validators } from './http.js';
 import { isRecord, list, parsed, toRelease, type Fetched, type Upstream } from './upstream.js';
 
 /** How many detail pages allReleases() reads at most (the registry pages by about 20). */
@@ -47,8 +47,8 @@ export class ServerlessV3Upstream implements Upstream {
     return this.get(`/packages/releases?${params}`, since, (body) => list(body).filter(isRecord));
   }
 
-  download<T>(url: string, consume: (res: UpstreamBody) => Promise<T>, priority?: Priority): Promise<T> {
-    return this.http.download(url, consume, priority);
+  download<T>(url: string, consume: (res: UpstreamBody) => Promise<T>): Promise<T> {
+    return this.http.download(url, consume);
   }
 
   /** GETs base + path and parses the envelope's body. */

@@ -2,7 +2,7 @@
 // https://api.github.com/repos or another srm-mirror. Release lists are paged GitHub-style (per_page, Link).
 import { MirrorError } from '../model/errors.js';
 import { V3_PAGE_SIZE, type PackageSummary, type Release } from '../model/release.js';
-import type { Priority, UpstreamBody, UpstreamHttp, Validators } from './http.js';
+import type { UpstreamBody, UpstreamHttp, Validators } from './http.js';
 import { list, parsed, toRelease, type Fetched, type Upstream } from './upstream.js';
 
 const PER_PAGE = 100;
@@ -37,8 +37,8 @@ export class SrmUpstream implements Upstream {
     throw new MirrorError('not-supported', 'an srm upstream has no package list');
   }
 
-  download<T>(url: string, consume: (res: UpstreamBody) => Promise<T>, priority?: Priority): Promise<T> {
-    return this.http.download(url, consume, priority);
+  download<T>(url: string, consume: (res: UpstreamBody) => Promise<T>): Promise<T> {
+    return this.http.download(url, consume);
   }
 
   /** Every release, following the Link header's rel="next" pages. */

@@ -3,7 +3,7 @@
 // and answer { notModified } when the upstream says it is still current.
 import { MirrorError } from '../model/errors.js';
 import type { ListQuery, PackageSummary, Release } from '../model/release.js';
-import type { JsonAnswer, Priority, UpstreamBody, Validators } from './http.js';
+import type { JsonAnswer, UpstreamBody, Validators } from './http.js';
 
 export type Fetched<T> = { readonly notModified: true } | { readonly notModified?: false; readonly value: T; readonly validators?: Validators };
 
@@ -15,7 +15,7 @@ export interface Upstream {
   /** Every release, newest first. */
   allReleases(name: string, since?: Validators): Promise<Fetched<Release[]>>;
   listPackages(query: ListQuery, since?: Validators): Promise<Fetched<PackageSummary[]>>;
-  download<T>(url: string, consume: (res: UpstreamBody) => Promise<T>, priority?: Priority): Promise<T>;
+  download<T>(url: string, consume: (res: UpstreamBody) => Promise<T>): Promise<T>;
 }
 
 /** Parses a JSON answer, passing "not modified" on. */

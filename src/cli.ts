@@ -1,0 +1,250 @@
+// The command line: `srm-mirror serve | prefetch | status | verify | gc`, each taking the config flags. The cache
+// commands work on the data folder directly; while a server holds it they refuse, saying what to do instead.
+import { readFile } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import { createMirror, type Mirror } from './app.js';
+import { ConfigError, loadConfig, SETTINGS, type Config } from './config/config.js';
+import { parseTarget, type PrefetchProgress, type PrefetchSummary } from './jobs/prefetch.js';
+import { createLogger } from './log.js';
+import { srmPackage, version as validVersion } from './model/validate.js';
+import { startServer } from './server.js';
+import { DataFolderLockedError } from './stores/metadata-store.js';
+
+type Flags = Record<string, string | boolean | undefined>;
+
+interface Command {
+  readonly summary: string;
+  readonly usage: string;
+  /** Options of this command besides the config flags. */
+  readonly options: Record<string, { type: 'boolean' | 'string'; help: string }>;
+  readonly positionals?: boolean;
+  run(config: Config, flags: Flags, args: string[], out: Output): Promise<number>;
+}
+
+export interface Output {
+  readonly isTTY: boolean;
+  write(text: string): void;
+  error(text: string): void;
+}
+
+const COMMANDS: Record<string, Command> = {
+  serve: {
+    summary: 'run the mirror',
+    usage: 'srm-mirror serve [options]',
+    options: {},
+    async run(config) {
+      const log = createLogger(config.logLevel);
+      const running = await startServer(config, log);
+      const signal = await new Promise<string>((resolve) => {
+        process.once('SIGTERM', () => resolve('SIGTERM'));
+        process.once('SIGINT', () => resolve('SIGINT'));
+      });
+      log.info('shutting down', { signal });
+      await running.close();
+      return 0;
+    },
+  },
+  prefetch: {
+    summary: 'warm the cache now: the named packages, or every followed one',
+    usage: 'srm-mirror prefetch [NAME[@VERSION]...] [--from-file list.txt] [--all-versions] [options]',
+    options: {
+      'from-file': { type: 'string', help: 'read more NAME[@VERSION] lines from a file (# starts a comment)' },
+      'all-versions': { type: 'boolean', help: 'every version of each package, not only the newest' },
+    },
+    positionals: true,
+    async run(config, flags, args, out) {
+      const specs = [...args];
+      if (typeof flags['from-file'] === 'string') {
+        const text = await readFile(flags['from-file'], 'utf8');
+        specs.push(...text.split('\n').map((l) => l.replace(/#.*/, '').trim()).filter(Boolean));
+      }
+      const targets = specs.map((spec) => {
+        const t = parseTarget(spec);
+        srmPackage(t.name);
+        if (t.version !== undefined) validVersion(t.version);
+        return t;
+      });
+      return withMirror(config, async (mirror) => {
+        const list = targets.length ? targets : mirror.prefetchTargets();
+        if (list.length === 0) {
+          out.write('nothing to prefetch: name packages, or configure prefetch.packages\n');
+          return 0;
+        }
+        const progress = out.isTTY ? progressBar(out) : plainProgress(out);
+        const summary = await mirror.prefetcher.run(list, { trigger: 'cli', allVersions: flags['all-versions'] === true, onProgress: progress });
+        if (out.isTTY) out.write('\n');
+        out.write(describeRun(summary) + '\n');
+        return summary.failures.length ? 1 : 0;
+      });
+    },
+  },
+  status: {
+    summary: 'packages, versions, archives, bytes on disk, quota and the last prefetch run',
+    usage: 'srm-mirror status [--json] [options]',
+    options: { json: { type: 'boolean', help: 'print JSON (the same as GET /-/status)' } },
+    async run(config, flags, _args, out) {
+      return withMirror(config, async (mirror) => {
+        const s = await mirror.status();
+        if (flags.json) {
+          out.write(`${JSON.stringify(s, null, 2)}\n`);
+          return 0;
+        }
+        const { metadata, archives, prefetch } = s as unknown as StatusShape;
+        const quota = archives.quota.maxBytes ? `${size(archives.quota.maxBytes)} quota` : 'no quota';
+        out.write(
+          [
+            `data folder    ${config.dataDir}`,
+            `packages       ${metadata.packages} known, ${prefetch.followed} followed`,
+            `versions       ${metadata.versions} with metadata`,
+            `archives       ${archives.quota.archives}, ${size(archives.quota.usedBytes)} on disk (${quota})`,
+            `last prefetch  ${prefetch.lastRun ? describeRun(prefetch.lastRun) : 'never'}`,
+          ].join('\n') + '\n',
+        );
+        return 0;
+      });
+    },
+  },
+  verify: {
+    summary: 'rehash every archive; report (with --repair: remove) corrupt, orphaned and leftover files',
+    usage: 'srm-mirror verify [--repair] [options]',
+    options: { repair: { type: 'boolean', help: 'remove what is found wrong (refetched on the next request)' } },
+    async run(config, flags, _args, out) {
+      return withMirror(config, async (mirror) => {
+        const r = await mirror.archives.audit(flags.repair === true);
+        const problems: Array<[string, string[]]> = [
+          ['corrupt archive', r.corrupt],
+          ['archive no version points at', r.unreferenced],
+          ['version whose archive is missing', r.missing],
+          ['leftover temp file', r.tempFiles],
+        ];
+        out.write(`checked ${r.archives} archives (${size(r.bytes)})\n`);
+        for (const [what, items] of problems) for (const item of items) out.write(`${flags.repair ? 'removed' : 'found'} ${what}: ${item}\n`);
+        const count = problems.reduce((n, [, items]) => n + items.length, 0);
+        out.write(count === 0 ? 'all good\n' : flags.repair ? `repaired ${count} problem(s)\n` : `${count} problem(s); run with --repair to remove them\n`);
+        return count > 0 && !flags.repair ? 1 : 0;
+      });
+    },
+  },
+  gc: {
+    summary: 'apply the disk quota and remove archives no version points at, now',
+    usage: 'srm-mirror gc [options]',
+    options: {},
+    async run(config, _flags, _args, out) {
+      return withMirror(config, async (mirror) => {
+        const unreferenced = await mirror.archives.removeUnreferenced();
+        const evicted = await mirror.archives.enforceQuota();
+        const q = mirror.archives.quotaStatus();
+        out.write(
+          `removed ${unreferenced.removed} unreferenced archive(s) (${size(unreferenced.bytes)}), ` +
+            `evicted ${evicted.evicted} (${size(evicted.bytes)}); ${size(q.usedBytes)} in ${q.archives} archives` +
+            `${q.maxBytes ? ` of a ${size(q.maxBytes)} quota` : ''}\n`,
+        );
+        return 0;
+      });
+    },
+  },
+};
+
+interface StatusShape {
+  metadata: { packages: number; versions: number };
+  archives: { quota: { maxBytes: number; usedBytes: number; archives: number } };
+  prefetch: { followed: number; lastRun?: PrefetchSummary };
+}
+
+/** Opens the data folder for a cache command, and closes it after. */
+async function withMirror(config: Config, fn: (mirror: Mirror) => Promise<number>): Promise<number> {
+  const mirror = await createMirror(config, createLogger('warn'), { scheduled: false });
+  try {
+    return await fn(mirror);
+  } finally {
+    await mirror.close(0);
+  }
+}
+
+function describeRun(s: PrefetchSummary): string {
+  const failed = s.failures.length ? `, ${s.failures.length} FAILED (${s.failures.map((f) => `${f.target}: ${f.error}`).join('; ')})` : ', no failures';
+  return (
+    `${s.startedAt} (${s.trigger}): ${s.packagesChecked} package(s) checked, ${s.archivesFetched} archive(s) fetched ` +
+    `(${size(s.bytes)}), ${s.archivesCached} already cached${failed}, ${(s.durationMs / 1000).toFixed(1)} s`
+  );
+}
+
+function progressBar(out: Output): (p: PrefetchProgress) => void {
+  const width = 30;
+  return (p) => {
+    const filled = Math.round((p.done / p.total) * width);
+    const bar = `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}]`;
+    out.write(`\r\x1b[2K${bar} ${p.done}/${p.total} ${p.target}${p.error ? ' FAILED' : ''}`);
+  };
+}
+
+function plainProgress(out: Output): (p: PrefetchProgress) => void {
+  return (p) => out.write(`prefetch ${p.done}/${p.total} ${p.target} ${p.error ? `FAILED: ${p.error}` : 'ok'}\n`);
+}
+
+export function size(n: number): string {
+  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+  let i = 0;
+  for (; n >= 1000 && i < units.length - 1; i++) n /= 1000;
+  return `${i === 0 ? n : n.toFixed(1)} ${units[i]}`;
+}
+
+function usage(): string {
+  const configFlags = SETTINGS.filter((s) => s.flag)
+    .map((s) => `  --${`${s.flag}${s.switch ? '' : ' VALUE'}`.padEnd(28)} ${s.help} [${s.env?.join(', ')}]`)
+    .join('\n');
+  const commands = Object.entries(COMMANDS)
+    .map(([name, c]) => {
+      const own = Object.entries(c.options).map(([o, d]) => `\n      --${`${o}${d.type === 'string' ? ' VALUE' : ''}`.padEnd(24)} ${d.help}`);
+      return `  ${c.usage}\n      ${c.summary}${own.join('')}`;
+    })
+    .join('\n');
+  return `usage:\n${commands}\n\noptions of every command (also settable in a --config JSON file or the environment):\n  --${'config FILE'.padEnd(28)} a JSON config file (see config/default.json)\n${configFlags}\n`;
+}
+
+/** Runs a command line; resolves with the exit code. */
+export async function main(argv: string[], out: Output): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    out.write(usage());
+    return name === undefined ? 2 : 0;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    out.error(`srm-mirror: unknown command ${JSON.stringify(name)}\n\n${usage()}`);
+    return 2;
+  }
+  const options = {
+    config: { type: 'string' as const },
+    ...Object.fromEntries(SETTINGS.filter((s) => s.flag).map((s) => [s.flag!, { type: s.switch ? ('boolean' as const) : ('string' as const) }])),
+    ...Object.fromEntries(Object.entries(command.options).map(([o, d]) => [o, { type: d.type }])),
+  };
+  let config: Config;
+  let flags: Flags;
+  let args: string[];
+  try {
+    const parsed = parseArgs({ args: rest, options, strict: true, allowPositionals: command.positionals ?? false });
+    flags = parsed.values as Flags;
+    args = parsed.positionals;
+    const configFlags = Object.fromEntries(Object.entries(flags).filter(([k]) => !(k in command.options)));
+    config = loadConfig({ flags: configFlags });
+  } catch (err) {
+    if (err instanceof ConfigError || (err as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) {
+      out.error(`srm-mirror: ${(err as Error).message}\nsee: srm-mirror --help\n`);
+      return 2;
+    }
+    throw err;
+  }
+  try {
+    return await command.run(config, flags, args, out);
+  } catch (err) {
+    if (err instanceof DataFolderLockedError) {
+      const hint = name === 'prefetch' ? ' To warm the cache of the running server, ask it: curl -X POST http://HOST:PORT/-/prefetch' : '';
+      out.error(`srm-mirror ${name}: the data folder ${config.dataDir} is in use by a running srm-mirror. Stop it first, or point --data at another folder.${hint}\n`);
+      return 3;
+    }
+    const message = err instanceof Error ? err.message : String(err);
+    out.error(`srm-mirror ${name}: ${message}\n`);
+    return 1;
+  }
+}
