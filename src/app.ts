@@ -43,17 +43,20 @@ export interface Mirror {
 }
 
 export interface MirrorOptions {
-  /** Run the scheduled jobs (prefetch on its cron, saving access times): for a server, not for a CLI command. */
-  readonly scheduled: boolean;
+  /**
+   * A server runs the scheduled jobs (prefetch on its cron, saving access times) and clears temp files left by a
+   * crash at start; a cache command does neither (`verify` reports leftover temp files).
+   */
+  readonly role: 'server' | 'command';
 }
 
 /** How often the archives' last-access times are saved (they are kept in memory in between). */
 const SAVE_ACCESS_MS = 60_000;
 
-export async function createMirror(config: Config, log: Logger, { scheduled }: MirrorOptions): Promise<Mirror> {
+export async function createMirror(config: Config, log: Logger, { role }: MirrorOptions): Promise<Mirror> {
   await mkdir(config.dataDir, { recursive: true });
   const store = new MemoryCachedStore(await LevelMetadataStore.open(join(config.dataDir, 'meta')), config.cache.memoryEntries);
-  const archiveStore = await FsArchiveStore.open(join(config.dataDir, 'archives'));
+  const archiveStore = await FsArchiveStore.open(join(config.dataDir, 'archives'), { removeTempFiles: role === 'server' });
   const http = new UpstreamHttp(config.upstream);
   const isV3 = config.upstream.type === 'serverless-v3';
   if (config.offline) log.info('offline mode: the upstream is never contacted');
@@ -94,7 +97,7 @@ export async function createMirror(config: Config, log: Logger, { scheduled }: M
   });
 
   const jobs: Array<{ stop(): unknown }> = [];
-  if (scheduled) {
+  if (role === 'server') {
     if (config.prefetch.enabled && !config.offline) {
       jobs.push(cron.schedule(config.prefetch.schedule, () => void prefetchNow('schedule'), { name: 'prefetch', noOverlap: true }));
     }

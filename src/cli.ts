@@ -153,7 +153,7 @@ interface StatusShape {
 
 /** Opens the data folder for a cache command, and closes it after. */
 async function withMirror(config: Config, fn: (mirror: Mirror) => Promise<number>): Promise<number> {
-  const mirror = await createMirror(config, createLogger('warn'), { scheduled: false });
+  const mirror = await createMirror(config, createLogger('warn'), { role: 'command' });
   try {
     return await fn(mirror);
   } finally {

@@ -15,7 +15,7 @@ export interface RunningMirror {
 }
 
 export async function startServer(config: Config, log: Logger): Promise<RunningMirror> {
-  const mirror = await createMirror(config, log, { scheduled: true });
+  const mirror = await createMirror(config, log, { role: 'server' });
   const server = createServer(mirror.app);
   server.headersTimeout = 30_000; // slow-loris: a client has 30 s to send its request headers
   server.requestTimeout = 300_000; // and 5 min for a whole request body

@@ -232,11 +232,12 @@ export class ArchiveCache {
 
   /** Deletes an archive's file and the keys that point at it. */
   private async remove(digest: string, keys: readonly string[]): Promise<void> {
-    for (const k of keys) await this.refs.del(k);
-    await this.refs.del(accessKey(digest));
+    // The file first: a key left pointing at a missing file is harmless (lookup checks), and the quota follows the disk.
+    await this.store.delete(digest);
     this.verified.delete(digest);
     this.quota.removed(digest);
-    await this.store.delete(digest);
+    for (const k of keys) await this.refs.del(k);
+    await this.refs.del(accessKey(digest));
   }
 
   private fill(key: string, source: ArchiveSource): Promise<FillStart> {

@@ -52,9 +52,9 @@ const READ_CHUNK = 256 * 1024;
 export class FsArchiveStore implements ArchiveStore {
   private constructor(private readonly root: string) {}
 
-  /** Opens the store, removing temp files that a crash may have left behind. */
-  static async open(root: string): Promise<FsArchiveStore> {
-    await rm(join(root, 'tmp'), { recursive: true, force: true });
+  /** Opens the store; with removeTempFiles (a server starting), temp files a crash may have left go first. */
+  static async open(root: string, { removeTempFiles = true } = {}): Promise<FsArchiveStore> {
+    if (removeTempFiles) await rm(join(root, 'tmp'), { recursive: true, force: true });
     await mkdir(join(root, 'tmp'), { recursive: true });
     await mkdir(join(root, 'sha256'), { recursive: true });
     return new FsArchiveStore(root);

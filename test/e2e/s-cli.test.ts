@@ -101,3 +101,23 @@ describe('the real s CLI when the upstream is gone', () => {
     }
   });
 });
+
+describe('the real s CLI after a prefetch run', () => {
+  it('with the upstream killed after prefetch, a client with an empty home gets every prefetched component', async () => {
+    const upstream = await FakeUpstream.start();
+    upstream.add('demo-comp', [{ version: '1.0.0', zip: componentZip('demo-comp', '1.0.0', { topFolder: true }) }]);
+    upstream.add('other-comp', [{ version: '0.0.3' }, { version: '0.0.2', zip: componentZip('other-comp', '0.0.2') }]);
+    const m = await startMirror(upstream.v3, { 'prefetch-packages': 'demo-comp,other-comp@0.0.2', retries: '0' });
+    try {
+      const summary = await m.mirror.prefetchNow('test');
+      expect(summary).toMatchObject({ archivesFetched: 2, failures: [] });
+      await upstream.close();
+      const run = await runS(await clientHome(`${m.url}/v3`), app, ['deploy', '--silent', '-o', 'json']);
+      expect(run.stdout).toContain('DEMO-COMP@1.0.0 deploy');
+      expect(run.stdout).toContain('OTHER-COMP@0.0.2 deploy');
+      expect(run.code).toBe(0);
+    } finally {
+      await m.close();
+    }
+  });
+});
