@@ -25,8 +25,10 @@ export interface Config {
     readonly connectTimeoutMs: number;
     readonly headersTimeoutMs: number;
     readonly bodyTimeoutMs: number;
+    /** Further tries of a failed idempotent GET, and the first (jittered, doubling) delay between tries. */
     readonly retries: number;
     readonly retryDelayMs: number;
+    /** Consecutive failures that mark the upstream down, and the bounds of the wait before probing it. */
     readonly breakerThreshold: number;
     readonly breakerMinMs: number;
     readonly breakerMaxMs: number;

@@ -6,22 +6,12 @@
 import PQueue from 'p-queue';
 import { Agent, errors, interceptors, request, type Dispatcher } from 'undici';
 import type { Readable } from 'node:stream';
+import type { Config } from '../config/config.js';
 import { MirrorError } from '../model/errors.js';
 import { CircuitBreaker, type CircuitStatus } from './circuit-breaker.js';
 
-export interface UpstreamHttpOptions {
-  readonly concurrency: number;
-  readonly connectTimeoutMs: number;
-  readonly headersTimeoutMs: number;
-  readonly bodyTimeoutMs: number;
-  /** Further tries of a failed idempotent GET. */
-  readonly retries: number;
-  readonly retryDelayMs: number;
-  /** Consecutive failures that mark the upstream down, and the backoff window's bounds. */
-  readonly breakerThreshold: number;
-  readonly breakerMinMs: number;
-  readonly breakerMaxMs: number;
-}
+/** Connection limits, timeouts, retries and the circuit breaker's settings: the config's `upstream` section. */
+export type UpstreamHttpOptions = Omit<Config['upstream'], 'url' | 'type'>;
 
 /** Validators for a conditional GET. */
 export interface Validators {
