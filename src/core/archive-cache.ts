@@ -63,7 +63,6 @@ export class ArchiveCache {
   private readonly verified = new Map<string, string>();
   private readonly verifying = new SingleFlight<boolean>();
   private disk: (DiskProblem & { readonly retryAt: number }) | undefined;
-
   private readonly enforcing = new SingleFlight<{ evicted: number; bytes: number }>();
 
   constructor(
@@ -90,16 +89,16 @@ export class ArchiveCache {
   /** Evicts least recently used archives until usage is back under the quota's low-water mark. */
   enforceQuota(): Promise<{ evicted: number; bytes: number }> {
     return this.enforcing.run('quota', async () => {
-      const victims = this.quota.victims();
-      let bytes = 0;
       const byDigest = await this.keysByDigest();
-      for (const digest of victims) {
-        if (this.quota.isLeased(digest)) continue; // leased since victims() was computed
+      let [evicted, bytes] = [0, 0];
+      for (const digest of this.quota.victims()) {
+        if (this.quota.isLeased(digest)) continue; // leased while we looked up the keys
         bytes += (await this.store.stat(digest))?.size ?? 0;
         await this.remove(digest, byDigest.get(digest) ?? []);
+        evicted++;
       }
-      if (victims.length) this.log.warn('disk quota: evicted least recently used archives', { evicted: victims.length, bytes, usedBytes: this.quota.usedBytes });
-      return { evicted: victims.length, bytes };
+      if (evicted) this.log.warn('disk quota: evicted least recently used archives', { evicted, bytes, usedBytes: this.quota.usedBytes });
+      return { evicted, bytes };
     });
   }
 
