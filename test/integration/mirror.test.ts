@@ -238,3 +238,21 @@ async function waitFor(check: () => Promise<boolean>, timeoutMs = 5000): Promise
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+describe('the URLs the mirror hands out', () => {
+  it('follow X-Forwarded-Proto/-Host only with --trust-proxy, and --public-url above all', async () => {
+    const forwarded = { 'x-forwarded-proto': 'https', 'x-forwarded-host': 'mirror.example.com' };
+    const zipballOf = async (m: TestMirror) =>
+      ((await get(`${m.url}/v3/packages/fc3/release/latest`, forwarded)).json() as { body: { zipball_url: string } }).body.zipball_url;
+    expect(await zipballOf(mirror)).toBe(`${mirror.url}/v3/packages/fc3/zipball/0.1.2`);
+    const proxied = await startMirror(fake.v3, { 'trust-proxy': true });
+    const fixed = await startMirror(fake.v3, { 'trust-proxy': true, 'public-url': 'https://cdn.example.com/mirror' });
+    try {
+      expect(await zipballOf(proxied)).toBe('https://mirror.example.com/v3/packages/fc3/zipball/0.1.2');
+      expect(await zipballOf(fixed)).toBe('https://cdn.example.com/mirror/v3/packages/fc3/zipball/0.1.2');
+    } finally {
+      await proxied.close();
+      await fixed.close();
+    }
+  });
+});
