@@ -157,7 +157,7 @@ async function withMirror(config: Config, fn: (mirror: Mirror) => Promise<number
   try {
     return await fn(mirror);
   } finally {
-    await mirror.close(0);
+    await mirror.close(); // lets a fill finish its bookkeeping (the key to its archive) before the stores close
   }
 }
 

@@ -11,7 +11,7 @@ import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { MirrorError } from '../model/errors.js';
 import type { ArchiveRef } from '../model/release.js';
-import type { ArchiveStore, ArchiveWriter } from '../stores/archive-store.js';
+import { ArchiveRejectedError, type ArchiveStore, type ArchiveWriter } from '../stores/archive-store.js';
 import type { MetadataStore } from '../stores/metadata-store.js';
 import type { UpstreamBody } from '../upstreams/http.js';
 import type { ArchiveQuota } from './archive-quota.js';
@@ -251,7 +251,7 @@ export class ArchiveCache {
         started.resolve({ writer, size: length });
         try {
           for await (const chunk of body) await this.onDisk(() => writer.write(chunk as Buffer));
-          const ref = await writer.commit({ size: length });
+          const ref = await this.onDisk(() => writer.commit({ size: length }));
           await this.refs.put(refKey(key), ref);
           const stat = await this.store.stat(ref.digest);
           if (stat) this.verified.set(ref.digest, stat.signature); // hashed while it was written
@@ -285,6 +285,7 @@ export class ArchiveCache {
     try {
       return await op();
     } catch (err) {
+      if (err instanceof ArchiveRejectedError) throw err; // the download's fault, not the disk's
       const error = `${(err as NodeJS.ErrnoException).code ?? 'error'}: ${(err as Error).message}`;
       if (this.disk?.error !== error) this.log.warn('archive cache not writable; passing downloads through uncached', { error });
       this.disk = { error, since: this.disk?.since ?? new Date(this.now()).toISOString(), retryAt: this.now() + DISK_RETRY_MS };

@@ -34,7 +34,7 @@ export interface StoredArchive {
 }
 
 export interface ArchiveWriter {
-  /** Bytes written so far. */
+  /** Bytes on disk so far. */
   readonly written: number;
   write(chunk: Uint8Array): Promise<void>;
   /** Checks the expected size and digest (when given), then stores the archive; a failed check aborts. */
@@ -45,7 +45,14 @@ export interface ArchiveWriter {
   follow(): Readable;
 }
 
+/** The bytes were not what was expected (length or digest): a problem of the download, not of the disk. */
+export class ArchiveRejectedError extends Error {
+  override readonly name = 'ArchiveRejectedError';
+}
+
 const DIGEST = /^[0-9a-f]{64}$/;
+/** Received bytes that may wait for the disk before the writer makes its caller wait. */
+const MAX_PENDING_BYTES = 4 << 20;
 const readAt = promisify(read);
 const READ_CHUNK = 256 * 1024;
 
@@ -119,7 +126,13 @@ export class FsArchiveStore implements ArchiveStore {
 type WriterState = 'writing' | 'committed' | 'aborted';
 
 class FsArchiveWriter implements ArchiveWriter {
+  /** Bytes on disk. */
   written = 0;
+  /** Bytes received (and hashed) but not yet on disk. */
+  private pending: Uint8Array[] = [];
+  private pendingBytes = 0;
+  private flushing: Promise<void> | undefined;
+  private writeError: Error | undefined;
   private state: WriterState = 'writing';
   private failure: Error | undefined;
   private readonly hash: Hash = createHash('sha256');
@@ -137,15 +150,46 @@ class FsArchiveWriter implements ArchiveWriter {
 
   async write(chunk: Uint8Array): Promise<void> {
     if (this.state !== 'writing') throw new Error(`archive writer is ${this.state}`);
-    // FileHandle.write may write fewer bytes than asked; loop until the chunk is on disk.
-    for (let off = 0; off < chunk.length; ) off += (await this.file.write(chunk, off, chunk.length - off)).bytesWritten;
+    if (this.writeError) throw this.writeError;
     this.hash.update(chunk);
-    this.written += chunk.length;
-    this.wake();
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.length;
+    // The disk writes run while the next chunks arrive; the caller waits only when too much is waiting.
+    this.flushing ??= this.flush();
+    if (this.pendingBytes >= MAX_PENDING_BYTES) await this.flushing;
+    if (this.writeError) throw this.writeError;
+  }
+
+  /** Writes what is pending, a batch at a time, until nothing is. */
+  private async flush(): Promise<void> {
+    try {
+      while (this.pending.length) {
+        let batch = this.pending;
+        const size = this.pendingBytes;
+        [this.pending, this.pendingBytes] = [[], 0];
+        // writev may write less than asked: go on from where it stopped.
+        for (let left = size; left > 0; ) {
+          const { bytesWritten } = await this.file.writev(batch);
+          left -= bytesWritten;
+          batch = skipBytes(batch, bytesWritten);
+        }
+        this.written += size;
+        this.wake();
+      }
+    } catch (err) {
+      this.writeError = err as Error;
+    } finally {
+      this.flushing = undefined;
+    }
   }
 
   async commit(expected: { size?: number; digest?: string } = {}): Promise<ArchiveRef> {
     if (this.state !== 'writing') throw new Error(`archive writer is ${this.state}`);
+    await this.flushing;
+    if (this.writeError) {
+      await this.abort(this.writeError);
+      throw this.writeError;
+    }
     const digest = this.hash.digest('hex');
     let mismatch: string | undefined;
     if (expected.size !== undefined && expected.size !== this.written) {
@@ -154,7 +198,7 @@ class FsArchiveWriter implements ArchiveWriter {
       mismatch = `expected sha256 ${expected.digest}, got ${digest}`;
     }
     if (mismatch) {
-      const err = new Error(`archive rejected: ${mismatch}`);
+      const err = new ArchiveRejectedError(`archive rejected: ${mismatch}`);
       await this.abort(err);
       throw err;
     }
@@ -182,6 +226,7 @@ class FsArchiveWriter implements ArchiveWriter {
     this.state = 'aborted';
     this.failure = reason;
     this.wake();
+    await this.flushing;
     await this.file.close().catch(() => {});
     await rm(this.location, { force: true });
   }
@@ -226,4 +271,17 @@ class FsArchiveWriter implements ArchiveWriter {
     this.wakeups = [];
     for (const wake of wakeups) wake();
   }
+}
+
+/** The buffers less their first n bytes. */
+function skipBytes(buffers: Uint8Array[], n: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (const b of buffers) {
+    if (n >= b.length) n -= b.length;
+    else {
+      out.push(n > 0 ? b.subarray(n) : b);
+      n = 0;
+    }
+  }
+  return out;
 }
