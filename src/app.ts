@@ -6,7 +6,8 @@
 //       → ArchiveCache (one fill per archive, readers follow it, quota) → FsArchiveStore (sha256, commit/abort)
 //       → Upstream adapter (serverless-v3 | srm) → UpstreamHttp (undici Agent + p-queue + circuit breaker)
 //   jobs: Prefetcher (cron) over the same Registry, its upstream requests at background priority
-import express, { type Express } from 'express';
+import express from 'express';
+import type { RequestListener } from 'node:http';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from './config/config.js';
@@ -19,7 +20,8 @@ import { Registry } from './core/registry.js';
 import { opsFace } from './faces/ops.js';
 import { forwarder } from './faces/forward.js';
 import { srmFace } from './faces/srm.js';
-import { v3Face } from './faces/v3.js';
+import { baseUrlOf } from './faces/render.js';
+import { v3Face, v3HotPath } from './faces/v3.js';
 import { accessLog, type Logger } from './log.js';
 import { FsArchiveStore } from './stores/archive-store.js';
 import { LevelMetadataStore, MemoryCachedStore } from './stores/metadata-store.js';
@@ -29,7 +31,8 @@ import { ServerlessV3Upstream } from './upstreams/serverless-v3.js';
 import { SrmUpstream } from './upstreams/srm.js';
 
 export interface Mirror {
-  readonly app: Express;
+  /** Answers one HTTP request (the hot path first, then the express app). */
+  readonly handle: RequestListener;
   readonly registry: Registry;
   readonly archives: ArchiveCache;
   readonly prefetcher: Prefetcher;
@@ -110,15 +113,19 @@ export async function createMirror(config: Config, log: Logger, { role }: Mirror
   app.disable('x-powered-by');
   app.set('etag', false);
   app.set('query parser', 'simple');
-  app.set('trust proxy', config.trustProxy);
-  if (log.enabled('debug')) app.use(accessLog(log));
-  const { publicUrl } = config;
+  const baseUrl = baseUrlOf(config.publicUrl, config.trustProxy);
   app.use('/-', opsFace({ status, log, prefetchNow: config.offline ? undefined : prefetchNow }));
-  app.use('/v3', v3Face({ registry, publicUrl, log, forward: isV3 && !config.offline ? forwarder(http, config.upstream.url) : undefined }));
-  app.use(srmFace({ registry, publicUrl, log }));
+  app.use('/v3', v3Face({ registry, baseUrl, log, forward: isV3 && !config.offline ? forwarder(http, config.upstream.url) : undefined }));
+  app.use(srmFace({ registry, baseUrl, log }));
+  const hot = v3HotPath({ registry, baseUrl, log });
+  const logAccess = log.enabled('debug') ? accessLog(log) : undefined;
+  const handle: RequestListener = (req, res) => {
+    logAccess?.(req, res);
+    if (!hot(req, res)) void app(req, res);
+  };
 
   return {
-    app,
+    handle,
     registry,
     archives,
     prefetcher,

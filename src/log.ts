@@ -1,6 +1,6 @@
 // A small structured logger: one JSON object per line. Callers pass fields explicitly; request headers are never
 // logged, so credentials (token, sign_code, authorization) cannot end up in a log.
-import type { NextFunction, Request, Response } from 'express';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { LogLevel } from './config/config.js';
 
 const RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
@@ -24,12 +24,12 @@ export function createLogger(level: LogLevel, out: { write(line: string): unknow
 
 /** One debug line per answered request: method, path (never the query, which may hold a login token), status. */
 export function accessLog(log: Logger) {
-  return (req: Request, res: Response, next: NextFunction) => {
+  return (req: IncomingMessage, res: ServerResponse) => {
     const start = process.hrtime.bigint();
+    const path = (req.url ?? '').split('?')[0];
     res.on('close', () => {
       const ms = Number(process.hrtime.bigint() - start) / 1e6;
-      log.debug('request', { method: req.method, path: req.originalUrl.split('?')[0], status: res.statusCode, cache: res.getHeader('x-cache'), ms: Math.round(ms * 10) / 10 });
+      log.debug('request', { method: req.method, path, status: res.statusCode, cache: res.getHeader('x-cache'), ms: Math.round(ms * 10) / 10 });
     });
-    next();
   };
 }

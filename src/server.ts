@@ -16,7 +16,7 @@ export interface RunningMirror {
 
 export async function startServer(config: Config, log: Logger): Promise<RunningMirror> {
   const mirror = await createMirror(config, log, { role: 'server' });
-  const server = createServer(mirror.app);
+  const server = createServer(mirror.handle);
   server.headersTimeout = 30_000; // slow-loris: a client has 30 s to send its request headers
   server.requestTimeout = 300_000; // and 5 min for a whole request body
   server.timeout = 120_000; // a connection on which nothing moves for 2 min is closed

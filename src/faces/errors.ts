@@ -1,6 +1,7 @@
 // Turning errors into HTTP answers: one handler shape for every face, each face rendering the message in its
 // own format. Internal errors are logged with their cause; a client only ever sees the message, never a stack.
 import type { ErrorRequestHandler, Response } from 'express';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../log.js';
 import { MirrorError, toMirrorError } from '../model/errors.js';
 
@@ -13,15 +14,19 @@ export function httpError(err: unknown): MirrorError {
   return toMirrorError(err);
 }
 
+/** Answers a failed request: logged when it is ours or the upstream's, rendered in the face's format. */
+export function answerError<R extends ServerResponse>(log: Logger, req: IncomingMessage, res: R, err: unknown, render: (res: R, err: MirrorError) => void): void {
+  const e = httpError(err);
+  const path = (req.url ?? '').split('?')[0];
+  if (e.kind === 'internal') log.error('internal error', { method: req.method, path, error: describe(e.cause) });
+  else if (e.status >= 500) log.warn('upstream problem', { method: req.method, path, error: e.message });
+  // Too late for an error answer: cut the connection so the client cannot take a partial body for a whole one.
+  if (res.headersSent) res.destroy();
+  else render(res, e);
+}
+
 export function errorHandler(log: Logger, render: (res: Response, err: MirrorError) => void): ErrorRequestHandler {
-  return (err, req, res, _next) => {
-    const e = httpError(err);
-    if (e.kind === 'internal') log.error('internal error', { method: req.method, path: req.path, error: describe(e.cause) });
-    else if (e.status >= 500) log.warn('upstream problem', { method: req.method, path: req.path, error: e.message });
-    // Too late for an error answer: cut the connection so the client cannot take a partial body for a whole one.
-    if (res.headersSent) res.destroy();
-    else render(res, e);
-  };
+  return (err, req, res, _next) => answerError(log, req, res, err, render);
 }
 
 function describe(err: unknown): string {

@@ -3,6 +3,7 @@
 // came, the body streamed, never buffered whole; the upstream's status and body come back as they are. Nothing of
 // it is cached, and no header is ever logged.
 import type { Request, Response } from 'express';
+import type { IncomingMessage } from 'node:http';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ForwardResponse, UpstreamHttp } from '../upstreams/http.js';
@@ -13,7 +14,7 @@ const CREDENTIAL_HEADERS = ['token', 'sign_code', 'nonce', 'timestamp', 'authori
 const FORWARDED_HEADERS = [...CREDENTIAL_HEADERS, 'accept', 'user-agent', 'content-type', 'content-length'];
 const RETURNED_HEADERS = ['content-type', 'content-length', 'content-encoding', 'location', 'www-authenticate', 'retry-after'];
 
-export function hasCredentials(req: Request): boolean {
+export function hasCredentials(req: IncomingMessage): boolean {
   return req.headers.token !== undefined || req.headers.authorization !== undefined;
 }
 

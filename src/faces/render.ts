@@ -1,11 +1,24 @@
 // How the normalized model is written for clients. Every zipball_url points at the mirror (base), never at the
 // upstream, so downloads come through the mirror.
-import type { Request } from 'express';
+import type { IncomingMessage } from 'node:http';
+import type { TLSSocket } from 'node:tls';
 import type { Release } from '../model/release.js';
 
-/** The base of the URLs the mirror hands out: the configured public URL, or what the request was sent to. */
-export function baseUrl(req: Request, publicUrl: string | undefined): string {
-  return publicUrl ?? `${req.protocol}://${req.host ?? `${req.socket.localAddress}:${req.socket.localPort}`}`;
+/** The base of the URLs the mirror hands out for a request, e.g. "https://mirror.example.com". */
+export type BaseUrl = (req: IncomingMessage) => string;
+
+/**
+ * The configured public URL, or what the request was sent to: its Host (and scheme), or with trustProxy the
+ * first X-Forwarded-Host / X-Forwarded-Proto, as a proxy in front of the mirror sets them.
+ */
+export function baseUrlOf(publicUrl: string | undefined, trustProxy: boolean): BaseUrl {
+  if (publicUrl) return () => publicUrl;
+  const first = (v: string | string[] | undefined) => (Array.isArray(v) ? v[0] : v)?.split(',')[0]?.trim() || undefined;
+  return (req) => {
+    const proto = (trustProxy && first(req.headers['x-forwarded-proto'])) || ((req.socket as TLSSocket).encrypted ? 'https' : 'http');
+    const host = (trustProxy && first(req.headers['x-forwarded-host'])) || req.headers.host || `${req.socket.localAddress}:${req.socket.localPort}`;
+    return `${proto}://${host}`;
+  };
 }
 
 export function v3ZipballUrl(base: string, name: string, version: string): string {

@@ -9,7 +9,7 @@ import { MirrorError } from '../model/errors.js';
 import type { Release } from '../model/release.js';
 import * as valid from '../model/validate.js';
 import { sendArchive } from './archive-response.js';
-import { baseUrl, srmPackagePath, srmRelease } from './render.js';
+import { srmPackagePath, srmRelease, type BaseUrl } from './render.js';
 import { errorHandler } from './errors.js';
 
 /** First path segments that belong to other faces. */
@@ -42,7 +42,7 @@ export function parseSrmPath(path: string): SrmRoute | undefined {
   return undefined;
 }
 
-export function srmFace({ registry, publicUrl, log }: { registry: Registry; publicUrl: string | undefined; log: Logger }) {
+export function srmFace({ registry, baseUrl, log }: { registry: Registry; baseUrl: BaseUrl; log: Logger }) {
   const send = (res: Response, cached: Cached<unknown>, body: unknown) => {
     res.setHeader('x-cache', cached.status);
     res.setHeader('Age', cached.age);
@@ -53,7 +53,7 @@ export function srmFace({ registry, publicUrl, log }: { registry: Registry; publ
     if (req.method !== 'GET' && req.method !== 'HEAD') return next();
     const route = parseSrmPath(req.path);
     if (!route) return next();
-    const base = baseUrl(req, publicUrl);
+    const base = baseUrl(req);
     switch (route.kind) {
       case 'latest': {
         const cached = await registry.latest(route.pkg);
