@@ -203,7 +203,8 @@ class FsArchiveWriter implements ArchiveWriter {
       throw err;
     }
     try {
-      await this.file.datasync();
+      // No fsync: a rename is atomic across a process crash, and after a power loss a torn file is caught by the
+      // hash check every archive gets before it is first served (and then fetched again).
       await this.file.close();
       const target = this.store.path(digest);
       await mkdir(join(target, '..'), { recursive: true });
