@@ -7,11 +7,10 @@
 // bytes no longer match its digest is dropped and fetched again. When the disk cannot be written (full,
 // read-only), downloads are passed through to clients uncached until a retry window has passed. Past the disk
 // quota, the least recently used archives are evicted (never one being served), after every new archive.
-import { PassThrough, type Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
 import { MirrorError } from '../model/errors.js';
 import type { ArchiveRef } from '../model/release.js';
-import { ArchiveRejectedError, type ArchiveStore, type ArchiveWriter } from '../stores/archive-store.js';
+import { ArchiveRejectedError, type ArchiveReader, type ArchiveStore, type ArchiveWriter } from '../stores/archive-store.js';
 import type { MetadataStore } from '../stores/metadata-store.js';
 import type { UpstreamBody } from '../upstreams/http.js';
 import type { ArchiveQuota } from './archive-quota.js';
@@ -19,8 +18,9 @@ import { deferred, SingleFlight } from './single-flight.js';
 
 export type ArchiveHandle =
   /** `release` must be called once the file has been sent: until then it cannot be evicted. */
-  | { readonly status: 'HIT'; readonly ref: ArchiveRef; readonly path: string; readonly release: () => void }
-  | { readonly status: 'MISS'; readonly size: number | undefined; readonly body: Readable };
+  | { readonly status: 'HIT'; readonly ref: ArchiveRef; readonly path: string; open(): Promise<ArchiveReader>; release(): void }
+  /** The reader must be closed once read. */
+  | { readonly status: 'MISS'; readonly size: number | undefined; readonly reader: ArchiveReader };
 
 /** Runs `consume` on the upstream's download of an archive. */
 export type ArchiveSource = <T>(consume: (res: UpstreamBody) => Promise<T>) => Promise<T>;
@@ -153,7 +153,7 @@ export class ArchiveCache {
     try {
       const start = await (this.fills.get(key) ?? this.fill(key, source));
       if ('ref' in start) return this.hit(start.ref);
-      return { status: 'MISS', size: start.size, body: start.writer.follow() };
+      return { status: 'MISS', size: start.size, reader: start.writer.reader() };
     } catch (err) {
       if (err instanceof DiskError) return this.passThrough(source);
       throw err;
@@ -216,7 +216,13 @@ export class ArchiveCache {
   }
 
   private hit(ref: ArchiveRef): ArchiveHandle {
-    return { status: 'HIT', ref, path: this.store.path(ref.digest), release: this.quota.lease(ref.digest) };
+    return {
+      status: 'HIT',
+      ref,
+      path: this.store.path(ref.digest),
+      open: () => this.store.openReader(ref.digest),
+      release: this.quota.lease(ref.digest),
+    };
   }
 
   /** Every key pointing at each stored digest. */
@@ -297,9 +303,8 @@ export class ArchiveCache {
   private passThrough(source: ArchiveSource): Promise<ArchiveHandle> {
     const started = deferred<ArchiveHandle>();
     source(async ({ body, length }) => {
-      const out = new PassThrough();
-      started.resolve({ status: 'MISS', size: length, body: out });
-      await pipeline(body, out);
+      started.resolve({ status: 'MISS', size: length, reader: streamReader(body) });
+      await new Promise((resolve) => body.once('close', resolve)); // the upstream slot is held until it is read or dropped
     }).catch((err: unknown) => started.reject(err));
     return started.promise;
   }
@@ -311,4 +316,23 @@ function refKey(key: string): string {
 
 function accessKey(digest: string): string {
   return `access:${digest}`;
+}
+
+/** A stream read like an archive, copying its chunks into the caller's buffers. */
+function streamReader(stream: Readable): ArchiveReader {
+  const chunks = stream[Symbol.asyncIterator]();
+  let pending: Buffer = Buffer.alloc(0);
+  return {
+    async read(buf) {
+      if (pending.length === 0) {
+        const next = await chunks.next();
+        if (next.done) return 0;
+        pending = next.value as Buffer;
+      }
+      const n = pending.copy(buf);
+      pending = pending.subarray(n);
+      return n;
+    },
+    close: () => stream.destroy(),
+  };
 }

@@ -30,10 +30,11 @@ export class ArchiveQuota {
     return this.maxBytes > 0 && this.used > this.maxBytes;
   }
 
-  /** An archive now on disk; lastAccess defaults to now. */
-  added(digest: string, size: number, lastAccess = this.now()): void {
+  /** An archive on disk: a new one (used now), or one found at start-up with its saved access time. */
+  added(digest: string, size: number, lastAccess?: number): void {
     this.removed(digest);
-    this.archives.set(digest, { size, lastAccess });
+    this.archives.set(digest, { size, lastAccess: lastAccess ?? this.now() });
+    if (lastAccess === undefined) this.unsaved.add(digest);
     this.used += size;
   }
 

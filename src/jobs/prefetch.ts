@@ -135,8 +135,13 @@ export class Prefetcher {
       return undefined;
     }
     // Reading the fill to its end waits for the archive to be committed (and fails if the download does).
+    const buf = Buffer.allocUnsafe(256 * 1024);
     let bytes = 0;
-    for await (const chunk of handle.body) bytes += (chunk as Buffer).length;
+    try {
+      for (let n = await handle.reader.read(buf, 0); n > 0; n = await handle.reader.read(buf, bytes)) bytes += n;
+    } finally {
+      handle.reader.close();
+    }
     return bytes;
   }
 }

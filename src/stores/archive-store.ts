@@ -25,6 +25,18 @@ export interface ArchiveStore {
   tempFiles(): Promise<string[]>;
   /** Removes a temp file by the name tempFiles() gave. */
   deleteTemp(name: string): Promise<void>;
+  /** Reads a committed archive (rejects with ENOENT when it is not stored). */
+  openReader(digest: string): Promise<ArchiveReader>;
+}
+
+/**
+ * Reads an archive into the caller's buffers, so that a server can send a download through a couple of reused
+ * buffers instead of allocating one per chunk (which, at GB/s, is what made memory climb).
+ */
+export interface ArchiveReader {
+  /** Reads bytes at `pos` into `buf`: resolves with how many, 0 at the end. */
+  read(buf: Buffer, pos: number): Promise<number>;
+  close(): void;
 }
 
 export interface StoredArchive {
@@ -39,10 +51,13 @@ export interface ArchiveWriter {
   write(chunk: Uint8Array): Promise<void>;
   /** Checks the expected size and digest (when given), then stores the archive; a failed check aborts. */
   commit(expected?: { size?: number; digest?: string }): Promise<ArchiveRef>;
-  /** Drops the temp file; readers from follow() fail with `reason`. Safe to call more than once or after commit. */
+  /** Drops the temp file; its readers fail with `reason`. Safe to call more than once or after commit. */
   abort(reason?: Error): Promise<void>;
-  /** A stream of the bytes as they are written: it ends after commit and fails after abort. */
-  follow(): Readable;
+  /**
+   * Reads the bytes as they are written: a read waits for bytes not yet on disk, reads 0 only once the archive is
+   * committed (the last byte is held back until then), and fails once the writer aborts.
+   */
+  reader(): ArchiveReader;
 }
 
 /** The bytes were not what was expected (length or digest): a problem of the download, not of the disk. */
@@ -115,6 +130,14 @@ export class FsArchiveStore implements ArchiveStore {
 
   async tempFiles(): Promise<string[]> {
     return readdir(join(this.root, 'tmp'));
+  }
+
+  async openReader(digest: string): Promise<ArchiveReader> {
+    const file = await open(this.path(digest), 'r');
+    return {
+      read: async (buf, pos) => (await file.read(buf, 0, buf.length, pos)).bytesRead,
+      close: () => void file.close().catch(() => {}),
+    };
   }
 
   async deleteTemp(name: string): Promise<void> {
@@ -232,39 +255,22 @@ class FsArchiveWriter implements ArchiveWriter {
     await rm(this.location, { force: true });
   }
 
-  follow(): Readable {
-    if (this.state === 'aborted') {
-      const failed: Readable = new Readable({ read: () => void failed.destroy(this.failure) });
-      return failed;
-    }
+  reader(): ArchiveReader {
+    if (this.state === 'aborted') return { read: () => Promise.reject(this.failure), close: () => {} };
     // Opened now, where the bytes are now (see commit), so a reader never misses the temp file's move.
     const fd = openSync(this.location, 'r');
-    let pos = 0;
-    const writer = this;
     // The last byte is held back until commit: a client has the whole archive only once the store has it too, and
     // a commit that rejects the bytes fails the client's download instead of completing it.
-    const readable = () => (writer.state === 'committed' ? writer.written : Math.max(0, writer.written - 1));
-    return new Readable({
-      highWaterMark: READ_CHUNK,
-      async read() {
-        try {
-          while (pos >= readable() && writer.state === 'writing') {
-            await new Promise<void>((resolve) => writer.wakeups.push(resolve));
-          }
-          if (writer.state === 'aborted') throw writer.failure;
-          if (pos >= readable()) return void this.push(null);
-          const buf = Buffer.allocUnsafe(Math.min(READ_CHUNK, readable() - pos));
-          const { bytesRead } = await readAt(fd, buf, 0, buf.length, pos);
-          pos += bytesRead;
-          this.push(buf.subarray(0, bytesRead));
-        } catch (err) {
-          this.destroy(err as Error);
-        }
+    const readable = () => (this.state === 'committed' ? this.written : Math.max(0, this.written - 1));
+    return {
+      read: async (buf, pos) => {
+        while (pos >= readable() && this.state === 'writing') await new Promise<void>((resolve) => this.wakeups.push(resolve));
+        if (this.state === 'aborted') throw this.failure;
+        if (pos >= readable()) return 0;
+        return (await readAt(fd, buf, 0, Math.min(buf.length, readable() - pos), pos)).bytesRead;
       },
-      destroy(err, callback) {
-        close(fd, () => callback(err));
-      },
-    });
+      close: () => close(fd, () => {}),
+    };
   }
 
   private wake(): void {
@@ -285,4 +291,25 @@ function skipBytes(buffers: Uint8Array[], n: number): Uint8Array[] {
     }
   }
   return out;
+}
+
+/** A reader as a stream (one new buffer per chunk: for consumers that are not hot paths, like prefetch and tests). */
+export function readerStream(reader: ArchiveReader, chunkSize = READ_CHUNK): Readable {
+  let pos = 0;
+  return new Readable({
+    async read() {
+      try {
+        const buf = Buffer.allocUnsafe(chunkSize);
+        const n = await reader.read(buf, pos);
+        pos += n;
+        this.push(n === 0 ? null : buf.subarray(0, n));
+      } catch (err) {
+        this.destroy(err as Error);
+      }
+    },
+    destroy(err, callback) {
+      reader.close();
+      callback(err);
+    },
+  });
 }

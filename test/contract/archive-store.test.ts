@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { text } from 'node:stream/consumers';
 import type { Readable } from 'node:stream';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
-import { FsArchiveStore, type ArchiveStore } from '../../src/stores/archive-store.js';
+import { FsArchiveStore, readerStream, type ArchiveStore } from '../../src/stores/archive-store.js';
 import { removeTempDirs, tempDir } from '../helpers.js';
 
 const implementations: Array<[string, (dir: string) => Promise<ArchiveStore & { tempFiles(): Promise<string[]> }>]> = [
@@ -81,26 +81,39 @@ describe.each(implementations)('%s', (_name, open) => {
 
   it('followers read the bytes as they are written, and finish only after commit', async () => {
     const w = await store.createWriter();
-    const early = collect(w.follow());
+    const early = collect(readerStream(w.reader()));
     await w.write(Buffer.from('hello '));
-    const middle = collect(w.follow());
+    const middle = collect(readerStream(w.reader(), 3));
     let finished = false;
     void middle.then(() => (finished = true));
     await w.write(Buffer.from('world'));
     await new Promise((r) => setTimeout(r, 50));
     expect(finished).toBe(false); // the last byte waits for the commit
     await w.commit();
-    const late = collect(w.follow());
+    const late = collect(readerStream(w.reader()));
     expect((await Promise.all([early, middle, late])).map(String)).toEqual(['hello world', 'hello world', 'hello world']);
   });
 
   it('followers fail when the writer aborts', async () => {
     const w = await store.createWriter();
-    const reader = expect(text(w.follow())).rejects.toThrow('upstream reset');
+    const reader = expect(text(readerStream(w.reader()))).rejects.toThrow('upstream reset');
     await w.write(Buffer.from('half'));
     await w.abort(new Error('upstream reset'));
     await reader;
-    await expect(text(w.follow())).rejects.toThrow('upstream reset');
+    await expect(text(readerStream(w.reader()))).rejects.toThrow('upstream reset');
+  });
+
+  it('reads a committed archive into the caller\'s buffers, and refuses one it does not have', async () => {
+    const w = await store.createWriter();
+    await w.write(Buffer.from('0123456789'));
+    const { digest } = await w.commit();
+    const reader = await store.openReader(digest);
+    const buf = Buffer.alloc(4);
+    expect([await reader.read(buf, 0), buf.toString()]).toEqual([4, '0123']);
+    expect([await reader.read(buf, 8), buf.subarray(0, 2).toString()]).toEqual([2, '89']);
+    expect(await reader.read(buf, 10)).toBe(0);
+    reader.close();
+    await expect(store.openReader('f'.repeat(64))).rejects.toThrow(/ENOENT/);
   });
 
   it('deletes an archive', async () => {

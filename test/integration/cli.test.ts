@@ -125,7 +125,8 @@ describe('srm-mirror verify and gc', () => {
   });
 
   it('gc removes archives no version points at and applies the quota, now', async () => {
-    await run(on('prefetch', 'fc3', '--all-versions'));
+    await run(on('prefetch', 'fc3@1.1.0')); // 50 KB, the least recently used
+    await run(on('prefetch', 'fc3@1.0.0')); // 16 B
     const stray = Buffer.from('an archive nothing points at');
     const path = join(data, 'archives', 'sha256', sha256(stray).slice(0, 2));
     await mkdir(path, { recursive: true });
