@@ -20,4 +20,5 @@ VOLUME ["/app/data"]
 # (docker run -p 80:8080 ...) so that writes reach the mirror too.
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=3s CMD node -e "fetch('http://127.0.0.1:8080/-/health').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
-CMD ["node", "dist/main.js", "serve", "--host", "0.0.0.0", "--port", "8080", "--data", "/app/data"]
+# dist/main.js, not `node dist/main.js`: its first line carries the node flags the mirror runs with.
+CMD ["dist/main.js", "serve", "--host", "0.0.0.0", "--port", "8080", "--data", "/app/data"]

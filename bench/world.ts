@@ -2,7 +2,7 @@
 // (its own process, from dist/) and nginx (one worker, serving the same bytes from disk), all on 127.0.0.1.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -140,7 +140,9 @@ export class World {
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SRM_MIRROR_')));
     const prof = this.o.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', this.o.cpuProfDir] : [];
     const args = ['serve', '--host', '127.0.0.1', '--port', String(this.mirrorPort), '--data', this.path('mirror-data'), '--upstream', `${this.upstream}/v3`, '--log-level', 'warn'];
-    this.mirrorChild = start('mirror', process.execPath, [...prof, this.o.mainJs, ...args], { cwd: this.o.root, env, onStderr: mirrorLog.add });
+    // The node flags the mirror runs with are on the first line of dist/main.js (its shebang): run them here too.
+    const nodeFlags = (readFileSync(this.o.mainJs, 'utf8').split('\n')[0] ?? '').replace(/^#!.*?\bnode\b\s*/, '').split(/\s+/).filter(Boolean);
+    this.mirrorChild = start('mirror', process.execPath, [...nodeFlags, ...prof, this.o.mainJs, ...args], { cwd: this.o.root, env, onStderr: mirrorLog.add });
     await waitReady(`${this.mirror}/-/health`, this.mirrorChild);
     this.rss = new PeakRss(this.mirrorChild.pid);
   }

@@ -18,7 +18,7 @@ export async function sendArchive(req: Request, res: Response, handle: ArchiveHa
   res.setHeader('Content-Disposition', `attachment; filename="${filename.replace(/[^\w.@+-]/g, '_')}"`);
   if (handle.status === 'MISS') {
     if (handle.size !== undefined) res.setHeader('Content-Length', handle.size);
-    return send(req, res, handle.reader);
+    return send(req, res, handle.reader, handle.size);
   }
   res.once('close', handle.release);
   res.setHeader('ETag', `"${handle.ref.digest}"`);
@@ -34,43 +34,58 @@ export async function sendArchive(req: Request, res: Response, handle: ArchiveHa
     return;
   }
   res.setHeader('Content-Length', handle.ref.size);
-  return send(req, res, await handle.open());
+  return send(req, res, await handle.open(), handle.ref.size);
 }
 
 /** A 200 with the reader's bytes as the body (none for HEAD). */
-async function send(req: Request, res: Response, reader: ArchiveReader): Promise<void> {
+async function send(req: Request, res: Response, reader: ArchiveReader, size: number | undefined): Promise<void> {
   res.status(200);
   if (req.method === 'HEAD') {
     reader.close();
     res.end();
     return;
   }
-  await pump(reader, res);
+  await pump(reader, res, size);
 }
 
 /**
  * Copies a reader to a response through two buffers: one is read into while the other is on its way to the
  * socket, and a buffer is reused only once its write has been flushed. Any failure destroys the response.
  */
-export async function pump(reader: ArchiveReader, res: ServerResponse): Promise<void> {
-  const buffers = [Buffer.allocUnsafe(CHUNK), Buffer.allocUnsafe(CHUNK)];
+export async function pump(reader: ArchiveReader, res: ServerResponse, size?: number): Promise<void> {
+  const chunk = Math.max(1, Math.min(CHUNK, size ?? CHUNK)); // no 256 KiB buffers for a small archive
+  const buffers = [Buffer.allocUnsafe(chunk), Buffer.allocUnsafe(chunk)];
   const flushed: Array<Promise<void>> = [Promise.resolve(), Promise.resolve()];
-  const gone = new Promise<never>((_, reject) => res.once('close', () => reject(new Error('response closed'))));
-  gone.catch(() => {});
+  // Writes still waiting to be flushed fail when the response closes. (Not Promise.race against a "closed"
+  // promise: every race would leave a reaction on it until the response ends, thousands per download.)
+  const unflushed = new Set<(err: Error) => void>();
+  const onClose = () => unflushed.forEach((fail) => fail(new Error('response closed')));
+  res.once('close', onClose);
+  const write = (chunk: Buffer) =>
+    new Promise<void>((resolve, reject) => {
+      unflushed.add(reject);
+      res.write(chunk, (err) => {
+        unflushed.delete(reject);
+        if (err) reject(err);
+        else resolve();
+      });
+    });
   try {
     for (let pos = 0, i = 0; ; i = 1 - i) {
-      await Promise.race([flushed[i], gone]);
-      const n = await Promise.race([reader.read(buffers[i]!, pos), gone]);
+      await flushed[i];
+      if (res.destroyed) throw new Error('response closed');
+      const n = await reader.read(buffers[i]!, pos);
       if (n === 0) break;
       pos += n;
-      flushed[i] = new Promise<void>((resolve, reject) => res.write(buffers[i]!.subarray(0, n), (err) => (err ? reject(err) : resolve())));
-      flushed[i]!.catch(() => {});
+      flushed[i] = write(buffers[i]!.subarray(0, n));
+      flushed[i]!.catch(() => {}); // awaited in its turn
     }
-    await Promise.race([Promise.all(flushed), gone]);
+    await Promise.all(flushed);
     res.end();
   } catch {
     res.destroy();
   } finally {
+    res.off('close', onClose);
     reader.close();
   }
 }
