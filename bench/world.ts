@@ -139,7 +139,8 @@ export class World {
   private async startMirror(): Promise<void> {
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SRM_MIRROR_')));
     const prof = this.o.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', this.o.cpuProfDir] : [];
-    const args = ['serve', '--host', '127.0.0.1', '--port', String(this.mirrorPort), '--data', this.path('mirror-data'), '--upstream', `${this.upstream}/v3`, '--log-level', 'warn'];
+    // No scheduled prefetch: a run that fell into a measured window would add upstream requests to it.
+    const args = ['serve', '--host', '127.0.0.1', '--port', String(this.mirrorPort), '--data', this.path('mirror-data'), '--upstream', `${this.upstream}/v3`, '--log-level', 'warn', '--prefetch', 'false'];
     // The node flags the mirror runs with are on the first line of dist/main.js (its shebang): run them here too.
     const nodeFlags = (readFileSync(this.o.mainJs, 'utf8').split('\n')[0] ?? '').replace(/^#!.*?\bnode\b\s*/, '').split(/\s+/).filter(Boolean);
     this.mirrorChild = start('mirror', process.execPath, [...nodeFlags, ...prof, this.o.mainJs, ...args], { cwd: this.o.root, env, onStderr: mirrorLog.add });
