@@ -102,7 +102,8 @@ export async function createMirror(config: Config, log: Logger, { role }: Mirror
   const jobs: Array<{ stop(): unknown }> = [];
   if (role === 'server') {
     if (config.prefetch.enabled && !config.offline) {
-      jobs.push(cron.schedule(config.prefetch.schedule, () => void prefetchNow('schedule'), { name: 'prefetch', noOverlap: true }));
+      const scheduled = () => void prefetchNow('schedule').catch((err: unknown) => log.error('prefetch run failed', { error: String(err) }));
+      jobs.push(cron.schedule(config.prefetch.schedule, scheduled, { name: 'prefetch', noOverlap: true }));
     }
     const saver = setInterval(() => void archives.saveAccessTimes().catch(() => {}), SAVE_ACCESS_MS);
     saver.unref();
