@@ -11,6 +11,7 @@ import * as valid from '../model/validate.js';
 import { sendArchive } from './archive-response.js';
 import { srmPackagePath, srmRelease, type BaseUrl } from './render.js';
 import { errorHandler } from './errors.js';
+import { sendJson, sendMetadata } from './json.js';
 
 /** First path segments that belong to other faces. */
 const RESERVED = new Set(['v3', 'api', '-']);
@@ -43,11 +44,7 @@ export function parseSrmPath(path: string): SrmRoute | undefined {
 }
 
 export function srmFace({ registry, baseUrl, log }: { registry: Registry; baseUrl: BaseUrl; log: Logger }) {
-  const send = (res: Response, cached: Cached<unknown>, body: unknown) => {
-    res.setHeader('x-cache', cached.status);
-    res.setHeader('Age', cached.age);
-    res.json(body);
-  };
+  const send = (res: Response, cached: Cached<unknown>, body: unknown) => sendMetadata(res.req, res, cached, body);
 
   const handle = async (req: Request, res: Response, next: NextFunction) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') return next();
@@ -79,7 +76,7 @@ export function srmFace({ registry, baseUrl, log }: { registry: Registry; baseUr
     (req: Request) => {
       throw new MirrorError('not-found', `no such endpoint: ${req.method} ${req.path}`);
     },
-    errorHandler(log, (res, e) => res.status(e.status).json({ message: e.message, error: e.kind })),
+    errorHandler(log, (res, e) => sendJson(res, e.status, JSON.stringify({ message: e.message, error: e.kind }))),
   ];
 }
 

@@ -14,6 +14,7 @@ import type { Release } from '../model/release.js';
 import * as valid from '../model/validate.js';
 import { sendArchive } from './archive-response.js';
 import { answerError, errorHandler } from './errors.js';
+import { sendJson, sendMetadata } from './json.js';
 import { v3Release, type BaseUrl } from './render.js';
 import { hasCredentials, sendForwarded, sniffForm, type Forward } from './forward.js';
 
@@ -35,7 +36,7 @@ export function v3Face({ registry, baseUrl, forward, log }: V3FaceOptions): Rout
     async (req: Request, res: Response) => {
       try {
         const [cached, body] = await answer(req, baseUrl(req));
-        sendCached(res, cached, body);
+        sendCached(req, res, cached, body);
       } catch (err) {
         const e = toMirrorError(err);
         // Private content: the anonymous mirror may not see it, the caller may. Passed through, never cached.
@@ -136,21 +137,17 @@ async function releaseAnswer(registry: Registry, name: string, version: string |
   return [cached, v3Release(cached.value, base, name, true)];
 }
 
-/** The envelope, uncompressed JSON; on node's own response API, which the hot path shares. */
-function sendEnvelope(res: ServerResponse, status: number, body: unknown): void {
-  const json = JSON.stringify({ request_id: randomUUID(), body });
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(json) });
-  res.end(json);
+/** The {request_id, body} envelope around a body's JSON. */
+function envelope(bodyJson: string): string {
+  return `{"request_id":"${randomUUID()}","body":${bodyJson}}`;
 }
 
-function sendCached(res: ServerResponse, cached: Cached<unknown>, body: unknown): void {
-  res.setHeader('x-cache', cached.status);
-  res.setHeader('Age', cached.age);
-  sendEnvelope(res, 200, body);
+function sendCached(req: IncomingMessage, res: ServerResponse, cached: Cached<unknown>, body: unknown): void {
+  sendMetadata(req, res, cached, body, envelope);
 }
 
 function sendError(res: ServerResponse, e: MirrorError): void {
-  sendEnvelope(res, e.status, e.message);
+  sendJson(res, e.status, envelope(JSON.stringify(e.message)));
 }
 
 const HOT_ROUTE = /^\/v3\/packages\/([^/?]+)\/release\/(?:latest|tags\/([^/?]+))$/;
@@ -169,7 +166,7 @@ export function v3HotPath({ registry, baseUrl, log }: Pick<V3FaceOptions, 'regis
       const name = valid.packageName(valid.decodeSegment(match[1]!));
       const version = match[2] === undefined ? undefined : valid.version(valid.decodeSegment(match[2]));
       const [cached, body] = await releaseAnswer(registry, name, version, baseUrl(req));
-      sendCached(res, cached, body);
+      sendCached(req, res, cached, body);
     })().catch((err: unknown) => answerError(log, req, res, err, sendError));
     return true;
   };

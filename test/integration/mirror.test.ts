@@ -256,3 +256,24 @@ describe('the URLs the mirror hands out', () => {
     }
   });
 });
+
+describe('conditional metadata requests', () => {
+  it('answers If-None-Match with 304 on both faces, so a downstream mirror revalidates cheaply', async () => {
+    for (const path of ['/v3/packages/fc3/release/latest', '/v3/packages/fc3/release?page=1', '/fc3/releases', '/fc3/releases/latest']) {
+      const first = await get(mirror.url + path);
+      const etag = first.headers.get('etag')!;
+      expect(etag).toMatch(/^W\/"/);
+      const again = await get(mirror.url + path, { 'if-none-match': etag });
+      expect([again.status, again.body.length]).toEqual([304, 0]);
+      expect((await get(mirror.url + path, { 'if-none-match': 'W/"other"' })).status).toBe(200);
+    }
+    const edge = await startMirror(`${mirror.url}/v3`, { 'max-age': '0s' });
+    try {
+      await get(`${edge.url}/v3/packages/fc3/release/latest`);
+      const revalidated = await get(`${edge.url}/v3/packages/fc3/release/latest`);
+      expect(revalidated.headers.get('x-cache')).toBe('REVALIDATED');
+    } finally {
+      await edge.close();
+    }
+  });
+});
