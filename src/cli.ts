@@ -193,8 +193,8 @@ function usage(): string {
   const configFlags = SETTINGS.filter((s) => s.flag)
     .map((s) => `  --${`${s.flag}${s.switch ? '' : ' VALUE'}`.padEnd(28)} ${s.help} [${s.env?.join(', ')}]`)
     .join('\n');
-  const commands = Object.entries(COMMANDS)
-    .map(([name, c]) => {
+  const commands = Object.values(COMMANDS)
+    .map((c) => {
       const own = Object.entries(c.options).map(([o, d]) => `\n      --${`${o}${d.type === 'string' ? ' VALUE' : ''}`.padEnd(24)} ${d.help}`);
       return `  ${c.usage}\n      ${c.summary}${own.join('')}`;
     })

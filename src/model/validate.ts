@@ -44,7 +44,6 @@ export function page(value: unknown, fallback = 1): number {
 /** A free-text query parameter (search, tag, category). */
 export function queryText(what: string, value: unknown): string | undefined {
   if (value === undefined || value === '') return undefined;
-  // eslint-disable-next-line no-control-regex
   if (typeof value !== 'string' || value.length > TEXT_MAX || /[\u0000-\u001f\u007f]/.test(value)) {
     bad(what, String(value), `expected one value of at most ${TEXT_MAX} characters without control characters`);
   }
