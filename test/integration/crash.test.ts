@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { FakeUpstream, sha256 } from '../fakes/upstream.js';
-import { get, killChildren, removeTempDirs, spawnMirror, tempDir } from '../helpers.js';
+import { get, killChildren, removeTempDirs, spawnMirror, tempDir, until } from '../helpers.js';
 
 afterEach(async () => {
   killChildren();
@@ -14,10 +14,6 @@ afterEach(async () => {
 });
 
 const serve = (data: string, upstream: string) => spawnMirror(['--data', data, '--upstream', upstream]);
-
-async function until(check: () => Promise<boolean>): Promise<void> {
-  for (let i = 0; i < 250 && !(await check()); i++) await new Promise((r) => setTimeout(r, 20));
-}
 
 describe('crash safety', () => {
   it('SIGKILL in the middle of a fill: restart is clean, nothing partial is served, the next request refetches', async () => {

@@ -5,7 +5,7 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FakeUpstream, sha256 } from '../fakes/upstream.js';
-import { get, recordSecrets, removeTempDirs, startMirror, type TestMirror } from '../helpers.js';
+import { get, recordSecrets, removeTempDirs, startMirror, until, type TestMirror } from '../helpers.js';
 
 let fake: FakeUpstream;
 let mirror: TestMirror;
@@ -119,7 +119,7 @@ describe('broken downloads are never cached', () => {
     await expect(get(`${mirror.url}/v3/packages/fc3/zipball/0.1.2`)).rejects.toThrow();
 
     const archiveDir = join(mirror.dataDir, 'archives');
-    await waitFor(async () => (await readdir(join(archiveDir, 'tmp'))).length === 0);
+    await until(async () => (await readdir(join(archiveDir, 'tmp'))).length === 0);
     expect(await readdir(join(archiveDir, 'sha256'))).toEqual([]);
 
     const retry = await get(`${mirror.url}/v3/packages/fc3/zipball/0.1.2`);
@@ -230,14 +230,6 @@ describe('private content', () => {
     expect(upstreamCall.headers.token).toBeUndefined();
   });
 });
-
-async function waitFor(check: () => Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe('the URLs the mirror hands out', () => {
   it('follow X-Forwarded-Proto/-Host only with --trust-proxy, and --public-url above all', async () => {

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { request } from 'undici';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FakeUpstream, sha256 } from '../fakes/upstream.js';
-import { get, removeTempDirs, startMirror, type TestMirror } from '../helpers.js';
+import { get, removeTempDirs, startMirror, until, type TestMirror } from '../helpers.js';
 
 let fake: FakeUpstream;
 const mirrors: TestMirror[] = [];
@@ -146,12 +146,4 @@ describe('disk quota', () => {
 /** The quota's view once every download under way has been recorded (a client may finish before that). */
 function quotaOf(m: TestMirror) {
   return m.mirror.archives.status().fillsInProgress === 0 ? m.mirror.archives.quotaStatus() : { usedBytes: Infinity };
-}
-
-async function until(check: () => Promise<boolean>): Promise<void> {
-  for (let i = 0; i < 250; i++) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error('condition not met in time');
 }

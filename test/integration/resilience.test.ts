@@ -6,7 +6,7 @@ import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FakeUpstream, sha256 } from '../fakes/upstream.js';
-import { get, removeTempDirs, startMirror, tempDir, type TestMirror } from '../helpers.js';
+import { get, removeTempDirs, startMirror, tempDir, until, type TestMirror } from '../helpers.js';
 
 let fake: FakeUpstream;
 const mirrors: TestMirror[] = [];
@@ -46,7 +46,7 @@ async function warm(m: TestMirror): Promise<void> {
     expect((await get(m.url + path)).status).toBe(200);
   }
   // A client has its bytes a moment before the fill has finished its bookkeeping (and told the circuit breaker).
-  while (m.mirror.archives.status().fillsInProgress > 0) await new Promise((r) => setTimeout(r, 5));
+  await until(() => m.mirror.archives.status().fillsInProgress === 0);
 }
 
 describe('stale-if-error', () => {
@@ -294,7 +294,7 @@ describe('archives on disk', () => {
       // The download that runs into ENOSPC fails (its fill can no longer complete); from then on downloads pass
       // through uncached.
       await get(`${m.url}/v3/packages/fc3/zipball/1.2.0`).catch(() => undefined);
-      for (let i = 0; i < 100 && !(await diskProblem()); i++) await new Promise((r) => setTimeout(r, 20));
+      await until(async () => (await diskProblem()) !== undefined);
       expect(await diskProblem()).toMatch(/ENOSPC/);
       for (let i = 0; i < 3; i++) {
         const res = await get(`${m.url}/v3/packages/fc3/zipball/1.2.0`);
