@@ -52,7 +52,7 @@ export class Registry {
   }
 
   latest(name: string): Promise<Cached<Release>> {
-    return this.read(key.latest(name), { learnFor: name }, (since) => this.upstream.latest(name, since), async () =>
+    return this.read(key.latest(name), { name, learn: true, what: name }, (since) => this.upstream.latest(name, since), async () =>
       pickLatest(await this.cachedReleases(name)),
     );
   }
@@ -60,26 +60,26 @@ export class Registry {
   release(name: string, version: string): Promise<Cached<Release>> {
     return this.read(
       key.release(name, version),
-      { package: name },
+      { name, what: `${name}@${version}` },
       (since) => this.upstream.release(name, version, since),
       async () => (await this.cachedReleases(name)).find((r) => r.version === version),
     );
   }
 
   releasePage(name: string, page: number): Promise<Cached<Release[]>> {
-    return this.read(key.page(name, page), { learnFor: name }, (since) => this.upstream.releasePage(name, page, since), async () =>
+    return this.read(key.page(name, page), { name, learn: true, what: `page ${page} of ${name}` }, (since) => this.upstream.releasePage(name, page, since), async () =>
       pageOf(await this.cachedReleases(name), page),
     );
   }
 
   allReleases(name: string): Promise<Cached<Release[]>> {
-    return this.read(key.releases(name), { learnFor: name }, (since) => this.upstream.allReleases(name, since), () =>
+    return this.read(key.releases(name), { name, learn: true, what: `the releases of ${name}` }, (since) => this.upstream.allReleases(name, since), () =>
       this.cachedReleases(name),
     );
   }
 
   listPackages(query: ListQuery): Promise<Cached<PackageSummary[]>> {
-    return this.read(key.list(query), {}, (since) => this.upstream.listPackages(query, since), async () =>
+    return this.read(key.list(query), { what: 'that package list' }, (since) => this.upstream.listPackages(query, since), async () =>
       pageOf(await this.knownPackages(query), query.page),
     );
   }
@@ -129,20 +129,21 @@ export class Registry {
 
   /**
    * One read: from the cache (which asks the upstream when its copy is old), or offline from what the mirror has.
-   * With `learnFor`, the releases of a fresh answer are stored under their own keys too.
+   * `about` names the package read (if one), says whether the releases of a fresh answer are stored under their own
+   * keys too (`learn`), and what to call it in an offline 404.
    */
   private async read<T extends Release | Release[] | PackageSummary[]>(
     cacheKey: string,
-    about: { learnFor?: string; package?: string },
+    about: { name?: string; learn?: boolean; what: string },
     fetch: (since?: Validators) => Promise<Fetched<T>>,
     local: () => Promise<T | undefined>,
   ): Promise<Cached<T>> {
     if (this.offline) {
       const value = await local();
-      if (value === undefined) throw new MirrorError('not-found', `the mirror is offline and does not have ${cacheKey.replace(':', ' ')}`);
+      if (value === undefined) throw new MirrorError('not-found', `the mirror is offline and does not have ${about.what}`);
       return { value, status: 'OFFLINE', age: 0 };
     }
-    const name = about.learnFor ?? about.package;
+    const { name } = about;
     const revalidate = this.options.alwaysRevalidate || (name !== undefined && (this.recentWrites.get(name) ?? 0) > Date.now());
     const cached = await this.metadata.get(cacheKey, fetch, {
       maxAgeMs: revalidate ? 0 : undefined,
@@ -152,10 +153,9 @@ export class Registry {
         return { value, status: 'STALE', age: 0 };
       },
     });
-    const learnFor = about.learnFor;
-    if (learnFor !== undefined && cached.status === 'MISS') {
+    if (name !== undefined && about.learn && cached.status === 'MISS') {
       const releases = (Array.isArray(cached.value) ? cached.value : [cached.value]) as Release[];
-      await this.metadata.seed(releases.map((r) => [key.release(learnFor, r.version), r] as const));
+      await this.metadata.seed(releases.map((r) => [key.release(name, r.version), r] as const));
     }
     if (name !== undefined) this.options.onRequested?.(name);
     return cached;
