@@ -79,12 +79,13 @@ function url(v: unknown, s: string): string {
   if (typeof v === 'string') {
     try {
       const u = new URL(v);
-      if ((u.protocol === 'http:' || u.protocol === 'https:') && !u.search && !u.hash) return v.replace(/\/+$/, '');
+      // No user:password@: it would end up in logs and /-/status.
+      if ((u.protocol === 'http:' || u.protocol === 'https:') && !u.search && !u.hash && !u.username && !u.password) return v.replace(/\/+$/, '');
     } catch {
       // fall through to the error below
     }
   }
-  throw new ConfigError(s, 'an http(s) URL without query or fragment, e.g. "https://api.devsapp.cn/v3"', v);
+  throw new ConfigError(s, 'an http(s) URL without query, fragment or credentials, e.g. "https://api.devsapp.cn/v3"', v);
 }
 
 function integer(min: number, max: number): Parse<number> {

@@ -23,7 +23,7 @@ export type JsonAnswer =
   | { readonly notModified: true }
   | { readonly notModified?: false; readonly data: unknown; readonly headers: Headers; readonly validators: Validators };
 
-/** Live requests go first; background work (prefetch, revalidation) waits behind them. */
+/** Live requests go first; background work (prefetch) waits behind them. */
 export type Priority = 'live' | 'background';
 const PRIORITY: Record<Priority, number> = { live: 1, background: 0 };
 

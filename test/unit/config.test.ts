@@ -32,6 +32,7 @@ describe('loadConfig', () => {
     [{ flags: { port: '70000' } }, /"--port": expected a whole number from 0 to 65535, got "70000"/],
     [{ flags: { 'max-age': 'soon' } }, /"--max-age": expected a duration .* got "soon"/],
     [{ flags: { upstream: 'ftp://x' } }, /"--upstream": expected an http\(s\) URL/],
+    [{ flags: { upstream: 'https://user:secret@registry.example/v3' } }, /"--upstream": expected an http\(s\) URL without query, fragment or credentials/],
     [{ flags: { 'upstream-type': 'npm' } }, /"--upstream-type": expected one of serverless-v3, srm, got "npm"/],
     [{ env: { SRM_MIRROR_UPSTREAM_CONCURRENCY: '0' } }, /"SRM_MIRROR_UPSTREAM_CONCURRENCY": expected a whole number from 1 to 1024, got "0"/],
     [{ env: { SRM_MIRROR_TRUST_PROXY: 'maybe' } }, /"SRM_MIRROR_TRUST_PROXY": expected true or false, got "maybe"/],
