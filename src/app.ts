@@ -101,6 +101,8 @@ export async function createMirror(config: Config, log: Logger, { role }: Mirror
 
   const jobs: Array<{ stop(): unknown }> = [];
   if (role === 'server') {
+    // An archive whose key a crash kept from being written is garbage: collect it (and apply the quota) at start.
+    void archives.enforceQuota().catch((err: unknown) => log.warn('start-up clean-up of archives failed', { error: String(err) }));
     if (config.prefetch.enabled && !config.offline) {
       const scheduled = () => void prefetchNow('schedule').catch((err: unknown) => log.error('prefetch run failed', { error: String(err) }));
       jobs.push(cron.schedule(config.prefetch.schedule, scheduled, { name: 'prefetch', noOverlap: true }));

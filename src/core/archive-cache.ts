@@ -86,9 +86,14 @@ export class ArchiveCache {
     if (unsaved.length) await this.refs.putMany(unsaved.map(([digest, at]) => [accessKey(digest), at] as const));
   }
 
-  /** Evicts least recently used archives until usage is back under the quota's low-water mark. */
+  /**
+   * Removes archives nothing points at, then evicts least recently used archives until usage is back under the
+   * quota's low-water mark; counts the evicted ones.
+   */
   enforceQuota(): Promise<{ evicted: number; bytes: number }> {
     return this.enforcing.run('quota', async () => {
+      const unreferenced = await this.removeUnreferenced();
+      if (unreferenced.removed) this.log.warn('removed archives nothing points at', { ...unreferenced });
       const byDigest = await this.keysByDigest();
       let [evicted, bytes] = [0, 0];
       for (const digest of this.quota.victims()) {

@@ -2,11 +2,12 @@
 // traffic, and the disk quota's LRU eviction.
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import { mkdir, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FakeUpstream, sha256 } from '../fakes/upstream.js';
-import { get, removeTempDirs, startMirror, until, type TestMirror } from '../helpers.js';
+import { get, removeTempDirs, startMirror, tempDir, until, type TestMirror } from '../helpers.js';
 
 let fake: FakeUpstream;
 const mirrors: TestMirror[] = [];
@@ -107,6 +108,18 @@ describe('prefetch', () => {
 });
 
 describe('disk quota', () => {
+  it('a starting server removes archives nothing points at (say, a crash between commit and key)', async () => {
+    const data = await tempDir();
+    const stray = Buffer.from('orphan archive');
+    const dir = join(data, 'archives', 'sha256', sha256(stray).slice(0, 2));
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, sha256(stray)), stray);
+    await utimes(join(dir, sha256(stray)), new Date(0), new Date(0));
+    const m = await mirrorOf({ data });
+    await until(() => !existsSync(join(dir, sha256(stray))));
+    expect(m.mirror.archives.quotaStatus().archives).toBe(0);
+  });
+
   it('evicts the least recently used archives to stay under the quota', async () => {
     for (const n of ['a', 'b', 'c', 'd']) fake.add(n, [{ version: '1.0.0', zip: randomBytes(100_000) }]);
     const m = await mirrorOf({ 'max-size': '350KB' });
