@@ -23,6 +23,7 @@ import { srmFace } from './faces/srm.js';
 import { baseUrlOf } from './faces/render.js';
 import { v3Face, v3HotPath } from './faces/v3.js';
 import { accessLog, type Logger } from './log.js';
+import { renderMetrics, ResponseCounts } from './metrics.js';
 import { FsArchiveStore } from './stores/archive-store.js';
 import { LevelMetadataStore, MemoryCachedStore } from './stores/metadata-store.js';
 import { parseTarget, Prefetcher, type PrefetchSummary, type PrefetchTarget } from './jobs/prefetch.js';
@@ -99,6 +100,33 @@ export async function createMirror(config: Config, log: Logger, { role }: Mirror
     },
   });
 
+  const responses = new ResponseCounts();
+  const metrics = async (): Promise<string> => {
+    const { circuit, pending, counts } = http;
+    const quota = archives.quotaStatus();
+    const { fillsInProgress, diskProblem } = archives.status();
+    const last = await prefetcher.lastRun();
+    const one = (v: number) => [['', v]] as const;
+    return renderMetrics([
+      ['srm_mirror_responses_total', 'counter', 'Answers sent, by x-cache and status class.', responses.entries().map(([l, c]) => [l, c.responses])],
+      ['srm_mirror_response_bytes_total', 'counter', 'Bytes sent, headers included, by x-cache and status class.', responses.entries().map(([l, c]) => [l, c.bytes])],
+      ['srm_mirror_upstream_requests_total', 'counter', 'Requests sent to the upstream, retries included (a followed redirect is part of its request).', one(counts.sent)],
+      ['srm_mirror_upstream_failures_total', 'counter', 'Upstream requests that got no answer (connection error, timeout).', one(counts.failed)],
+      ['srm_mirror_upstream_refused_total', 'counter', 'Upstream calls refused at once while the circuit was open.', one(counts.refused)],
+      ['srm_mirror_upstream_circuit_open', 'gauge', '1 while the upstream is marked down.', one(circuit.state === 'closed' ? 0 : 1)],
+      ['srm_mirror_upstream_requests_running', 'gauge', 'Upstream requests under way.', one(pending.running)],
+      ['srm_mirror_upstream_requests_waiting', 'gauge', 'Upstream requests waiting for a slot.', one(pending.waiting)],
+      ['srm_mirror_archive_fills_running', 'gauge', 'Archive downloads into the cache under way.', one(fillsInProgress)],
+      ['srm_mirror_archives', 'gauge', 'Archives on disk.', one(quota.archives)],
+      ['srm_mirror_archive_bytes', 'gauge', 'Bytes of archives on disk.', one(quota.usedBytes)],
+      ['srm_mirror_archive_quota_bytes', 'gauge', 'The disk quota for archives (0: none).', one(quota.maxBytes)],
+      ['srm_mirror_disk_problem', 'gauge', '1 while archives cannot be written (downloads pass through uncached).', one(diskProblem ? 1 : 0)],
+      ['srm_mirror_prefetch_followed_packages', 'gauge', 'Packages prefetch keeps warm.', one(prefetchTargets().length)],
+      ['srm_mirror_prefetch_last_run_timestamp_seconds', 'gauge', 'When the last prefetch run started (0: never).', one(last ? Date.parse(last.startedAt) / 1000 : 0)],
+      ['srm_mirror_prefetch_last_run_failures', 'gauge', 'Packages the last prefetch run failed on.', one(last?.failures.length ?? 0)],
+    ]);
+  };
+
   const jobs: Array<{ stop(): unknown }> = [];
   if (role === 'server') {
     // An archive whose key a crash kept from being written is garbage: collect it (and apply the quota) at start.
@@ -117,12 +145,13 @@ export async function createMirror(config: Config, log: Logger, { role }: Mirror
   app.set('etag', false);
   app.set('query parser', 'simple');
   const baseUrl = baseUrlOf(config.publicUrl, config.trustProxy);
-  app.use('/-', opsFace({ status, log, prefetchNow: config.offline ? undefined : prefetchNow }));
+  app.use('/-', opsFace({ status, metrics, log, prefetchNow: config.offline ? undefined : prefetchNow }));
   app.use('/v3', v3Face({ registry, baseUrl, log, forward: isV3 && !config.offline ? forwarder(http, config.upstream.url) : undefined }));
   app.use(srmFace({ registry, baseUrl, log }));
   const hot = v3HotPath({ registry, baseUrl, log });
   const logAccess = log.enabled('debug') ? accessLog(log) : undefined;
   const handle: RequestListener = (req, res) => {
+    responses.track(req, res);
     logAccess?.(req, res);
     if (!hot(req, res)) void app(req, res);
   };

@@ -48,16 +48,28 @@ export interface ForwardResponse {
   readonly body: Readable;
 }
 
+/** Counts since start, for /-/metrics. */
+export interface UpstreamCounts {
+  /** HTTP requests sent (retries included). */
+  sent: number;
+  /** Of those, the ones that got no answer (connection error, timeout). */
+  failed: number;
+  /** Calls refused at once because the circuit was open. */
+  refused: number;
+}
+
 interface Shared {
   readonly dispatcher: Dispatcher;
   readonly queue: PQueue;
   readonly breaker: CircuitBreaker;
+  readonly counts: UpstreamCounts;
 }
 
 export class UpstreamHttp {
   private readonly dispatcher: Dispatcher;
   private readonly queue: PQueue;
   private readonly breaker: CircuitBreaker;
+  readonly counts: UpstreamCounts;
 
   constructor(
     private readonly options: UpstreamHttpOptions,
@@ -75,11 +87,12 @@ export class UpstreamHttp {
     this.queue = shared?.queue ?? new PQueue({ concurrency: options.concurrency });
     this.breaker =
       shared?.breaker ?? new CircuitBreaker({ threshold: options.breakerThreshold, minBackoffMs: options.breakerMinMs, maxBackoffMs: options.breakerMaxMs });
+    this.counts = shared?.counts ?? { sent: 0, failed: 0, refused: 0 };
   }
 
   /** The same client (connections, queue, circuit breaker) with requests of another priority. */
   withPriority(priority: Priority): UpstreamHttp {
-    return new UpstreamHttp(this.options, { dispatcher: this.dispatcher, queue: this.queue, breaker: this.breaker }, priority);
+    return new UpstreamHttp(this.options, { dispatcher: this.dispatcher, queue: this.queue, breaker: this.breaker, counts: this.counts }, priority);
   }
 
   get circuit(): CircuitStatus {
@@ -155,7 +168,10 @@ export class UpstreamHttp {
 
   /** Through the circuit breaker (fail fast while the upstream is down), then the queue. */
   private guarded<T>(fn: () => Promise<T>): Promise<T> {
-    return this.breaker.run(() => this.queue.add(fn, { priority: PRIORITY[this.priority] }));
+    return this.breaker.run(() => this.queue.add(fn, { priority: PRIORITY[this.priority] })).catch((err: unknown) => {
+      if (err instanceof MirrorError && err.kind === 'unavailable') this.counts.refused++;
+      throw err;
+    });
   }
 
   private async retrying<T>(fn: () => Promise<T>): Promise<T> {
@@ -171,9 +187,11 @@ export class UpstreamHttp {
   }
 
   private async send(url: string, opts: { method: Dispatcher.HttpMethod; headers: Headers; body?: Readable }) {
+    this.counts.sent++;
     try {
       return await request(url, { ...opts, dispatcher: this.dispatcher });
     } catch (err) {
+      this.counts.failed++;
       throw transportError(err, url);
     }
   }

@@ -269,3 +269,27 @@ describe('conditional metadata requests', () => {
     }
   });
 });
+
+describe('GET /-/metrics', () => {
+  it('counts answers by x-cache and the upstream requests, and shows the cache and the circuit', async () => {
+    await get(`${mirror.url}/v3/packages/fc3/release/latest`);
+    await get(`${mirror.url}/v3/packages/fc3/release/latest`);
+    await get(`${mirror.url}/v3/packages/fc3/zipball/0.1.2`);
+    await get(`${mirror.url}/v3/packages/nope/release/latest`);
+    await until(() => mirror.mirror.archives.status().fillsInProgress === 0);
+    const res = await get(`${mirror.url}/-/metrics`);
+    expect(res.headers.get('content-type')).toMatch(/^text\/plain/);
+    const text = res.body.toString();
+    const value = (series: string) => Number(new RegExp(`^${series.replace(/[{}"]/g, '\\$&')} (\\d+)$`, 'm').exec(text)?.[1]);
+    expect(value('srm_mirror_responses_total{cache="MISS",code="2xx"}')).toBe(2);
+    expect(value('srm_mirror_responses_total{cache="HIT",code="2xx"}')).toBe(1);
+    expect(value('srm_mirror_responses_total{cache="none",code="4xx"}')).toBe(1);
+    expect(value('srm_mirror_response_bytes_total{cache="MISS",code="2xx"}')).toBeGreaterThan(ZIP.length);
+    // The zipball's 302 to the blob is followed inside one request.
+    expect(value('srm_mirror_upstream_requests_total')).toBe(fake.requests.length - fake.count(/^\/blob\//));
+    expect(value('srm_mirror_upstream_circuit_open')).toBe(0);
+    expect(value('srm_mirror_archives')).toBe(1);
+    expect(value('srm_mirror_archive_bytes')).toBe(ZIP.length);
+    expect(text).toMatch(/^# TYPE srm_mirror_responses_total counter$/m);
+  });
+});
