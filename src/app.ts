@@ -59,7 +59,7 @@ const SAVE_ACCESS_MS = 60_000;
 
 export async function createMirror(config: Config, log: Logger, { role }: MirrorOptions): Promise<Mirror> {
   await mkdir(config.dataDir, { recursive: true });
-  const store = new MemoryCachedStore(await LevelMetadataStore.open(join(config.dataDir, 'meta')), config.cache.memoryEntries);
+  const store = new MemoryCachedStore(await LevelMetadataStore.open(join(config.dataDir, 'meta')), config.cache.memorySizeBytes);
   const archiveStore = await FsArchiveStore.open(join(config.dataDir, 'archives'), { removeTempFiles: role === 'server' });
   const http = new UpstreamHttp(config.upstream);
   const isV3 = config.upstream.type === 'serverless-v3';

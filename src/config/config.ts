@@ -36,7 +36,8 @@ export interface Config {
   readonly cache: {
     readonly maxAgeMs: number;
     readonly notFoundTtlMs: number;
-    readonly memoryEntries: number;
+    /** Parsed metadata kept in memory in front of LevelDB, in bytes of its JSON. */
+    readonly memorySizeBytes: number;
     /** Archives beyond this many bytes are evicted, least recently used first; 0 = no limit. */
     readonly maxSizeBytes: number;
   };
@@ -185,7 +186,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'prefetch.followRequested', flag: 'follow-requested', env: ['SRM_MIRROR_FOLLOW_REQUESTED'], parse: bool, help: 'also follow packages clients asked for (true or false)' },
   { key: 'prefetch.versions', flag: 'prefetch-versions', env: ['SRM_MIRROR_PREFETCH_VERSIONS'], parse: integer(1, 100), help: 'newest versions kept per followed package' },
   { key: 'prefetch.concurrency', flag: 'prefetch-concurrency', env: ['SRM_MIRROR_PREFETCH_CONCURRENCY'], parse: integer(1, 64), help: 'packages prefetched at once' },
-  { key: 'cache.memoryEntries', flag: 'memory-entries', env: ['SRM_MIRROR_MEMORY_ENTRIES'], parse: integer(0, 10_000_000), help: 'metadata entries kept in memory' },
+  { key: 'cache.memorySize', target: 'cache.memorySizeBytes', flag: 'memory-size', env: ['SRM_MIRROR_MEMORY_SIZE'], parse: bytes, help: 'metadata kept parsed in memory, e.g. 64MB' },
 ];
 
 const DEFAULTS_FILE = new URL('../../config/default.json', import.meta.url);

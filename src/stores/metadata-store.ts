@@ -62,15 +62,22 @@ export class LevelMetadataStore implements MetadataStore {
   }
 }
 
-/** Keeps up to `max` parsed documents in memory in front of `inner`; misses are remembered too. */
+/**
+ * Keeps parsed documents in memory in front of `inner` (write-through), misses included, up to `maxBytes` of
+ * their JSON: bounded by size, not by count, since one package's release list can be a thousand times another's.
+ */
 export class MemoryCachedStore implements MetadataStore {
   private readonly lru: LRUCache<string, { value: unknown }>;
 
   constructor(
     private readonly inner: MetadataStore,
-    max: number,
+    maxBytes: number,
   ) {
-    this.lru = new LRUCache({ max: Math.max(1, max) });
+    this.lru = new LRUCache({
+      maxSize: Math.max(1, maxBytes),
+      // Entries are measured when they are stored (not on the hot path of a hit); a miss weighs a little.
+      sizeCalculation: (entry) => (entry.value === undefined ? 16 : JSON.stringify(entry.value).length),
+    });
   }
 
   async get<T>(key: string): Promise<T | undefined> {

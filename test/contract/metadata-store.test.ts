@@ -6,8 +6,8 @@ import { removeTempDirs, tempDir } from '../helpers.js';
 
 const implementations: Array<[string, (dir: string) => Promise<MetadataStore>]> = [
   ['LevelMetadataStore', (dir) => LevelMetadataStore.open(dir)],
-  ['MemoryCachedStore over LevelMetadataStore', async (dir) => new MemoryCachedStore(await LevelMetadataStore.open(dir), 100)],
-  ['MemoryCachedStore with a 1-entry LRU', async (dir) => new MemoryCachedStore(await LevelMetadataStore.open(dir), 1)],
+  ['MemoryCachedStore over LevelMetadataStore', async (dir) => new MemoryCachedStore(await LevelMetadataStore.open(dir), 1 << 20)],
+  ['MemoryCachedStore smaller than any document', async (dir) => new MemoryCachedStore(await LevelMetadataStore.open(dir), 1)],
 ];
 
 afterAll(removeTempDirs);
