@@ -156,7 +156,8 @@ export class UpstreamHttp {
   /** Sends a request as the client made it, and gives back the upstream's answer unchanged. */
   forward(req: ForwardRequest): Promise<ForwardResponse> {
     return this.guarded(async () => {
-      const res = await this.send(req.url, { method: req.method as Dispatcher.HttpMethod, headers: req.headers, body: req.body });
+      // maxRedirections 0: a redirect is the upstream's answer to pass on, not one for the mirror to follow.
+      const res = await this.send(req.url, { method: req.method as Dispatcher.HttpMethod, headers: req.headers, body: req.body, maxRedirections: 0 });
       return { status: res.statusCode, headers: res.headers, body: res.body as unknown as Readable };
     });
   }
@@ -186,7 +187,7 @@ export class UpstreamHttp {
     }
   }
 
-  private async send(url: string, opts: { method: Dispatcher.HttpMethod; headers: Headers; body?: Readable }) {
+  private async send(url: string, opts: { method: Dispatcher.HttpMethod; headers: Headers; body?: Readable; maxRedirections?: 0 }) {
     this.counts.sent++;
     try {
       return await request(url, { ...opts, dispatcher: this.dispatcher });

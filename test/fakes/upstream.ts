@@ -35,7 +35,7 @@ export const VALID_TOKEN_HEADER = /^[0-9a-f]{32}$/;
 
 /** What to do to a request whose URL matches: answer with a status, hang, or break the body. */
 export type FaultKind =
-  | { kind: 'status'; status: number }
+  | { kind: 'status'; status: number; headers?: Record<string, string> }
   | { kind: 'hang' }
   | { kind: 'reset-mid-body' }
   | { kind: 'short-body' }
@@ -148,7 +148,7 @@ export class FakeUpstream {
       return;
     }
     if (fault?.kind === 'delay') await new Promise((r) => setTimeout(r, fault.ms));
-    if (fault?.kind === 'status') return json(res, fault.status, { request_id: 'fake', body: `injected ${fault.status}` });
+    if (fault?.kind === 'status') return json(res, fault.status, { request_id: 'fake', body: `injected ${fault.status}` }, fault.headers);
     if (fault?.kind === 'not-json') {
       res.writeHead(200, { 'content-type': 'application/json' }).end('<html>gateway</html>');
       return;

@@ -65,6 +65,14 @@ describe('pass-through', () => {
     expect(got.body.toString()).toBe(body);
   });
 
+  it('an upstream redirect is passed on, not followed', async () => {
+    const elsewhere = `${fake.url}/elsewhere`;
+    fake.inject(/\/v3\/user\/check/, { kind: 'status', status: 302, headers: { location: elsewhere } }, 1);
+    const res = await send('GET', `${mirror.url}/v3/user/check?token=x`, {});
+    expect([res.status, res.headers.location]).toEqual([302, elsewhere]);
+    expect(fake.count(/elsewhere/)).toBe(0);
+  });
+
   it('writes without credentials get the upstream 401 answer unchanged', async () => {
     const direct = await send('POST', `${fake.v3}/packages/releases`, form, publishForm('fc3', '9.9.9'));
     const via = await send('POST', `${mirror.url}/v3/packages/releases`, form, publishForm('fc3', '9.9.9'));
