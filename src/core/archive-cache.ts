@@ -9,6 +9,7 @@
 // quota, the least recently used archives are evicted (never one being served), after every new archive.
 import type { Readable } from 'node:stream';
 import { MirrorError } from '../model/errors.js';
+import type { Logger } from '../log.js';
 import type { ArchiveRef } from '../model/release.js';
 import { ArchiveRejectedError, type ArchiveReader, type ArchiveStore, type ArchiveWriter } from '../stores/archive-store.js';
 import type { MetadataStore } from '../stores/metadata-store.js';
@@ -24,10 +25,6 @@ export type ArchiveHandle =
 
 /** Runs `consume` on the upstream's download of an archive. */
 export type ArchiveSource = <T>(consume: (res: UpstreamBody) => Promise<T>) => Promise<T>;
-
-export interface ArchiveLog {
-  warn(msg: string, fields: Record<string, unknown>): void;
-}
 
 export interface DiskProblem {
   readonly error: string;
@@ -69,7 +66,7 @@ export class ArchiveCache {
     private readonly refs: MetadataStore,
     private readonly store: ArchiveStore,
     private readonly quota: ArchiveQuota,
-    private readonly log: ArchiveLog,
+    private readonly log: Logger,
     private readonly now: () => number = Date.now,
   ) {}
 
@@ -92,14 +89,13 @@ export class ArchiveCache {
    */
   enforceQuota(): Promise<{ evicted: number; bytes: number }> {
     return this.enforcing.run('quota', async () => {
-      const unreferenced = await this.removeUnreferenced();
-      if (unreferenced.removed) this.log.warn('removed archives nothing points at', { ...unreferenced });
       const byDigest = await this.keysByDigest();
+      const unreferenced = await this.removeUnreferenced(byDigest);
+      if (unreferenced.removed) this.log.warn('removed archives nothing points at', { ...unreferenced });
       let [evicted, bytes] = [0, 0];
       for (const digest of this.quota.victims()) {
-        if (this.quota.isLeased(digest)) continue; // leased while we looked up the keys
-        bytes += (await this.store.stat(digest))?.size ?? 0;
-        await this.remove(digest, byDigest.get(digest) ?? []);
+        if (this.quota.isLeased(digest)) continue; // leased while the unreferenced ones were removed
+        bytes += await this.remove(digest, byDigest.get(digest) ?? []);
         evicted++;
       }
       if (evicted) this.log.warn('disk quota: evicted least recently used archives', { evicted, bytes, usedBytes: this.quota.usedBytes });
@@ -108,8 +104,8 @@ export class ArchiveCache {
   }
 
   /** Removes archives no key points at (older than a minute, so a fill between commit and ref is left alone). */
-  async removeUnreferenced(): Promise<{ removed: number; bytes: number }> {
-    const byDigest = await this.keysByDigest();
+  async removeUnreferenced(byDigest?: Map<string, string[]>): Promise<{ removed: number; bytes: number }> {
+    byDigest ??= await this.keysByDigest();
     let removed = 0;
     let bytes = 0;
     for await (const a of this.store.list()) {
@@ -240,14 +236,15 @@ export class ArchiveCache {
     return map;
   }
 
-  /** Deletes an archive's file and the keys that point at it. */
-  private async remove(digest: string, keys: readonly string[]): Promise<void> {
+  /** Deletes an archive's file and the keys that point at it; returns the bytes freed. */
+  private async remove(digest: string, keys: readonly string[]): Promise<number> {
     // The file first: a key left pointing at a missing file is harmless (lookup checks), and the quota follows the disk.
     await this.store.delete(digest);
     this.verified.delete(digest);
-    this.quota.removed(digest);
+    const freed = this.quota.removed(digest);
     for (const k of keys) await this.refs.del(k);
     await this.refs.del(accessKey(digest));
+    return freed;
   }
 
   private fill(key: string, source: ArchiveSource): Promise<FillStart> {

@@ -38,12 +38,14 @@ export class ArchiveQuota {
     this.used += size;
   }
 
-  removed(digest: string): void {
+  /** An archive gone from disk; returns the bytes it took (0 when it was not known). */
+  removed(digest: string): number {
     const entry = this.archives.get(digest);
-    if (!entry) return;
+    if (!entry) return 0;
     this.archives.delete(digest);
     this.unsaved.delete(digest);
     this.used -= entry.size;
+    return entry.size;
   }
 
   /** Marks an archive used now and keeps it from eviction until the returned function is called. */
