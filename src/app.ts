@@ -12,7 +12,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from './config/config.js';
 import cron from 'node-cron';
-import { ArchiveCache } from './core/archive-cache.js';
+import { ArchiveCache, type DiskProblem } from './core/archive-cache.js';
 import { ArchiveQuota } from './core/archive-quota.js';
 import { Follows } from './core/follows.js';
 import { MetadataCache } from './core/metadata-cache.js';
@@ -27,6 +27,7 @@ import { renderMetrics, ResponseCounts } from './metrics.js';
 import { FsArchiveStore } from './stores/archive-store.js';
 import { LevelMetadataStore, MemoryCachedStore } from './stores/metadata-store.js';
 import { parseTarget, Prefetcher, type PrefetchSummary, type PrefetchTarget } from './jobs/prefetch.js';
+import type { CircuitStatus } from './upstreams/circuit-breaker.js';
 import { UpstreamHttp } from './upstreams/http.js';
 import { ServerlessV3Upstream } from './upstreams/serverless-v3.js';
 import { SrmUpstream } from './upstreams/srm.js';
@@ -41,9 +42,25 @@ export interface Mirror {
   prefetchTargets(): PrefetchTarget[];
   /** Runs prefetch over the followed packages now (or joins the run under way). */
   prefetchNow(trigger: string): Promise<PrefetchSummary>;
-  status(): Promise<Record<string, unknown>>;
+  status(): Promise<MirrorStatus>;
   /** Lets fills under way finish (for at most graceMs), then closes the upstream client and the stores. */
   close(graceMs?: number): Promise<void>;
+}
+
+/** What GET /-/status and `srm-mirror status` show. */
+export interface MirrorStatus {
+  readonly dataDir: string;
+  readonly offline: boolean;
+  readonly metadata: { readonly packages: number; readonly versions: number };
+  readonly upstream: { readonly url: string; readonly type: string; readonly circuit: CircuitStatus; readonly requests: { running: number; waiting: number } };
+  readonly archives: { readonly fillsInProgress: number; readonly diskProblem: DiskProblem | undefined; readonly quota: { maxBytes: number; usedBytes: number; archives: number } };
+  readonly prefetch: {
+    readonly enabled: boolean;
+    readonly schedule: string;
+    readonly running: boolean;
+    readonly followed: number;
+    readonly lastRun: PrefetchSummary | undefined;
+  };
 }
 
 export interface MirrorOptions {
@@ -85,7 +102,7 @@ export async function createMirror(config: Config, log: Logger, { role }: Mirror
     return [...pinned, ...follows.list().filter((n) => !named.has(n)).map((name) => ({ name }))];
   };
   const prefetchNow = (trigger: string) => prefetcher.run(prefetchTargets(), { trigger });
-  const status = async () => ({
+  const status = async (): Promise<MirrorStatus> => ({
     dataDir: config.dataDir,
     offline: config.offline,
     metadata: await registry.inventory(),

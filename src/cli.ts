@@ -89,7 +89,7 @@ const COMMANDS: Record<string, Command> = {
           out.write(`${JSON.stringify(s, null, 2)}\n`);
           return 0;
         }
-        const { metadata, archives, prefetch } = s as unknown as StatusShape;
+        const { metadata, archives, prefetch } = s;
         const quota = archives.quota.maxBytes ? `${size(archives.quota.maxBytes)} quota` : 'no quota';
         out.write(
           [
@@ -144,12 +144,6 @@ const COMMANDS: Record<string, Command> = {
     },
   },
 };
-
-interface StatusShape {
-  metadata: { packages: number; versions: number };
-  archives: { quota: { maxBytes: number; usedBytes: number; archives: number } };
-  prefetch: { followed: number; lastRun?: PrefetchSummary };
-}
 
 /** Opens the data folder for a cache command, and closes it after. */
 async function withMirror(config: Config, fn: (mirror: Mirror) => Promise<number>): Promise<number> {
