@@ -176,7 +176,7 @@ function plainProgress(out: Output): (p: PrefetchProgress) => void {
   return (p) => out.write(`prefetch ${p.done}/${p.total} ${p.target} ${p.error ? `FAILED: ${p.error}` : 'ok'}\n`);
 }
 
-export function size(n: number): string {
+function size(n: number): string {
   const units = ['B', 'KB', 'MB', 'GB', 'TB'];
   let i = 0;
   for (; n >= 1000 && i < units.length - 1; i++) n /= 1000;

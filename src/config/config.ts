@@ -114,7 +114,7 @@ function oneOf<T extends string>(...values: T[]): Parse<T> {
 const UNIT_BYTES: Record<string, number> = { b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40 };
 
 /** "20GB", "512MiB", "1.5TB", or a number of bytes; 0 means no limit. */
-export const bytes: Parse<number> = (v, s) => {
+const bytes: Parse<number> = (v, s) => {
   if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) return v;
   const m = typeof v === 'string' ? /^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*$/i.exec(v) : null;
   if (m) return Math.round(Number(m[1]) * UNIT_BYTES[(m[2] ?? 'b').toLowerCase()]!);
@@ -138,7 +138,7 @@ const packageList: Parse<readonly string[]> = (v, s) => {
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
 /** "10m", "30s", "1h", "250ms", or a number of seconds. */
-export const duration: Parse<number> = (v, s) => {
+const duration: Parse<number> = (v, s) => {
   if (typeof v === 'number' && Number.isFinite(v) && v >= 0) return Math.round(v * 1000);
   const m = typeof v === 'string' ? /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/.exec(v) : null;
   if (m) return Math.round(Number(m[1]) * UNIT_MS[m[2] ?? 's']!);

@@ -32,7 +32,7 @@ const PATTERNS: ReadonlyArray<readonly [suffix: readonly string[], make: (pkg: s
 ];
 
 /** Matches a raw request path; undefined when it is no SRM route. Throws 400 on invalid names. */
-export function parseSrmPath(path: string): SrmRoute | undefined {
+function parseSrmPath(path: string): SrmRoute | undefined {
   const segs = path.split('/').slice(1).map(valid.decodeSegment);
   if (RESERVED.has(segs[0] ?? '')) return undefined;
   for (const [suffix, make] of PATTERNS) {
