@@ -12,6 +12,7 @@ import { MirrorError } from '../model/errors.js';
 import type { Logger } from '../log.js';
 import type { ArchiveRef } from '../model/release.js';
 import { ArchiveRejectedError, type ArchiveReader, type ArchiveStore, type ArchiveWriter } from '../stores/archive-store.js';
+import { key } from '../stores/keys.js';
 import type { MetadataStore } from '../stores/metadata-store.js';
 import type { UpstreamBody } from '../upstreams/http.js';
 import type { ArchiveQuota } from './archive-quota.js';
@@ -312,13 +313,8 @@ export class ArchiveCache {
   }
 }
 
-function refKey(key: string): string {
-  return `archive:${key}`;
-}
-
-function accessKey(digest: string): string {
-  return `access:${digest}`;
-}
+const refKey = key.archive;
+const accessKey = key.access;
 
 /** A stream read like an archive, copying its chunks into the caller's buffers. */
 function streamReader(stream: Readable): ArchiveReader {

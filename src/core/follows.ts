@@ -1,8 +1,7 @@
 // The packages prefetch keeps warm: those named in the config, plus (by default) every package a client asked for
 // through the mirror. Remembered in the metadata store; each package costs one write, the first time only.
+import { key, prefix } from '../stores/keys.js';
 import type { MetadataStore } from '../stores/metadata-store.js';
-
-const PREFIX = 'follow:';
 
 export class Follows {
   private readonly known = new Set<string>();
@@ -11,7 +10,7 @@ export class Follows {
 
   static async open(store: MetadataStore): Promise<Follows> {
     const follows = new Follows(store);
-    for await (const k of store.keys(PREFIX)) follows.known.add(k.slice(PREFIX.length));
+    for await (const k of store.keys(prefix.follow)) follows.known.add(k.slice(prefix.follow.length));
     return follows;
   }
 
@@ -19,7 +18,7 @@ export class Follows {
   add(name: string): void {
     if (this.known.has(name)) return;
     this.known.add(name);
-    void this.store.put(PREFIX + name, { since: new Date().toISOString() }).catch(() => this.known.delete(name));
+    void this.store.put(key.follow(name), { since: new Date().toISOString() }).catch(() => this.known.delete(name));
   }
 
   list(): string[] {

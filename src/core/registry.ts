@@ -7,6 +7,7 @@
 // an offline answer never points at an archive the mirror cannot serve.
 import { MirrorError } from '../model/errors.js';
 import { V3_PAGE_SIZE, type ListQuery, type PackageSummary, type Release } from '../model/release.js';
+import { key, prefix } from '../stores/keys.js';
 import type { Validators } from '../upstreams/http.js';
 import type { Fetched, Upstream } from '../upstreams/upstream.js';
 import type { ArchiveCache, ArchiveHandle } from './archive-cache.js';
@@ -15,14 +16,6 @@ import { newestFirst, pickLatest } from './versions.js';
 
 /** After a publish or delete through the mirror, its package's metadata is revalidated on every read this long. */
 const RECENT_WRITE_MS = 5 * 60_000;
-
-const key = {
-  latest: (name: string) => `latest:${name}`,
-  release: (name: string, version: string) => `release:${name}:${version}`,
-  page: (name: string, page: number) => `page:${name}:${page}`,
-  releases: (name: string) => `releases:${name}`,
-  list: (q: ListQuery) => `list:${JSON.stringify([q.page, q.category, q.tag, q.search])}`,
-};
 
 export interface RegistryOptions {
   readonly offline: boolean;
@@ -86,9 +79,9 @@ export class Registry {
 
   /** How much the mirror knows: packages and versions with metadata. */
   async inventory(): Promise<{ packages: number; versions: number }> {
-    const versions = await this.metadata.keys('release:');
-    const names = new Set(versions.map((k) => k.slice('release:'.length, k.lastIndexOf(':'))));
-    for (const k of await this.metadata.keys('latest:')) names.add(k.slice('latest:'.length));
+    const versions = await this.metadata.keys(prefix.release());
+    const names = new Set(versions.map((k) => k.slice(prefix.release().length, k.lastIndexOf(':'))));
+    for (const k of await this.metadata.keys(prefix.latest)) names.add(k.slice(prefix.latest.length));
     return { packages: names.size, versions: versions.length };
   }
 
@@ -97,10 +90,10 @@ export class Registry {
    * included, and revalidated on every read for a while, so the new version shows as soon as the upstream lists it.
    */
   async published(name: string | undefined): Promise<void> {
-    const keys = await this.metadata.keys('list:');
+    const keys = await this.metadata.keys(prefix.list);
     if (name !== undefined) {
       this.recentWrites.set(name, Date.now() + RECENT_WRITE_MS);
-      keys.push(key.latest(name), key.releases(name), ...(await this.metadata.keys(`page:${name}:`)), ...(await this.metadata.keys(`release:${name}:`)));
+      keys.push(key.latest(name), key.releases(name), ...(await this.metadata.keys(prefix.page(name))), ...(await this.metadata.keys(prefix.release(name))));
     }
     for (const k of keys) await this.metadata.invalidate(k);
   }
@@ -109,7 +102,7 @@ export class Registry {
   async deleted(name: string, version: string): Promise<void> {
     this.recentWrites.set(name, Date.now() + RECENT_WRITE_MS);
     const without = (releases: Release[]) => releases.filter((r) => r.version !== version);
-    for (const k of [key.releases(name), ...(await this.metadata.keys(`page:${name}:`))]) await this.metadata.update(k, without);
+    for (const k of [key.releases(name), ...(await this.metadata.keys(prefix.page(name)))]) await this.metadata.update(k, without);
     if ((await this.metadata.peek<Release>(key.latest(name)))?.version === version) await this.metadata.delete(key.latest(name));
     await this.metadata.delete(key.release(name, version));
     await this.archives.unlink(`${name}@${version}`);
@@ -174,7 +167,7 @@ export class Registry {
   /** Packages the mirror knows (from package lists it saw, and from cached archives), filtered like the upstream. */
   private async knownPackages(query: ListQuery): Promise<PackageSummary[]> {
     const byName = new Map<string, PackageSummary>();
-    for (const listKey of await this.metadata.keys('list:')) {
+    for (const listKey of await this.metadata.keys(prefix.list)) {
       for (const p of (await this.metadata.peek<PackageSummary[]>(listKey)) ?? []) {
         if (typeof p.name === 'string') byName.set(p.name, p);
       }

@@ -6,6 +6,7 @@ import type { Registry } from '../core/registry.js';
 import type { Logger } from '../log.js';
 import { toMirrorError } from '../model/errors.js';
 import type { Release } from '../model/release.js';
+import { key } from '../stores/keys.js';
 import type { MetadataStore } from '../stores/metadata-store.js';
 
 export interface PrefetchTarget {
@@ -49,8 +50,6 @@ export function parseTarget(spec: string): PrefetchTarget {
   return at > 0 ? { name: spec.slice(0, at), version: spec.slice(at + 1) } : { name: spec };
 }
 
-const LAST_RUN_KEY = 'prefetch:last';
-
 export class Prefetcher {
   private running: Promise<PrefetchSummary> | undefined;
 
@@ -64,7 +63,7 @@ export class Prefetcher {
   ) {}
 
   lastRun(): Promise<PrefetchSummary | undefined> {
-    return this.store.get<PrefetchSummary>(LAST_RUN_KEY);
+    return this.store.get<PrefetchSummary>(key.prefetchLast);
   }
 
   get isRunning(): boolean {
@@ -112,7 +111,7 @@ export class Prefetcher {
       ...counts,
       failures,
     };
-    await this.store.put(LAST_RUN_KEY, summary);
+    await this.store.put(key.prefetchLast, summary);
     this.log.info('prefetch run finished', { ...summary, failures: failures.length, firstFailure: failures[0] });
     return summary;
   }

@@ -31,6 +31,8 @@ export interface UpstreamBody {
   readonly body: Readable;
   /** From Content-Length, when the upstream sent one. */
   readonly length: number | undefined;
+  /** The response's headers (e.g. a stated checksum, Content-Encoding). */
+  readonly headers: Headers;
 }
 
 export type Headers = Record<string, string | string[] | undefined>;
@@ -145,7 +147,7 @@ export class UpstreamHttp {
       const length = Number(res.headers['content-length']);
       const body = res.body as unknown as Readable;
       try {
-        return await consume({ body, length: Number.isSafeInteger(length) ? length : undefined });
+        return await consume({ body, length: Number.isSafeInteger(length) ? length : undefined, headers: res.headers });
       } catch (err) {
         body.destroy();
         throw err instanceof errors.UndiciError ? transportError(err, url) : err;

@@ -1,0 +1,41 @@
+// The metadata database's keyspace, in one place: every key the mirror writes is made here, so that what lives in
+// the database (and which part of the code owns it) can be read off one file.
+//
+//   schema                           the layout version of this database (see metadata-store.ts)
+//   latest:{name}                    MetadataCache documents: a package's latest release ...
+//   release:{name}:{version}         ... one release ...
+//   page:{name}:{page}               ... one page of its releases (v3 paging) ...
+//   releases:{name}                  ... all its releases (SRM) ...
+//   list:{json query}                ... one page of the package list (query-keyed: bounded lifetime)
+//   archive:{name}@{version}         ArchiveIndex: the archive (digest, size) a version's zipball is
+//   digest:{sha256}:{name}@{version} ArchiveIndex: the reverse index, digest → versions (value: 1)
+//   access:{sha256}                  ArchiveIndex: when an archive was last served (for the LRU quota)
+//   follow:{name}                    Follows: a package prefetch keeps warm
+//   prefetch:last                    Prefetcher: the summary of the last run
+import type { ListQuery } from '../model/release.js';
+
+export const key = {
+  schema: 'schema',
+  latest: (name: string) => `latest:${name}`,
+  release: (name: string, version: string) => `release:${name}:${version}`,
+  page: (name: string, page: number) => `page:${name}:${page}`,
+  releases: (name: string) => `releases:${name}`,
+  list: (q: ListQuery) => `list:${JSON.stringify([q.page, q.category, q.tag, q.search])}`,
+  archive: (id: string) => `archive:${id}`,
+  digest: (digest: string, id: string) => `digest:${digest}:${id}`,
+  access: (digest: string) => `access:${digest}`,
+  follow: (name: string) => `follow:${name}`,
+  prefetchLast: 'prefetch:last',
+} as const;
+
+/** Prefixes for key scans; `prefix.x(...)` is the start shared by every key `key.x(...)` can make. */
+export const prefix = {
+  latest: 'latest:',
+  release: (name?: string) => (name === undefined ? 'release:' : `release:${name}:`),
+  page: (name: string) => `page:${name}:`,
+  list: 'list:',
+  archive: (name?: string) => (name === undefined ? 'archive:' : `archive:${name}@`),
+  digest: (digest?: string) => (digest === undefined ? 'digest:' : `digest:${digest}:`),
+  access: 'access:',
+  follow: 'follow:',
+} as const;
