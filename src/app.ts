@@ -3,17 +3,16 @@
 //   faces (v3, srm, ops; express routers, rendering only)
 //     → Registry (use cases)
 //       → MetadataCache (freshness, single-flight, stale-if-error) → MemoryCachedStore (LRU) → LevelMetadataStore
-//       → ArchiveCache (one fill per archive, readers follow it, quota) → FsArchiveStore (sha256, commit/abort)
+//       → ArchiveCache (index, validated fills, verification, leases and quota, scrub) → FsArchiveStore (sha256)
 //       → Upstream adapter (serverless-v3 | srm) → UpstreamHttp (undici Agent + p-queue + circuit breaker)
-//   jobs: Prefetcher (cron) over the same Registry, its upstream requests at background priority
+//   jobs: Prefetcher (cron) over the same Registry, its upstream requests at background priority; the scrub (cron)
 import express from 'express';
 import type { RequestListener } from 'node:http';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from './config/config.js';
 import cron from 'node-cron';
-import { ArchiveCache, type DiskProblem } from './core/archive-cache.js';
-import { ArchiveQuota } from './core/archive-quota.js';
+import { ArchiveCache, type ScrubReport } from './core/archives/archive-cache.js';
 import { Follows } from './core/follows.js';
 import { MetadataCache } from './core/metadata-cache.js';
 import { Registry } from './core/registry.js';
@@ -23,6 +22,7 @@ import { srmFace } from './faces/srm.js';
 import { baseUrlOf } from './faces/render.js';
 import { v3Face, v3HotPath } from './faces/v3.js';
 import { accessLog, type Logger } from './log.js';
+import { checkZip } from './model/zip.js';
 import { renderMetrics, ResponseCounts } from './metrics.js';
 import { FsArchiveStore } from './stores/archive-store.js';
 import { LevelMetadataStore, MemoryCachedStore } from './stores/metadata-store.js';
@@ -42,6 +42,8 @@ export interface Mirror {
   prefetchTargets(): PrefetchTarget[];
   /** Runs prefetch over the followed packages now (or joins the run under way). */
   prefetchNow(trigger: string): Promise<PrefetchSummary>;
+  /** Rehashes every archive now (or joins the scrub under way); with repair, removes what else is off. */
+  verifyNow(trigger: string, repair: boolean): Promise<ScrubReport>;
   status(): Promise<MirrorStatus>;
   /** Lets fills under way finish (for at most graceMs), then closes the upstream client and the stores. */
   close(graceMs?: number): Promise<void>;
@@ -53,7 +55,7 @@ export interface MirrorStatus {
   readonly offline: boolean;
   readonly metadata: { readonly packages: number; readonly versions: number };
   readonly upstream: { readonly url: string; readonly type: string; readonly circuit: CircuitStatus; readonly requests: { running: number; waiting: number } };
-  readonly archives: { readonly fillsInProgress: number; readonly diskProblem: DiskProblem | undefined; readonly quota: { maxBytes: number; usedBytes: number; archives: number } };
+  readonly archives: ReturnType<ArchiveCache['status']>;
   readonly prefetch: {
     readonly enabled: boolean;
     readonly schedule: string;
@@ -82,7 +84,13 @@ export async function createMirror(config: Config, log: Logger, { role }: Mirror
   const isV3 = config.upstream.type === 'serverless-v3';
   if (config.offline) log.info('offline mode: the upstream is never contacted');
   const upstreamOver = (h: UpstreamHttp) => (isV3 ? new ServerlessV3Upstream(config.upstream.url, h) : new SrmUpstream(config.upstream.url, h));
-  const archives = new ArchiveCache(store, archiveStore, new ArchiveQuota(config.cache.maxSizeBytes), log);
+  const archives = new ArchiveCache(store, archiveStore, log, {
+    quotaBytes: config.cache.maxSizeBytes,
+    indexIntact: true,
+    verifyOnServe: config.cache.verifyOnServe,
+    scrubRate: config.cache.scrubRateBytes,
+    contentCheck: checkZip, // every archive the mirror serves is a component's zip
+  });
   await archives.init();
   const follows = await Follows.open(store);
   const registry = new Registry(upstreamOver(http), new MetadataCache(store, config.cache), archives, {
@@ -102,12 +110,15 @@ export async function createMirror(config: Config, log: Logger, { role }: Mirror
     return [...pinned, ...follows.list().filter((n) => !named.has(n)).map((name) => ({ name }))];
   };
   const prefetchNow = (trigger: string) => prefetcher.run(prefetchTargets(), { trigger });
+  // A server's temp files are fills under way: only a command on a stopped mirror reports (and removes) them.
+  const verifyNow = (trigger: string, repair: boolean) =>
+    archives.scrub(role === 'server' ? { trigger, repair } : { trigger, repair, tempFiles: true, unthrottled: true });
   const status = async (): Promise<MirrorStatus> => ({
     dataDir: config.dataDir,
     offline: config.offline,
     metadata: await registry.inventory(),
     upstream: { url: config.upstream.url, type: config.upstream.type, circuit: http.circuit, requests: http.pending },
-    archives: { ...archives.status(), quota: archives.quotaStatus() },
+    archives: archives.status(),
     prefetch: {
       enabled: config.prefetch.enabled && !config.offline,
       schedule: config.prefetch.schedule,
@@ -120,8 +131,7 @@ export async function createMirror(config: Config, log: Logger, { role }: Mirror
   const responses = new ResponseCounts();
   const metrics = async (): Promise<string> => {
     const { circuit, pending, counts } = http;
-    const quota = archives.quotaStatus();
-    const { fillsInProgress, diskProblem } = archives.status();
+    const { quota, fillsInProgress, diskProblem, rejected, scrub } = archives.status();
     const last = await prefetcher.lastRun();
     const one = (v: number) => [['', v]] as const;
     return renderMetrics([
@@ -138,6 +148,9 @@ export async function createMirror(config: Config, log: Logger, { role }: Mirror
       ['srm_mirror_archive_bytes', 'gauge', 'Bytes of archives on disk.', one(quota.usedBytes)],
       ['srm_mirror_archive_quota_bytes', 'gauge', 'The disk quota for archives (0: none).', one(quota.maxBytes)],
       ['srm_mirror_disk_problem', 'gauge', '1 while archives cannot be written (downloads pass through uncached).', one(diskProblem ? 1 : 0)],
+      ['srm_mirror_archives_rejected_total', 'counter', 'Upstream archives refused before they were stored (truncated, not the stated digest, not a zip).', one(rejected)],
+      ['srm_mirror_archives_corrupt_total', 'counter', 'Stored archives found corrupt (on serve or by the scrub) and dropped.', one(scrub.corruptFound)],
+      ['srm_mirror_scrub_last_run_timestamp_seconds', 'gauge', 'When the last scrub started (0: never since start).', one(scrub.lastRun ? Date.parse(scrub.lastRun.startedAt) / 1000 : 0)],
       ['srm_mirror_prefetch_followed_packages', 'gauge', 'Packages prefetch keeps warm.', one(prefetchTargets().length)],
       ['srm_mirror_prefetch_last_run_timestamp_seconds', 'gauge', 'When the last prefetch run started (0: never).', one(last ? Date.parse(last.startedAt) / 1000 : 0)],
       ['srm_mirror_prefetch_last_run_failures', 'gauge', 'Packages the last prefetch run failed on.', one(last?.failures.length ?? 0)],
@@ -147,7 +160,9 @@ export async function createMirror(config: Config, log: Logger, { role }: Mirror
   const jobs: Array<{ stop(): unknown }> = [];
   if (role === 'server') {
     // An archive whose key a crash kept from being written is garbage: collect it (and apply the quota) at start.
-    void archives.enforceQuota().catch((err: unknown) => log.warn('start-up clean-up of archives failed', { error: String(err) }));
+    void archives.reclaimer.enforce().catch((err: unknown) => log.warn('start-up clean-up of archives failed', { error: String(err) }));
+    const scrub = () => void verifyNow('schedule', false).catch((err: unknown) => log.error('scrub failed', { error: String(err) }));
+    jobs.push(cron.schedule(config.cache.scrubSchedule, scrub, { name: 'scrub', noOverlap: true }));
     if (config.prefetch.enabled && !config.offline) {
       const scheduled = () => void prefetchNow('schedule').catch((err: unknown) => log.error('prefetch run failed', { error: String(err) }));
       jobs.push(cron.schedule(config.prefetch.schedule, scheduled, { name: 'prefetch', noOverlap: true }));
@@ -180,6 +195,7 @@ export async function createMirror(config: Config, log: Logger, { role }: Mirror
     prefetcher,
     prefetchTargets,
     prefetchNow,
+    verifyNow,
     status,
     async close(graceMs = 10_000) {
       for (const job of jobs) job.stop();

@@ -4,6 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { createMirror, type Mirror } from './app.js';
 import { ConfigError, loadConfig, SETTINGS, type Config } from './config/config.js';
+import type { ScrubReport } from './core/archives/archive-cache.js';
 import { parseTarget, type PrefetchProgress, type PrefetchSummary } from './jobs/prefetch.js';
 import { createLogger } from './log.js';
 import { srmPackage, version as validVersion } from './model/validate.js';
@@ -105,39 +106,46 @@ const COMMANDS: Record<string, Command> = {
     },
   },
   verify: {
-    summary: 'rehash every archive; report (with --repair: remove) corrupt, orphaned and leftover files',
+    summary: 'rehash every archive; report corrupt archives (dropped), orphaned archives, missing files and leftovers',
     usage: 'srm-mirror verify [--repair] [options]',
-    options: { repair: { type: 'boolean', help: 'remove what is found wrong (refetched on the next request)' } },
+    options: { repair: { type: 'boolean', help: 'also remove orphaned archives, versions whose file is missing, and leftover temp files' } },
     async run(config, flags, _args, out) {
-      return withMirror(config, async (mirror) => {
-        const r = await mirror.archives.audit(flags.repair === true);
-        const problems: Array<[string, string[]]> = [
-          ['corrupt archive', r.corrupt],
-          ['archive no version points at', r.unreferenced],
-          ['version whose archive is missing', r.missing],
-          ['leftover temp file', r.tempFiles],
-        ];
-        out.write(`checked ${r.archives} archives (${size(r.bytes)})\n`);
-        for (const [what, items] of problems) for (const item of items) out.write(`${flags.repair ? 'removed' : 'found'} ${what}: ${item}\n`);
-        const count = problems.reduce((n, [, items]) => n + items.length, 0);
-        out.write(count === 0 ? 'all good\n' : flags.repair ? `repaired ${count} problem(s)\n` : `${count} problem(s); run with --repair to remove them\n`);
-        return count > 0 && !flags.repair ? 1 : 0;
-      });
+      const repair = flags.repair === true;
+      let report: ScrubReport;
+      try {
+        report = await withMirror(config, (mirror) => mirror.verifyNow('cli', repair));
+      } catch (err) {
+        if (!(err instanceof DataFolderLockedError)) throw err;
+        out.write('a server holds the data folder: asking it to verify (at its scrub rate)\n');
+        report = (await askServer(config, `/-/verify${repair ? '?repair=true' : ''}`)) as ScrubReport;
+      }
+      for (const digest of report.corrupt) out.write(`dropped corrupt archive: ${digest} (fetched again on the next request)\n`);
+      const problems: Array<[string, string[]]> = [
+        ['archive no version points at', report.unreferenced],
+        ['version whose archive is missing', report.missing],
+        ['leftover temp file', report.tempFiles],
+      ];
+      out.write(`checked ${report.archives} archives (${size(report.bytes)})\n`);
+      for (const [what, items] of problems) for (const item of items) out.write(`${repair ? 'removed' : 'found'} ${what}: ${item}\n`);
+      const count = problems.reduce((n, [, items]) => n + items.length, report.corrupt.length);
+      out.write(count === 0 ? 'all good\n' : repair ? `repaired ${count} problem(s)\n` : `${count} problem(s); run with --repair to remove them\n`);
+      return count > 0 && !repair ? 1 : 0;
     },
   },
   gc: {
-    summary: 'apply the disk quota and remove archives no version points at, now',
-    usage: 'srm-mirror gc [options]',
-    options: {},
-    async run(config, _flags, _args, out) {
+    summary: 'remove archives no version points at and apply the disk quota, now',
+    usage: 'srm-mirror gc [--quarantine] [options]',
+    options: { quarantine: { type: 'boolean', help: 'also delete the archives `repair` put in quarantine' } },
+    async run(config, flags, _args, out) {
       return withMirror(config, async (mirror) => {
-        const unreferenced = await mirror.archives.removeUnreferenced();
-        const evicted = await mirror.archives.enforceQuota();
-        const q = mirror.archives.quotaStatus();
+        if (!mirror.archives.reclaimer.indexIntact) out.write('the archive index is not known to be intact: nothing is collected until `srm-mirror repair` has run\n');
+        const { unreferenced, evicted } = await mirror.archives.reclaimer.enforce();
+        const quarantined = flags.quarantine === true ? await mirror.archives.emptyQuarantine() : { removed: 0, bytes: 0 };
+        const q = mirror.archives.status().quota;
         out.write(
           `removed ${unreferenced.removed} unreferenced archive(s) (${size(unreferenced.bytes)}), ` +
-            `evicted ${evicted.evicted} (${size(evicted.bytes)}); ${size(q.usedBytes)} in ${q.archives} archives` +
-            `${q.maxBytes ? ` of a ${size(q.maxBytes)} quota` : ''}\n`,
+            `evicted ${evicted.removed} (${size(evicted.bytes)}), deleted ${quarantined.removed} quarantined (${size(quarantined.bytes)}); ` +
+            `${size(q.usedBytes)} in ${q.archives} archives${q.maxBytes ? ` of a ${size(q.maxBytes)} quota` : ''}\n`,
         );
         return 0;
       });
@@ -146,13 +154,23 @@ const COMMANDS: Record<string, Command> = {
 };
 
 /** Opens the data folder for a cache command, and closes it after. */
-async function withMirror(config: Config, fn: (mirror: Mirror) => Promise<number>): Promise<number> {
+async function withMirror<T>(config: Config, fn: (mirror: Mirror) => Promise<T>): Promise<T> {
   const mirror = await createMirror(config, createLogger('warn'), { role: 'command' });
   try {
     return await fn(mirror);
   } finally {
     await mirror.close(); // lets a fill finish its bookkeeping (the key to its archive) before the stores close
   }
+}
+
+/** POSTs to an ops endpoint of the server running on this data folder (with the admin token); its JSON answer. */
+async function askServer(config: Config, path: string): Promise<unknown> {
+  const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${config.port}${path}`;
+  const res = await fetch(url, { method: 'POST', headers: config.adminToken ? { authorization: `Bearer ${config.adminToken}` } : {} });
+  const body = (await res.json().catch(() => ({}))) as { message?: string };
+  if (!res.ok) throw new Error(`the running server answered ${res.status}${body.message ? `: ${body.message}` : ''}`);
+  return body;
 }
 
 function describeRun(s: PrefetchSummary): string {

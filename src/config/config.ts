@@ -18,6 +18,8 @@ export interface Config {
   /** Never contact the upstream: answer from the cache only. */
   readonly offline: boolean;
   readonly logLevel: LogLevel;
+  /** The bearer token mutating ops endpoints require; undefined: they are refused. */
+  readonly adminToken: string | undefined;
   readonly upstream: {
     readonly url: string;
     readonly type: UpstreamType;
@@ -40,6 +42,11 @@ export interface Config {
     readonly memorySizeBytes: number;
     /** Archives beyond this many bytes are evicted, least recently used first; 0 = no limit. */
     readonly maxSizeBytes: number;
+    /** When the scrub rehashes every archive (cron), and how many bytes a second it reads at most (0: no limit). */
+    readonly scrubSchedule: string;
+    readonly scrubRateBytes: number;
+    /** Hash every whole-archive HIT while it is sent, holding its last bytes until the digest matches. */
+    readonly verifyOnServe: boolean;
   };
   readonly prefetch: {
     readonly enabled: boolean;
@@ -166,6 +173,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'trustProxy', flag: 'trust-proxy', switch: true, env: ['SRM_MIRROR_TRUST_PROXY'], parse: bool, help: 'honour X-Forwarded-Proto/-Host' },
   { key: 'offline', flag: 'offline', switch: true, env: ['SRM_MIRROR_OFFLINE'], parse: bool, help: 'never contact the upstream; serve the cache only' },
   { key: 'logLevel', flag: 'log-level', env: ['SRM_MIRROR_LOG_LEVEL'], parse: oneOf<LogLevel>('debug', 'info', 'warn', 'error'), help: 'debug, info, warn or error' },
+  { key: 'adminToken', flag: 'admin-token', env: ['SRM_MIRROR_ADMIN_TOKEN'], parse: (v, s) => (v === null || v === undefined || v === '' ? undefined : str(v, s)), help: 'bearer token for mutating ops endpoints' },
   { key: 'upstream.url', flag: 'upstream', env: ['SRM_MIRROR_UPSTREAM'], parse: url, help: 'the upstream registry base URL' },
   { key: 'upstream.type', flag: 'upstream-type', env: ['SRM_MIRROR_UPSTREAM_TYPE'], parse: oneOf<UpstreamType>('serverless-v3', 'srm'), help: 'serverless-v3 or srm' },
   { key: 'upstream.concurrency', flag: 'upstream-concurrency', env: ['SRM_MIRROR_UPSTREAM_CONCURRENCY'], parse: integer(1, 1024), help: 'most upstream requests at once' },
@@ -186,6 +194,9 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'prefetch.followRequested', flag: 'follow-requested', env: ['SRM_MIRROR_FOLLOW_REQUESTED'], parse: bool, help: 'also follow packages clients asked for (true or false)' },
   { key: 'prefetch.versions', flag: 'prefetch-versions', env: ['SRM_MIRROR_PREFETCH_VERSIONS'], parse: integer(1, 100), help: 'newest versions kept per followed package' },
   { key: 'prefetch.concurrency', flag: 'prefetch-concurrency', env: ['SRM_MIRROR_PREFETCH_CONCURRENCY'], parse: integer(1, 64), help: 'packages prefetched at once' },
+  { key: 'cache.scrubSchedule', flag: 'scrub-schedule', env: ['SRM_MIRROR_SCRUB_SCHEDULE'], parse: cronExpression, help: 'when the scrub rehashes every archive (cron)' },
+  { key: 'cache.scrubRate', target: 'cache.scrubRateBytes', flag: 'scrub-rate', env: ['SRM_MIRROR_SCRUB_RATE'], parse: bytes, help: 'bytes per second the scrub reads at most, e.g. 64MB (0: no limit)' },
+  { key: 'cache.verifyOnServe', flag: 'verify-on-serve', env: ['SRM_MIRROR_VERIFY_ON_SERVE'], parse: bool, help: 'hash every cached archive while it is served (true or false)' },
   { key: 'cache.memorySize', target: 'cache.memorySizeBytes', flag: 'memory-size', env: ['SRM_MIRROR_MEMORY_SIZE'], parse: bytes, help: 'metadata kept parsed in memory, e.g. 64MB' },
 ];
 

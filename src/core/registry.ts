@@ -6,11 +6,11 @@
 // what the mirror has: only versions whose archives are cached are listed, and `latest` is the best of those, so
 // an offline answer never points at an archive the mirror cannot serve.
 import { MirrorError } from '../model/errors.js';
-import { V3_PAGE_SIZE, type ListQuery, type PackageSummary, type Release } from '../model/release.js';
+import { releaseDigests, V3_PAGE_SIZE, type ListQuery, type PackageSummary, type Release } from '../model/release.js';
 import { key, prefix } from '../stores/keys.js';
 import type { Validators } from '../upstreams/http.js';
 import type { Fetched, Upstream } from '../upstreams/upstream.js';
-import type { ArchiveCache, ArchiveHandle } from './archive-cache.js';
+import type { ArchiveCache, ArchiveHandle } from './archives/archive-cache.js';
 import type { Cached, MetadataCache } from './metadata-cache.js';
 import { newestFirst, pickLatest } from './versions.js';
 
@@ -114,7 +114,7 @@ export class Registry {
       ? await this.archives.open(id, undefined)
       : await this.archives.open(id, async (consume) => {
           const { value: release } = await this.release(name, version);
-          return this.upstream.download(release.archiveUrl, consume);
+          return this.upstream.download(release.archiveUrl, (res) => consume({ ...res, statedDigests: releaseDigests(release) }));
         });
     this.options.onRequested?.(name);
     return handle;

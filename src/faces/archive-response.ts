@@ -1,59 +1,72 @@
-// Sending an archive, for every face. A cached archive is an immutable file: Content-Length, a strong ETag (its
-// sha256), Range and conditional requests. One being filled goes out as its bytes arrive; if the fill fails, the
-// response is destroyed, so the client sees a failed download rather than a short one.
+// Sending an archive, for every face. A cached archive (HIT) never changes: Content-Length, a strong ETag (its
+// sha256), conditional requests and byte ranges (RFC 9110), served from the reader the cache opened and checked.
+// One being filled (MISS) or passed through (BYPASS) goes out as its bytes arrive; if that fails, the response is
+// destroyed, so the client sees a failed download rather than a short one.
 //
-// Whole bodies are pumped through two buffers reused for the whole response: allocating a fresh buffer per chunk
-// is what made the mirror's memory climb while streaming gigabytes (bench). Ranges and conditional requests of
-// cached files go through express's sendFile, which knows their rules.
+// Bodies are pumped through two buffers reused for the whole response: allocating a fresh buffer per chunk is what
+// made the mirror's memory climb while streaming gigabytes (bench).
 import type { Request, Response } from 'express';
 import type { ServerResponse } from 'node:http';
-import type { ArchiveHandle } from '../core/archive-cache.js';
+import parseRange from 'range-parser';
+import type { ArchiveHandle } from '../core/archives/archive-cache.js';
 import type { ArchiveReader } from '../stores/archive-store.js';
 
 const CHUNK = 256 * 1024;
 
 export async function sendArchive(req: Request, res: Response, handle: ArchiveHandle, filename: string): Promise<void> {
+  res.once('close', handle.close);
   res.setHeader('x-cache', handle.status);
   res.setHeader('Content-Type', 'application/zip');
   res.setHeader('Content-Disposition', `attachment; filename="${filename.replace(/[^\w.@+-]/g, '_')}"`);
-  if (handle.status === 'MISS') {
-    if (handle.size !== undefined) res.setHeader('Content-Length', handle.size);
-    return send(req, res, handle.reader, handle.size);
-  }
-  res.once('close', handle.release);
-  res.setHeader('ETag', `"${handle.ref.digest}"`);
+  const { ref, reader } = handle;
+  if (!ref) return send(req, res, reader, 200, 0, handle.size);
+  const etag = `"${ref.digest}"`;
+  res.setHeader('ETag', etag);
   res.setHeader('Cache-Control', 'public, max-age=31536000, immutable'); // a version's archive never changes
-  if (req.headers.range || req.headers['if-none-match'] || req.headers['if-modified-since'] || req.method === 'HEAD') {
-    await new Promise<void>((resolve, reject) => {
-      const options = { etag: false, lastModified: false, cacheControl: false, dotfiles: 'allow' as const, highWaterMark: CHUNK };
-      res.sendFile(handle.path, options, (err: NodeJS.ErrnoException | undefined) =>
-        // A client that went away is no error of ours.
-        err && !res.headersSent && !req.destroyed && err.code !== 'ECONNABORTED' ? reject(err) : resolve(),
-      );
-    });
+  res.setHeader('Accept-Ranges', 'bytes');
+  // 304 whatever the request's Cache-Control says: no-cache asks us to check, and we did (Node's fetch sends it).
+  if (matches(req.headers['if-none-match'], etag)) {
+    res.status(304).end();
     return;
   }
-  res.setHeader('Content-Length', handle.ref.size);
-  return send(req, res, await handle.open(), handle.ref.size);
+  const range = req.headers.range && (req.headers['if-range'] === undefined || req.headers['if-range'] === etag) ? parseRange(ref.size, req.headers.range, { combine: true }) : -2;
+  if (range === -1) {
+    res.setHeader('Content-Range', `bytes */${ref.size}`);
+    res.status(416).end();
+    return;
+  }
+  // A malformed Range, or several ranges, is answered with the whole archive (RFC 9110 lets a server ignore Range).
+  if (range !== -2 && range.type === 'bytes' && range.length === 1) {
+    const { start, end } = range[0]!;
+    res.setHeader('Content-Range', `bytes ${start}-${end}/${ref.size}`);
+    return send(req, res, reader, 206, start, end - start + 1);
+  }
+  return send(req, res, reader, 200, 0, ref.size);
 }
 
-/** A 200 with the reader's bytes as the body (none for HEAD). */
-async function send(req: Request, res: Response, reader: ArchiveReader, size: number | undefined): Promise<void> {
-  res.status(200);
+/** Whether an If-None-Match header names this (strong) ETag, compared weakly as RFC 9110 says, or is "*". */
+function matches(header: string | undefined, etag: string): boolean {
+  return header !== undefined && header.split(',').some((tag) => ['*', etag, `W/${etag}`].includes(tag.trim()));
+}
+
+/** The reader's bytes from `start` (`length` of them, or to the end when unknown) as the body (none for HEAD). */
+async function send(req: Request, res: Response, reader: ArchiveReader, status: number, start: number, length: number | undefined): Promise<void> {
+  res.status(status);
+  if (length !== undefined) res.setHeader('Content-Length', length);
   if (req.method === 'HEAD') {
-    reader.close();
     res.end();
     return;
   }
-  await pump(reader, res, size);
+  await pump(reader, res, start, length);
 }
 
 /**
  * Copies a reader to a response through two buffers: one is read into while the other is on its way to the
  * socket, and a buffer is reused only once its write has been flushed. Any failure destroys the response.
  */
-export async function pump(reader: ArchiveReader, res: ServerResponse, size?: number): Promise<void> {
-  const chunk = Math.max(1, Math.min(CHUNK, size ?? CHUNK)); // no 256 KiB buffers for a small archive
+export async function pump(reader: ArchiveReader, res: ServerResponse, start = 0, length?: number): Promise<void> {
+  const chunk = Math.max(1, Math.min(CHUNK, length ?? CHUNK)); // no 256 KiB buffers for a small archive
+  const end = length === undefined ? Infinity : start + length;
   const buffers = [Buffer.allocUnsafe(chunk), Buffer.allocUnsafe(chunk)];
   const flushed: Array<Promise<void>> = [Promise.resolve(), Promise.resolve()];
   // Writes still waiting to be flushed fail when the response closes. (Not Promise.race against a "closed"
@@ -71,11 +84,15 @@ export async function pump(reader: ArchiveReader, res: ServerResponse, size?: nu
       });
     });
   try {
-    for (let pos = 0, i = 0; ; i = 1 - i) {
+    for (let pos = start, i = 0; pos < end; i = 1 - i) {
       await flushed[i];
       if (res.destroyed) throw new Error('response closed');
-      const n = await reader.read(buffers[i]!, pos);
-      if (n === 0) break;
+      const buf = buffers[i]!;
+      const n = await reader.read(end - pos < buf.length ? buf.subarray(0, end - pos) : buf, pos);
+      if (n === 0) {
+        if (end !== Infinity) throw new Error('archive ended before its length'); // never a short body as a whole one
+        break;
+      }
       pos += n;
       flushed[i] = write(buffers[i]!.subarray(0, n));
       flushed[i]!.catch(() => {}); // awaited in its turn
@@ -86,6 +103,5 @@ export async function pump(reader: ArchiveReader, res: ServerResponse, size?: nu
     res.destroy();
   } finally {
     res.off('close', onClose);
-    reader.close();
   }
 }

@@ -129,18 +129,15 @@ export class Prefetcher {
   /** Downloads an archive unless cached: the bytes fetched, or undefined when it was cached already. */
   private async ensureArchive(name: string, version: string): Promise<number | undefined> {
     const handle = await this.registry.archive(name, version);
-    if (handle.status === 'HIT') {
-      handle.release();
-      return undefined;
-    }
-    // Reading the fill to its end waits for the archive to be committed (and fails if the download does).
-    const buf = Buffer.allocUnsafe(256 * 1024);
-    let bytes = 0;
     try {
+      if (handle.status === 'HIT') return undefined;
+      // Reading the fill to its end waits for the archive to be committed (and fails if the download does).
+      const buf = Buffer.allocUnsafe(256 * 1024);
+      let bytes = 0;
       for (let n = await handle.reader.read(buf, 0); n > 0; n = await handle.reader.read(buf, bytes)) bytes += n;
+      return bytes;
     } finally {
-      handle.reader.close();
+      handle.close();
     }
-    return bytes;
   }
 }

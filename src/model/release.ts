@@ -31,3 +31,9 @@ export interface ArchiveRef {
 
 /** Page size of the v3 API's release and package lists. */
 export const V3_PAGE_SIZE = 20;
+
+/** The sha256 digests a release's metadata states for its archive (`sha256`, or `digest` as "sha256:…" or bare). */
+export function releaseDigests(release: Release): string[] {
+  const { digest, sha256 } = release.fields;
+  return [digest, sha256].flatMap((v) => (typeof v === 'string' && /^(sha256:)?[0-9a-f]{64}$/i.test(v) ? [v.replace(/^sha256:/i, '')] : []));
+}

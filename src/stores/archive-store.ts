@@ -2,22 +2,23 @@
 // same file system, hashed and counted as it streams, and moved into place only by an explicit commit() once the
 // whole body arrived and its length checked out: a partial or corrupt download never becomes an archive.
 import { createHash, randomUUID, type Hash } from 'node:crypto';
-import { close, createReadStream, openSync, read, renameSync, unlinkSync } from 'node:fs';
-import { mkdir, open, readdir, rm, stat, type FileHandle } from 'node:fs/promises';
+import { close, openSync, read, renameSync, statSync, unlinkSync, type Stats } from 'node:fs';
+import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import type { ArchiveRef } from '../model/release.js';
 
 export interface ArchiveStore {
-  /** A committed archive's size and a signature that changes whenever its file does; undefined when not stored. */
-  stat(digest: string): Promise<{ size: number; signature: string } | undefined>;
-  /** Hashes a committed archive: true when its bytes still match its digest. */
-  verify(digest: string): Promise<boolean>;
-  /** File path of a committed archive (it may not exist). */
-  path(digest: string): string;
+  /** A committed archive's size and version; undefined when it is not stored. */
+  stat(digest: string): Promise<ArchiveStat | undefined>;
+  /**
+   * Opens a committed archive; undefined when it is not stored. The reader keeps reading the bytes it opened, even
+   * if the archive is replaced or deleted meanwhile, and its stat is of those very bytes.
+   */
+  open(digest: string): Promise<StoredReader | undefined>;
   createWriter(): Promise<ArchiveWriter>;
+  /** Deletes a committed archive; takes effect at once, before any other code runs (like a commit's move). */
   delete(digest: string): Promise<void>;
   /** Every committed archive. */
   list(): AsyncIterable<StoredArchive>;
@@ -25,18 +26,33 @@ export interface ArchiveStore {
   tempFiles(): Promise<string[]>;
   /** Removes a temp file by the name tempFiles() gave. */
   deleteTemp(name: string): Promise<void>;
-  /** Reads a committed archive (rejects with ENOENT when it is not stored). */
-  openReader(digest: string): Promise<ArchiveReader>;
+  /** Moves an archive out of the store into quarantine: kept, never served, removed only by deleteQuarantined(). */
+  quarantine(digest: string): Promise<void>;
+  quarantined(): Promise<StoredArchive[]>;
+  deleteQuarantined(digest: string): Promise<void>;
 }
 
 /**
- * Reads an archive into the caller's buffers, so that a server can send a download through a couple of reused
- * buffers instead of allocating one per chunk (which, at GB/s, is what made memory climb).
+ * What a store says of a committed archive's bytes. `version` changes whenever the bytes may have (a new file, a
+ * rewrite), except within the resolution of `changedMs`: a version is trusted only once it is older than that.
  */
+export interface ArchiveStat {
+  readonly size: number;
+  readonly version: string;
+  /** When the bytes (or the file holding them) last changed. */
+  readonly changedMs: number;
+}
+
+/** Random access to bytes: reads into the caller's buffer (so a server can reuse a couple of buffers per download). */
 export interface ArchiveReader {
   /** Reads bytes at `pos` into `buf`: resolves with how many, 0 at the end. */
   read(buf: Buffer, pos: number): Promise<number>;
   close(): void;
+}
+
+/** A committed archive opened for reading, with the stat of the bytes it reads. */
+export interface StoredReader extends ArchiveReader {
+  readonly stat: ArchiveStat;
 }
 
 export interface StoredArchive {
@@ -45,12 +61,25 @@ export interface StoredArchive {
   readonly modifiedMs: number;
 }
 
+/** What a commit checks before the bytes become an archive; any failure rejects them. */
+export interface Expected {
+  readonly size?: number;
+  /** sha256 digests the bytes must have (every source that stated one). */
+  readonly digests?: readonly string[];
+  /** A check of the whole content (e.g. that it is a zip); throws to reject. */
+  readonly check?: (content: ArchiveReader, size: number) => Promise<void>;
+}
+
 export interface ArchiveWriter {
   /** Bytes on disk so far. */
   readonly written: number;
   write(chunk: Uint8Array): Promise<void>;
-  /** Checks the expected size and digest (when given), then stores the archive; a failed check aborts. */
-  commit(expected?: { size?: number; digest?: string }): Promise<ArchiveRef>;
+  /**
+   * Checks the bytes against `expected`, then moves them into place, replacing whatever the store held under that
+   * digest; a failed check aborts. `moved` is called with the archive and the stat taken right after the move,
+   * before any other code runs (so that bookkeeping cannot interleave with a delete of the same digest).
+   */
+  commit(expected?: Expected, moved?: (ref: ArchiveRef, stat: ArchiveStat) => void): Promise<{ ref: ArchiveRef; stat: ArchiveStat }>;
   /** Drops the temp file; its readers fail with `reason`. Safe to call more than once or after commit. */
   abort(reason?: Error): Promise<void>;
   /**
@@ -60,7 +89,7 @@ export interface ArchiveWriter {
   reader(): ArchiveReader;
 }
 
-/** The bytes were not what was expected (length or digest): a problem of the download, not of the disk. */
+/** The bytes were not what was expected (length, digest, content): a problem of the download, not of the disk. */
 export class ArchiveRejectedError extends Error {
   override readonly name = 'ArchiveRejectedError';
 }
@@ -77,72 +106,105 @@ export class FsArchiveStore implements ArchiveStore {
   /** Opens the store; with removeTempFiles (a server starting), temp files a crash may have left go first. */
   static async open(root: string, { removeTempFiles = true } = {}): Promise<FsArchiveStore> {
     if (removeTempFiles) await rm(join(root, 'tmp'), { recursive: true, force: true });
-    await mkdir(join(root, 'tmp'), { recursive: true });
-    await mkdir(join(root, 'sha256'), { recursive: true });
+    for (const dir of ['tmp', 'sha256', 'quarantine']) await mkdir(join(root, dir), { recursive: true });
     return new FsArchiveStore(root);
   }
 
-  path(digest: string): string {
+  /** Where a committed archive's file is; the digest is checked, so no other string ever becomes a path. */
+  private path(digest: string): string {
     if (!DIGEST.test(digest)) throw new Error(`not a sha256 digest: ${JSON.stringify(digest)}`);
     return join(this.root, 'sha256', digest.slice(0, 2), digest);
   }
 
-  async stat(digest: string): Promise<{ size: number; signature: string } | undefined> {
-    try {
-      const s = await stat(this.path(digest));
-      return { size: s.size, signature: `${s.ino}:${s.mtimeMs}:${s.ctimeMs}:${s.size}` };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw err;
-    }
+  async stat(digest: string): Promise<ArchiveStat | undefined> {
+    return ifExists(async () => statOf(await stat(this.path(digest))));
   }
 
-  async verify(digest: string): Promise<boolean> {
-    const hash = createHash('sha256');
+  async open(digest: string): Promise<StoredReader | undefined> {
+    const file = await ifExists(() => open(this.path(digest), 'r'));
+    if (!file) return undefined;
     try {
-      await pipeline(createReadStream(this.path(digest), { highWaterMark: READ_CHUNK }), hash);
+      // The stat of the open file, not of the path: it describes exactly the bytes this reader reads.
+      return { ...fileReader(file), stat: statOf(await file.stat()) };
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      await file.close();
       throw err;
     }
-    return hash.digest('hex') === digest;
   }
 
   async createWriter(): Promise<ArchiveWriter> {
     const tempPath = join(this.root, 'tmp', `${randomUUID()}.part`);
-    return new FsArchiveWriter(this, tempPath, await open(tempPath, 'wx'));
+    // Read and write: a commit's content check reads the temp file back.
+    return new FsArchiveWriter(this.path.bind(this), tempPath, await open(tempPath, 'wx+'));
   }
 
   async delete(digest: string): Promise<void> {
-    await rm(this.path(digest), { force: true });
+    try {
+      unlinkSync(this.path(digest)); // synchronous: see the interface
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
   }
 
-  async *list(): AsyncIterable<StoredArchive> {
-    const base = join(this.root, 'sha256');
-    for (const shard of await readdir(base)) {
-      for (const digest of await readdir(join(base, shard))) {
-        if (!DIGEST.test(digest)) continue;
-        const s = await stat(join(base, shard, digest)).catch(() => undefined);
-        if (s) yield { digest, size: s.size, modifiedMs: s.mtimeMs };
-      }
-    }
+  list(): AsyncIterable<StoredArchive> {
+    return listDigests(join(this.root, 'sha256'), true);
   }
 
   async tempFiles(): Promise<string[]> {
     return readdir(join(this.root, 'tmp'));
   }
 
-  async openReader(digest: string): Promise<ArchiveReader> {
-    const file = await open(this.path(digest), 'r');
-    return {
-      read: async (buf, pos) => (await file.read(buf, 0, buf.length, pos)).bytesRead,
-      close: () => void file.close().catch(() => {}),
-    };
-  }
-
   async deleteTemp(name: string): Promise<void> {
     if (!/^[\w-]+\.part$/.test(name)) throw new Error(`not a temp file name: ${JSON.stringify(name)}`);
     await rm(join(this.root, 'tmp', name), { force: true });
+  }
+
+  async quarantine(digest: string): Promise<void> {
+    await rename(this.path(digest), join(this.root, 'quarantine', digest));
+  }
+
+  async quarantined(): Promise<StoredArchive[]> {
+    const all: StoredArchive[] = [];
+    for await (const a of listDigests(join(this.root, 'quarantine'), false)) all.push(a);
+    return all;
+  }
+
+  async deleteQuarantined(digest: string): Promise<void> {
+    if (!DIGEST.test(digest)) throw new Error(`not a sha256 digest: ${JSON.stringify(digest)}`);
+    await rm(join(this.root, 'quarantine', digest), { force: true });
+  }
+}
+
+function statOf(s: Stats): ArchiveStat {
+  return { size: s.size, version: `${s.ino}:${s.mtimeMs}:${s.ctimeMs}:${s.size}`, changedMs: Math.max(s.mtimeMs, s.ctimeMs) };
+}
+
+/** The operation's result, or undefined when the file is not there. */
+async function ifExists<T>(op: () => Promise<T>): Promise<T | undefined> {
+  try {
+    return await op();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+function fileReader(file: FileHandle): ArchiveReader {
+  return {
+    read: async (buf, pos) => (await file.read(buf, 0, buf.length, pos)).bytesRead,
+    close: () => void file.close().catch(() => {}),
+  };
+}
+
+/** Archive files named by their digest, in `base` (sharded by the digest's first two characters, or flat). */
+async function* listDigests(base: string, sharded: boolean): AsyncIterable<StoredArchive> {
+  const dirs = sharded ? (await readdir(base)).map((shard) => join(base, shard)) : [base];
+  for (const dir of dirs) {
+    for (const digest of await readdir(dir).catch(() => [])) {
+      if (!DIGEST.test(digest)) continue;
+      const s = await stat(join(dir, digest)).catch(() => undefined);
+      if (s) yield { digest, size: s.size, modifiedMs: s.mtimeMs };
+    }
   }
 }
 
@@ -164,7 +226,7 @@ class FsArchiveWriter implements ArchiveWriter {
   private wakeups: Array<() => void> = [];
 
   constructor(
-    private readonly store: FsArchiveStore,
+    private readonly pathOf: (digest: string) => string,
     tempPath: string,
     private readonly file: FileHandle,
   ) {
@@ -206,7 +268,7 @@ class FsArchiveWriter implements ArchiveWriter {
     }
   }
 
-  async commit(expected: { size?: number; digest?: string } = {}): Promise<ArchiveRef> {
+  async commit(expected: Expected = {}, moved?: (ref: ArchiveRef, stat: ArchiveStat) => void): Promise<{ ref: ArchiveRef; stat: ArchiveStat }> {
     if (this.state !== 'writing') throw new Error(`archive writer is ${this.state}`);
     await this.flushing;
     if (this.writeError) {
@@ -214,35 +276,45 @@ class FsArchiveWriter implements ArchiveWriter {
       throw this.writeError;
     }
     const digest = this.hash.digest('hex');
-    let mismatch: string | undefined;
-    if (expected.size !== undefined && expected.size !== this.written) {
-      mismatch = `expected ${expected.size} bytes, got ${this.written}`;
-    } else if (expected.digest !== undefined && expected.digest !== digest) {
-      mismatch = `expected sha256 ${expected.digest}, got ${digest}`;
+    try {
+      await this.check(digest, expected);
+    } catch (err) {
+      const rejected = err instanceof ArchiveRejectedError ? err : new ArchiveRejectedError(`archive rejected: ${(err as Error).message}`, { cause: err });
+      await this.abort(rejected);
+      throw rejected;
     }
-    if (mismatch) {
-      const err = new ArchiveRejectedError(`archive rejected: ${mismatch}`);
-      await this.abort(err);
-      throw err;
-    }
+    const ref = { digest, size: this.written };
+    let stat: ArchiveStat;
     try {
       // No fsync: a rename is atomic across a process crash, and after a power loss a torn file is caught by the
       // hash check every archive gets before it is first served (and then fetched again).
       await this.file.close();
-      const target = this.store.path(digest);
+      const target = this.pathOf(digest);
       await mkdir(join(target, '..'), { recursive: true });
-      const alreadyStored = (await this.store.stat(digest))?.size === this.written; // another version, or a racing fill
-      // Synchronous, so that the move and `location` change together: follow() opens `location` synchronously too.
-      if (alreadyStored) unlinkSync(this.location);
-      else renameSync(this.location, target);
+      // Always our own hashed bytes over the target (an atomic replace: readers of the old file keep it), never
+      // "the same size is there already": that file was never hashed by us and may be anything. Synchronous, so
+      // that the move and `location` change together: reader() opens `location` synchronously too.
+      renameSync(this.location, target);
       this.location = target;
+      stat = statOf(statSync(target));
     } catch (err) {
       await this.abort(err as Error);
       throw err;
     }
     this.state = 'committed';
+    moved?.(ref, stat);
     this.wake();
-    return { digest, size: this.written };
+    return { ref, stat };
+  }
+
+  /** Throws when the bytes are not what `expected` says. */
+  private async check(digest: string, expected: Expected): Promise<void> {
+    if (expected.size !== undefined && expected.size !== this.written) {
+      throw new ArchiveRejectedError(`archive rejected: expected ${expected.size} bytes, got ${this.written}`);
+    }
+    const wrong = expected.digests?.find((d) => d.toLowerCase() !== digest);
+    if (wrong !== undefined) throw new ArchiveRejectedError(`archive rejected: expected sha256 ${wrong}, got ${digest}`);
+    await expected.check?.(fileReader(this.file), this.written);
   }
 
   async abort(reason: Error = new Error('archive download aborted')): Promise<void> {

@@ -1,6 +1,6 @@
 // One contract, run against every ArchiveStore implementation.
 import { createHash, randomBytes } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { text } from 'node:stream/consumers';
 import type { Readable } from 'node:stream';
@@ -13,6 +13,15 @@ const implementations: Array<[string, (dir: string) => Promise<ArchiveStore & { 
 ];
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+async function readAll(store: ArchiveStore, digest: string): Promise<Buffer> {
+  const reader = (await store.open(digest))!;
+  try {
+    return await collect(readerStream(reader));
+  } finally {
+    reader.close();
+  }
+}
 
 async function collect(stream: Readable): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -36,18 +45,18 @@ describe.each(implementations)('%s', (_name, open) => {
     const w = await store.createWriter();
     await w.write(data.subarray(0, 40_000));
     await w.write(data.subarray(40_000));
-    const ref = await w.commit({ size: data.length });
+    const { ref, stat } = await w.commit({ size: data.length });
     expect(ref).toEqual({ digest: sha256(data), size: data.length });
-    expect((await store.stat(ref.digest))?.size).toBe(data.length);
-    expect(await store.verify(ref.digest)).toBe(true);
-    expect(await readFile(store.path(ref.digest))).toEqual(data);
+    expect(await store.stat(ref.digest)).toEqual(stat); // the stat taken right after the move is the file's
+    expect(await readAll(store, ref.digest)).toEqual(data);
     expect(await store.tempFiles()).toEqual([]);
   });
 
   it.each([
     ['too short', { size: 11 }],
     ['too long', { size: 9 }],
-    ['wrong digest', { digest: 'a'.repeat(64) }],
+    ['wrong digest', { digests: ['a'.repeat(64)] }],
+    ['failed content check', { check: () => Promise.reject(new Error('not a zip')) }],
   ])('rejects a %s download and stores nothing', async (_case, expected) => {
     const w = await store.createWriter();
     await w.write(Buffer.from('0123456789'));
@@ -74,8 +83,8 @@ describe.each(implementations)('%s', (_name, open) => {
         return w.commit();
       }),
     );
-    expect(new Set(refs.map((r) => r.digest)).size).toBe(1);
-    expect(await readFile(store.path(refs[0]!.digest))).toEqual(data);
+    expect(new Set(refs.map((r) => r.ref.digest)).size).toBe(1);
+    expect(await readAll(store, refs[0]!.ref.digest)).toEqual(data);
     expect(await store.tempFiles()).toEqual([]);
   });
 
@@ -103,37 +112,61 @@ describe.each(implementations)('%s', (_name, open) => {
     await expect(text(readerStream(w.reader()))).rejects.toThrow('upstream reset');
   });
 
-  it('reads a committed archive into the caller\'s buffers, and refuses one it does not have', async () => {
+  it('reads a committed archive into the caller\'s buffers, and has no reader for one it does not have', async () => {
     const w = await store.createWriter();
     await w.write(Buffer.from('0123456789'));
-    const { digest } = await w.commit();
-    const reader = await store.openReader(digest);
+    const { digest } = (await w.commit()).ref;
+    const reader = (await store.open(digest))!;
+    expect(reader.stat.size).toBe(10);
     const buf = Buffer.alloc(4);
     expect([await reader.read(buf, 0), buf.toString()]).toEqual([4, '0123']);
     expect([await reader.read(buf, 8), buf.subarray(0, 2).toString()]).toEqual([2, '89']);
     expect(await reader.read(buf, 10)).toBe(0);
     reader.close();
-    await expect(store.openReader('f'.repeat(64))).rejects.toThrow(/ENOENT/);
+    expect(await store.open('f'.repeat(64))).toBeUndefined();
   });
 
-  it('deletes an archive', async () => {
+  it('deletes an archive at once; a reader opened before keeps reading its bytes', async () => {
     const w = await store.createWriter();
-    await w.write(Buffer.from('x'));
-    const { digest } = await w.commit();
-    await store.delete(digest);
+    await w.write(Buffer.from('still here'));
+    const { digest } = (await w.commit()).ref;
+    const reader = (await store.open(digest))!;
+    const deleted = store.delete(digest);
+    expect(await store.stat(digest)).toBeUndefined(); // before the promise settles
+    await deleted;
+    const buf = Buffer.alloc(20);
+    expect(buf.subarray(0, await reader.read(buf, 0)).toString()).toBe('still here');
+    reader.close();
+  });
+
+  it('a commit replaces whatever the store held under its digest with its own bytes, and calls back with the archive and its stat', async () => {
+    const data = Buffer.from('the real bytes');
+    const first = await store.createWriter();
+    await first.write(data);
+    const { digest } = (await first.commit()).ref;
+    const old = (await store.open(digest))!;
+    // Some other bytes of the same size end up under the digest (a rewrite, bit rot).
+    await writeFile(join(dir, 'sha256', digest.slice(0, 2), digest), 'the fake bytez');
+    const second = await store.createWriter();
+    await second.write(data);
+    let calledBack: unknown;
+    const committed = second.commit({}, (ref, stat) => (calledBack = { ref, stat }));
+    const result = await committed;
+    expect(calledBack).toEqual(result);
+    expect(await readAll(store, digest)).toEqual(data);
+    expect((await store.stat(digest))?.version).not.toBe(old.stat.version);
+    old.close();
+  });
+
+  it('moves an archive to quarantine: no longer stored, kept until deleted from there', async () => {
+    const w = await store.createWriter();
+    await w.write(Buffer.from('who am I'));
+    const { digest, size } = (await w.commit()).ref;
+    await store.quarantine(digest);
     expect(await store.stat(digest)).toBeUndefined();
-    expect(await store.verify(digest)).toBe(false);
-  });
-
-  it('verify finds a flipped byte, and the signature changes with the file', async () => {
-    const w = await store.createWriter();
-    await w.write(Buffer.from('precious bytes'));
-    const { digest } = await w.commit();
-    const before = await store.stat(digest);
-    await new Promise((r) => setTimeout(r, 10));
-    await writeFile(store.path(digest), 'precious bytez');
-    expect(await store.verify(digest)).toBe(false);
-    expect((await store.stat(digest))?.signature).not.toBe(before?.signature);
+    expect((await store.quarantined()).map((a) => [a.digest, a.size])).toEqual([[digest, size]]);
+    await store.deleteQuarantined(digest);
+    expect(await store.quarantined()).toEqual([]);
   });
 
   it('removes temp files left by a crash when it opens', async () => {
@@ -145,7 +178,9 @@ describe.each(implementations)('%s', (_name, open) => {
     expect(await reopened.tempFiles()).toEqual([]);
   });
 
-  it('refuses paths that are not a sha256', () => {
-    expect(() => store.path('../../etc/passwd')).toThrow(/not a sha256/);
+  it('refuses digests that are not a sha256: no other string becomes a path', async () => {
+    await expect(store.stat('../../etc/passwd')).rejects.toThrow(/not a sha256/);
+    await expect(store.open('../../etc/passwd')).rejects.toThrow(/not a sha256/);
+    await expect(store.delete('../x')).rejects.toThrow(/not a sha256/);
   });
 });

@@ -2,7 +2,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FakeUpstream } from '../fakes/upstream.js';
 import { removeTempDirs, startMirror, type TestMirror } from '../helpers.js';
-import { clientHome, componentZip, project, runS } from './s-cli.js';
+import { clientHome, deployableZip, project, runS } from './s-cli.js';
 
 let fake: FakeUpstream;
 let mirror: TestMirror;
@@ -13,10 +13,10 @@ beforeAll(async () => {
   fake = await FakeUpstream.start();
   // 26 releases of demo-comp, so that `registry detail --page 2` has something to show.
   const older = Array.from({ length: 25 }, (_, i) => ({ version: `0.0.${25 - i}` }));
-  fake.add('demo-comp', [{ version: '1.0.0', zip: componentZip('demo-comp', '1.0.0', { topFolder: true }) }, ...older]);
+  fake.add('demo-comp', [{ version: '1.0.0', zip: deployableZip('demo-comp', '1.0.0', { topFolder: true }) }, ...older]);
   fake.add('other-comp', [
-    { version: '0.0.3', zip: componentZip('other-comp', '0.0.3') },
-    { version: '0.0.2', zip: componentZip('other-comp', '0.0.2') },
+    { version: '0.0.3', zip: deployableZip('other-comp', '0.0.3') },
+    { version: '0.0.2', zip: deployableZip('other-comp', '0.0.2') },
   ]);
   for (let i = 0; i < 5; i++) fake.add(`filler-${i}`, [{ version: '1.0.0' }]);
   mirror = await startMirror(fake.v3);
@@ -73,8 +73,8 @@ describe('the real s CLI through the mirror', () => {
 describe('the real s CLI when the upstream is gone', () => {
   it('a client with an empty home still gets every cached component, online (STALE) and offline', async () => {
     const upstream = await FakeUpstream.start();
-    upstream.add('demo-comp', [{ version: '1.0.0', zip: componentZip('demo-comp', '1.0.0', { topFolder: true }) }]);
-    upstream.add('other-comp', [{ version: '0.0.3' }, { version: '0.0.2', zip: componentZip('other-comp', '0.0.2') }]);
+    upstream.add('demo-comp', [{ version: '1.0.0', zip: deployableZip('demo-comp', '1.0.0', { topFolder: true }) }]);
+    upstream.add('other-comp', [{ version: '0.0.3' }, { version: '0.0.2', zip: deployableZip('other-comp', '0.0.2') }]);
     const online = await startMirror(upstream.v3, { 'max-age': '0s', retries: '0' });
     try {
       const warm = await runS(await clientHome(`${online.url}/v3`), app, ['deploy', '--silent', '-o', 'json']);
@@ -105,8 +105,8 @@ describe('the real s CLI when the upstream is gone', () => {
 describe('the real s CLI after a prefetch run', () => {
   it('with the upstream killed after prefetch, a client with an empty home gets every prefetched component', async () => {
     const upstream = await FakeUpstream.start();
-    upstream.add('demo-comp', [{ version: '1.0.0', zip: componentZip('demo-comp', '1.0.0', { topFolder: true }) }]);
-    upstream.add('other-comp', [{ version: '0.0.3' }, { version: '0.0.2', zip: componentZip('other-comp', '0.0.2') }]);
+    upstream.add('demo-comp', [{ version: '1.0.0', zip: deployableZip('demo-comp', '1.0.0', { topFolder: true }) }]);
+    upstream.add('other-comp', [{ version: '0.0.3' }, { version: '0.0.2', zip: deployableZip('other-comp', '0.0.2') }]);
     const m = await startMirror(upstream.v3, { 'prefetch-packages': 'demo-comp,other-comp@0.0.2', retries: '0' });
     try {
       const summary = await m.mirror.prefetchNow('test');

@@ -5,7 +5,7 @@ import { execFile } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { zipSync } from 'fflate';
+import { componentZip } from '../fakes/zips.js';
 import { tempDir } from '../helpers.js';
 
 const S_BIN = join(dirname(createRequire(import.meta.url).resolve('@serverless-devs/s/package.json')), 'bin', 's');
@@ -36,7 +36,7 @@ export function runS(home: string, cwd: string, args: string[], extraEnv: Record
 }
 
 /** A component the CLI can load: a class whose `deploy` prints a line we can look for. */
-export function componentZip(name: string, version: string, opts: { topFolder?: boolean } = {}): Buffer {
+export function deployableZip(name: string, version: string, opts: { topFolder?: boolean } = {}): Buffer {
   const source = `module.exports = class {
   async deploy(inputs) {
     console.log('${name.toUpperCase()}@${version} deploy resource=' + inputs.resource.name + ' msg=' + inputs.props.msg);
@@ -50,8 +50,7 @@ export function componentZip(name: string, version: string, opts: { topFolder?: 
   };
   // GitHub-style zipballs hold one top-level folder; the CLI accepts both layouts. Paths are given whole, so the
   // zip holds no directory entries (which the CLI's unzip would try to open as files).
-  const prefix = opts.topFolder ? `${name}-${version}/` : '';
-  return Buffer.from(zipSync(Object.fromEntries(Object.entries(files).map(([path, data]) => [prefix + path, data]))));
+  return componentZip(name, version, { files, topFolder: opts.topFolder });
 }
 
 /** A project folder whose s.yaml uses `components` (e.g. "demo-comp", "other-comp@0.0.2"), one resource each. */

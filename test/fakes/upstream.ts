@@ -4,6 +4,7 @@
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { componentZip } from './zips.js';
 
 export interface FakeRelease {
   readonly version: string;
@@ -97,7 +98,7 @@ export class FakeUpstream {
       releases: releases.map((r, i) => ({
         createdAt: new Date(Date.UTC(2024, 0, 1) + (releases.length - i) * 86_400_000).toISOString(),
         body: `release ${r.version}`,
-        zip: Buffer.from(`zip of ${name}@${r.version}`),
+        zip: componentZip(name, r.version),
         ...r,
       })),
     };
@@ -108,7 +109,7 @@ export class FakeUpstream {
   /** Publishes a new newest release of an existing package. */
   publish(name: string, release: Partial<FakeRelease> & { version: string }): void {
     const pkg = this.packages.get(name)!;
-    pkg.releases.unshift({ createdAt: new Date().toISOString(), body: `release ${release.version}`, zip: Buffer.from(`zip of ${name}@${release.version}`), ...release });
+    pkg.releases.unshift({ createdAt: new Date().toISOString(), body: `release ${release.version}`, zip: componentZip(name, release.version), ...release });
   }
 
   inject(match: RegExp, fault: FaultKind, times?: number): void {

@@ -4,12 +4,13 @@ import { mkdir, readFile, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli.js';
+import { componentZip } from '../fakes/zips.js';
 import { FakeUpstream, sha256 } from '../fakes/upstream.js';
 import { get, removeTempDirs, startMirror, tempDir } from '../helpers.js';
 
 let fake: FakeUpstream;
 let data: string;
-const ZIP = randomBytes(50_000);
+const ZIP = componentZip('fc3', '1.1.0', { payload: randomBytes(50_000) });
 
 /** Runs `srm-mirror ARGS` in this process; collects what it prints. */
 async function run(args: string[], isTTY = false) {
@@ -89,7 +90,7 @@ describe('srm-mirror status', () => {
     const r = await run(on('status', '--max-size', '1GB'));
     expect(r.stdout).toMatch(/packages\s+1 known/);
     expect(r.stdout).toMatch(/versions\s+\d+ with metadata/);
-    expect(r.stdout).toMatch(/archives\s+1, 50\.0 KB on disk \(1\.0 GB quota\)/);
+    expect(r.stdout).toMatch(/archives\s+1, 50\.\d KB on disk \(1\.0 GB quota\)/);
     expect(r.stdout).toMatch(/last prefetch .*\(cli\): 1 package\(s\) checked, 1 archive\(s\) fetched/);
     const json = JSON.parse((await run(on('status', '--json'))).stdout) as { archives: { quota: { usedBytes: number } } };
     expect(json.archives.quota.usedBytes).toBe(ZIP.length);
@@ -106,12 +107,12 @@ describe('srm-mirror verify and gc', () => {
     await writeFile(join(data, 'archives', 'tmp', 'planted.part'), 'half a download');
 
     const found = await run(on('verify'));
-    expect(found.stdout).toContain(`found corrupt archive: ${sha256(ZIP)}`);
+    expect(found.stdout).toContain(`dropped corrupt archive: ${sha256(ZIP)}`); // never served again, even without --repair
     expect(found.stdout).toContain('found leftover temp file: planted.part');
     expect(found.code).toBe(1);
 
     const repaired = await run(on('verify', '--repair'));
-    expect(repaired.stdout).toMatch(/removed corrupt archive[\s\S]*removed leftover temp file[\s\S]*repaired 2 problem/);
+    expect(repaired.stdout).toMatch(/removed leftover temp file[\s\S]*repaired 1 problem/);
     expect(repaired.code).toBe(0);
     expect((await run(on('verify'))).stdout).toContain('all good');
 
@@ -133,6 +134,6 @@ describe('srm-mirror verify and gc', () => {
     await writeFile(join(path, sha256(stray)), stray);
     await utimes(join(path, sha256(stray)), new Date(0), new Date(0)); // not a fill that just committed
     const r = await run(on('gc', '--max-size', '40KB'));
-    expect(r.stdout).toBe('removed 1 unreferenced archive(s) (28 B), evicted 1 (50.0 KB); 16 B in 1 archives of a 40.0 KB quota\n');
+    expect(r.stdout).toMatch(/^removed 1 unreferenced archive\(s\) \(28 B\), evicted 1 \(50\.\d KB\), deleted 0 quarantined \(0 B\); \d+ B in 1 archives of a 40\.0 KB quota\n$/);
   });
 });

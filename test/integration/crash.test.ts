@@ -5,6 +5,7 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { request } from 'undici';
+import { componentZip } from '../fakes/zips.js';
 import { FakeUpstream, sha256 } from '../fakes/upstream.js';
 import { get, killChildren, removeTempDirs, spawnMirror, tempDir, until } from '../helpers.js';
 
@@ -18,7 +19,7 @@ const serve = (data: string, upstream: string) => spawnMirror(['--data', data, '
 describe('crash safety', () => {
   it('SIGKILL in the middle of a fill: restart is clean, nothing partial is served, the next request refetches', async () => {
     const fake = await FakeUpstream.start();
-    const zip = randomBytes(4 << 20);
+    const zip = componentZip('big', '1.0.0', { payload: randomBytes(4 << 20) });
     fake.add('big', [{ version: '1.0.0', zip }]);
     fake.inject(/^\/blob\//, { kind: 'stall-mid-body' }, 1);
     const data = await tempDir();
@@ -47,7 +48,7 @@ describe('crash safety', () => {
 
   it('SIGTERM: stops accepting, lets the download under way finish, closes LevelDB and exits 0', async () => {
     const fake = await FakeUpstream.start();
-    const zip = randomBytes(1 << 20);
+    const zip = componentZip('big', '1.0.0', { payload: randomBytes(1 << 20) });
     fake.add('big', [{ version: '1.0.0', zip }]);
     fake.inject(/^\/blob\//, { kind: 'delay', ms: 500 }, 1);
     const data = await tempDir();

@@ -6,6 +6,7 @@ import { mkdir, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { componentZip } from '../fakes/zips.js';
 import { FakeUpstream, sha256 } from '../fakes/upstream.js';
 import { get, removeTempDirs, startMirror, tempDir, until, type TestMirror } from '../helpers.js';
 
@@ -45,7 +46,7 @@ describe('prefetch', () => {
     await fake.close(); // everything now comes from the mirror
     for (const [name, version] of [['fc3', '1.1.0'], ['fc3-domain', '0.0.9'], ['pinned', '2.0.0']] as const) {
       const zip = await get(`${m.url}/v3/packages/${name}/zipball/${version}`);
-      expect([zip.headers.get('x-cache'), zip.body.toString()]).toEqual(['HIT', `zip of ${name}@${version}`]);
+      expect([zip.headers.get('x-cache'), zip.body]).toEqual(['HIT', componentZip(name, version)]);
     }
     const status = (await get(`${m.url}/-/status`)).json() as { prefetch: { lastRun: { archivesFetched: number } } };
     expect(status.prefetch.lastRun.archivesFetched).toBe(3);
@@ -91,7 +92,7 @@ describe('prefetch', () => {
     const cached = await get(`${m.url}/v3/packages/fc3/zipball/1.1.0`);
     expect(cached.headers.get('x-cache')).toBe('HIT');
     const liveMiss = await get(`${m.url}/v3/packages/live/zipball/1.0.0`);
-    expect([liveMiss.headers.get('x-cache'), liveMiss.body.toString()]).toEqual(['MISS', 'zip of live@1.0.0']);
+    expect([liveMiss.headers.get('x-cache'), liveMiss.body]).toEqual(['MISS', componentZip('live', '1.0.0')]);
     // Both answered while the prefetch was still at work: neither waited behind it.
     expect(m.mirror.prefetcher.isRunning).toBe(true);
     expect((await run).archivesFetched).toBe(20);
@@ -117,11 +118,11 @@ describe('disk quota', () => {
     await utimes(join(dir, sha256(stray)), new Date(0), new Date(0));
     const m = await mirrorOf({ data });
     await until(() => !existsSync(join(dir, sha256(stray))));
-    expect(m.mirror.archives.quotaStatus().archives).toBe(0);
+    expect(m.mirror.archives.status().quota.archives).toBe(0);
   });
 
   it('evicts the least recently used archives to stay under the quota', async () => {
-    for (const n of ['a', 'b', 'c', 'd']) fake.add(n, [{ version: '1.0.0', zip: randomBytes(100_000) }]);
+    for (const n of ['a', 'b', 'c', 'd']) fake.add(n, [{ version: '1.0.0', zip: componentZip(n, '1.0.0', { payload: randomBytes(100_000) }) }]);
     const m = await mirrorOf({ 'max-size': '350KB' });
     const fetch = (n: string) => get(`${m.url}/v3/packages/${n}/zipball/1.0.0`);
     for (const n of ['a', 'b', 'c']) await fetch(n);
@@ -136,9 +137,9 @@ describe('disk quota', () => {
   });
 
   it('never removes an archive while it is being streamed to a client', async () => {
-    fake.add('big', [{ version: '1.0.0', zip: randomBytes(8 << 20) }]);
-    fake.add('other', [{ version: '1.0.0', zip: randomBytes(4 << 20) }]);
-    fake.add('third', [{ version: '1.0.0', zip: randomBytes(4 << 20) }]);
+    fake.add('big', [{ version: '1.0.0', zip: componentZip('big', '1.0.0', { payload: randomBytes(8 << 20) }) }]);
+    fake.add('other', [{ version: '1.0.0', zip: componentZip('other', '1.0.0', { payload: randomBytes(4 << 20) }) }]);
+    fake.add('third', [{ version: '1.0.0', zip: componentZip('third', '1.0.0', { payload: randomBytes(4 << 20) }) }]);
     const m = await mirrorOf({ 'max-size': '10MB' });
     await get(`${m.url}/v3/packages/big/zipball/1.0.0`);
     // A slow client: it starts the download of big and reads nothing yet.
@@ -158,5 +159,5 @@ describe('disk quota', () => {
 
 /** The quota's view once every download under way has been recorded (a client may finish before that). */
 function quotaOf(m: TestMirror) {
-  return m.mirror.archives.status().fillsInProgress === 0 ? m.mirror.archives.quotaStatus() : { usedBytes: Infinity };
+  return m.mirror.archives.status().fillsInProgress === 0 ? m.mirror.archives.status().quota : { usedBytes: Infinity };
 }

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { request } from 'undici';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { componentZip } from '../fakes/zips.js';
 import { FakeUpstream } from '../fakes/upstream.js';
 import { get, killChildren, peakRss, recordSecrets, removeTempDirs, spawnMirror, startMirror, tempDir, type TestMirror } from '../helpers.js';
 
@@ -31,7 +32,7 @@ function publishForm(name: string, version: string): string {
   return new URLSearchParams({ publish: yaml, publish_en: '', version_body: 'notes', readme: '# hi' }).toString();
 }
 
-async function send(method: string, url: string, headers: Record<string, string>, body?: string | Readable) {
+async function send(method: string, url: string, headers: Record<string, string>, body?: string | Buffer | Readable) {
   const res = await request(url, { method: method as 'POST', headers, body });
   return { status: res.statusCode, headers: res.headers, text: await res.body.text() };
 }
@@ -104,13 +105,13 @@ describe('the cache follows writes', () => {
     const uploadUrl = (JSON.parse(step1.text) as { body: { url: string } }).body.url;
     // A read between step 1 and the upload sees the old list, and must not pin it for max-age.
     await get(`${mirror.url}/v3/packages/fc3/release?page=1`);
-    expect((await send('PUT', uploadUrl, {}, 'zip bytes')).status).toBe(200); // step 2 goes to storage directly
+    expect((await send('PUT', uploadUrl, {}, componentZip('fc3', '1.2.0'))).status).toBe(200); // step 2 goes to storage directly
     const latest = await get(`${mirror.url}/v3/packages/fc3/release/latest`);
     expect((latest.json() as { body: { tag_name: string } }).body.tag_name).toBe('1.2.0');
     const detail = await get(`${mirror.url}/v3/packages/fc3/release?page=1`);
     expect((detail.json() as { body: Array<{ tag_name: string }> }).body.map((r) => r.tag_name)).toEqual(['1.2.0', '1.1.0', '1.0.0']);
     const zip = await get(`${mirror.url}/v3/packages/fc3/zipball/1.2.0`);
-    expect(zip.body.toString()).toBe('zip bytes');
+    expect(zip.body).toEqual(componentZip('fc3', '1.2.0'));
   });
 
   it('a publish clears a remembered 404 of the package', async () => {

@@ -1,14 +1,12 @@
-// The disk quota for archives, as policy only: it knows every stored archive's size and when it was last used,
-// and which archives are being served right now (leased). Past the quota it names victims, least recently used
-// first, down to a low-water mark, never a leased one. Access times live in memory and are saved in batches by the
-// caller, so a cache hit costs no disk write.
+// The disk quota for archives, as policy only: it knows every stored archive's size and when it was last used.
+// Past the quota it names victims, least recently used first, down to a low-water mark, skipping those the caller
+// says are in use. Access times live in memory and are saved in batches by the caller, so a hit costs no disk write.
 
 /** Eviction stops at this fraction of the quota, so that not every new archive sets off another round. */
 const LOW_WATER = 0.9;
 
 export class ArchiveQuota {
   private readonly archives = new Map<string, { size: number; lastAccess: number }>();
-  private readonly leases = new Map<string, number>();
   private readonly unsaved = new Set<string>();
   private used = 0;
 
@@ -48,30 +46,20 @@ export class ArchiveQuota {
     return entry.size;
   }
 
-  /** Marks an archive used now and keeps it from eviction until the returned function is called. */
-  lease(digest: string): () => void {
+  /** Marks an archive used now. */
+  touch(digest: string): void {
     const entry = this.archives.get(digest);
-    if (entry) {
-      entry.lastAccess = this.now();
-      this.unsaved.add(digest);
-    }
-    this.leases.set(digest, (this.leases.get(digest) ?? 0) + 1);
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      const n = (this.leases.get(digest) ?? 1) - 1;
-      if (n > 0) this.leases.set(digest, n);
-      else this.leases.delete(digest);
-    };
+    if (!entry) return;
+    entry.lastAccess = this.now();
+    this.unsaved.add(digest);
   }
 
-  isLeased(digest: string): boolean {
-    return this.leases.has(digest);
+  has(digest: string): boolean {
+    return this.archives.has(digest);
   }
 
-  /** What to evict to get back to the low-water mark: least recently used first, leased archives skipped. */
-  victims(): string[] {
+  /** What to evict to get back to the low-water mark: least recently used first, those `inUse` skipped. */
+  victims(inUse: (digest: string) => boolean): string[] {
     if (!this.overQuota) return [];
     const target = this.maxBytes * LOW_WATER;
     const victims: string[] = [];
@@ -79,7 +67,7 @@ export class ArchiveQuota {
     const byAge = [...this.archives].sort(([, a], [, b]) => a.lastAccess - b.lastAccess);
     for (const [digest, { size }] of byAge) {
       if (used <= target) break;
-      if (this.leases.has(digest)) continue;
+      if (inUse(digest)) continue;
       victims.push(digest);
       used -= size;
     }

@@ -1,0 +1,189 @@
+// Archives, as the Registry sees them: a version's archive is served from the store when cached (HIT), otherwise
+// filled from the upstream (MISS), or passed through uncached when the disk fails (BYPASS). The lifecycle is split
+// into parts with one job each, wired here:
+//   ArchiveIndex      which archive each version is (and the reverse), last access times
+//   ArchiveFiller     one validated fill per version, followed by every client that asks meanwhile
+//   ArchiveVerifier   whether stored bytes still match their digest (hash, or a trusted version of the file)
+//   ArchiveReclaimer  leases, deferred deletes, the quota, collection of what nothing points at
+//   ArchiveScrubber   rehashing everything at a bounded rate; the audit behind `verify`
+//
+// A HIT takes its lease before any check and serves from the file it opened and checked, so neither eviction nor
+// a delete can take the bytes from under a client, and no byte is served from a file that was not verified.
+import type { Logger } from '../../log.js';
+import { MirrorError } from '../../model/errors.js';
+import type { ArchiveRef } from '../../model/release.js';
+import type { ArchiveReader, ArchiveStore, Expected } from '../../stores/archive-store.js';
+import type { MetadataStore } from '../../stores/metadata-store.js';
+import { ArchiveFiller, type ArchiveSource, type DiskProblem } from './archive-filler.js';
+import { ArchiveIndex } from './archive-index.js';
+import { ArchiveQuota } from './archive-quota.js';
+import { ArchiveReclaimer } from './archive-reclaimer.js';
+import { ArchiveScrubber, realClock, type Clock, type ScrubOptions, type ScrubReport } from './archive-scrub.js';
+import { ArchiveVerifier, verifyingReader } from './archive-verifier.js';
+
+export type { ArchiveSource, ArchiveDownload, DiskProblem } from './archive-filler.js';
+export type { ScrubReport } from './archive-scrub.js';
+
+export interface ArchiveHandle {
+  readonly status: 'HIT' | 'MISS' | 'BYPASS';
+  /** The stored archive, for a HIT: its digest makes a strong ETag. */
+  readonly ref: ArchiveRef | undefined;
+  /** Bytes in all, when known (a HIT always; a download when the upstream said). */
+  readonly size: number | undefined;
+  readonly reader: ArchiveReader;
+  /** Closes the reader and lets the archive go again: call once the response is over. Safe to call twice. */
+  close(): void;
+}
+
+export interface ArchiveCacheOptions {
+  readonly quotaBytes: number;
+  /** False while the index is lost (see stores/schema.ts): nothing is collected or evicted. */
+  readonly indexIntact: boolean;
+  /** Hash every whole-file HIT while it is sent, holding its last bytes until the digest matches. */
+  readonly verifyOnServe: boolean;
+  /** Bytes per second the scrub hashes at most (0: no limit). */
+  readonly scrubRate: number;
+  /** What every archive's content must pass before it is stored (a zip check). */
+  readonly contentCheck?: Expected['check'];
+  readonly clock?: Clock;
+}
+
+export class ArchiveCache {
+  readonly index: ArchiveIndex;
+  readonly reclaimer: ArchiveReclaimer;
+  readonly scrubber: ArchiveScrubber;
+  private readonly verifier: ArchiveVerifier;
+  private readonly filler: ArchiveFiller;
+
+  constructor(
+    db: MetadataStore,
+    private readonly store: ArchiveStore,
+    private readonly log: Logger,
+    private readonly options: ArchiveCacheOptions,
+  ) {
+    const clock = options.clock ?? realClock;
+    const now = () => clock.now();
+    this.index = new ArchiveIndex(db);
+    this.verifier = new ArchiveVerifier(now);
+    this.reclaimer = new ArchiveReclaimer(store, this.index, new ArchiveQuota(options.quotaBytes, now), this.verifier, log, options.indexIntact, now);
+    this.filler = new ArchiveFiller(store, this.index, this.verifier, this.reclaimer, log, options.contentCheck, now);
+    this.scrubber = new ArchiveScrubber(store, this.index, this.verifier, this.reclaimer, log, options.scrubRate, clock);
+  }
+
+  /** Reads the stored archives into the quota. */
+  init(): Promise<void> {
+    return this.reclaimer.init();
+  }
+
+  /** Serves from the store, or fills from `source`; with no source (offline), what is not stored is not found. */
+  async open(id: string, source: ArchiveSource | undefined): Promise<ArchiveHandle> {
+    const hit = await this.hit(id);
+    if (hit) return hit;
+    if (!source) throw new MirrorError('not-found', `the mirror is offline and does not have ${id}`);
+    // Twice at most: a fill that finished between our look and our fill is found stored the second time.
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const stream = await this.filler.stream(id, source, async () => (await this.stored(id)) !== undefined);
+      if (stream) return { ...stream, ref: undefined, close: () => stream.reader.close() };
+      const hit = await this.hit(id);
+      if (hit) return hit;
+    }
+    throw new MirrorError('internal', `the archive of ${id} was stored but cannot be read`);
+  }
+
+  /** Versions of a package whose archives are stored. */
+  async versions(name: string): Promise<string[]> {
+    const versions: string[] = [];
+    for (const [version, ref] of await this.index.versions(name)) if ((await this.store.stat(ref.digest))?.size === ref.size) versions.push(version);
+    return versions;
+  }
+
+  /** Names of the packages with at least one stored archive. */
+  packages(): Promise<string[]> {
+    return this.index.packages();
+  }
+
+  /** Forgets a version's archive (a delete through the mirror); readers under way finish. */
+  unlink(id: string): Promise<void> {
+    return this.reclaimer.unlink(id);
+  }
+
+  /** Deletes every quarantined archive (`srm-mirror gc --quarantine`). */
+  async emptyQuarantine(): Promise<{ removed: number; bytes: number }> {
+    const all = await this.store.quarantined();
+    for (const a of all) await this.store.deleteQuarantined(a.digest);
+    return { removed: all.length, bytes: all.reduce((n, a) => n + a.size, 0) };
+  }
+
+  scrub(options: ScrubOptions): Promise<ScrubReport> {
+    return this.scrubber.run(options);
+  }
+
+  /** Saves the access times of archives used since the last save (one batch, not a write per hit). */
+  saveAccessTimes(): Promise<void> {
+    return this.index.saveAccess(this.reclaimer.quota.takeUnsaved());
+  }
+
+  drain(ms: number): Promise<void> {
+    return this.filler.drain(ms);
+  }
+
+  status(): {
+    fillsInProgress: number;
+    rejected: number;
+    diskProblem: DiskProblem | undefined;
+    indexIntact: boolean;
+    quota: { maxBytes: number; usedBytes: number; archives: number };
+    scrub: ReturnType<ArchiveScrubber['status']>;
+  } {
+    const { quota } = this.reclaimer;
+    return {
+      ...this.filler.status(),
+      indexIntact: this.reclaimer.indexIntact,
+      quota: { maxBytes: quota.maxBytes, usedBytes: quota.usedBytes, archives: quota.count },
+      scrub: this.scrubber.status(),
+    };
+  }
+
+  /** The version's archive, when its file is there whole and its bytes check out. */
+  private async stored(id: string): Promise<ArchiveRef | undefined> {
+    const ref = await this.index.get(id);
+    return ref && (await this.store.stat(ref.digest))?.size === ref.size ? ref : undefined;
+  }
+
+  /** A HIT: leased first, then opened, then checked, and served from exactly what was checked. */
+  private async hit(id: string): Promise<ArchiveHandle | undefined> {
+    const ref = await this.index.get(id);
+    if (!ref) return undefined;
+    const release = this.reclaimer.lease(ref.digest);
+    let reader: Awaited<ReturnType<ArchiveStore['open']>>;
+    try {
+      reader = await this.store.open(ref.digest);
+      if (reader && reader.stat.size === ref.size && (await this.verifier.check(ref.digest, reader))) {
+        const served = this.options.verifyOnServe ? verifyingReader(reader, ref.digest, ref.size, () => this.dropCorrupt(ref.digest, id)) : reader;
+        return { status: 'HIT', ref, size: ref.size, reader: served, close: once(() => (reader!.close(), release())) };
+      }
+    } catch (err) {
+      reader?.close();
+      release();
+      throw err;
+    }
+    reader?.close();
+    release();
+    if (reader) this.dropCorrupt(ref.digest, id);
+    return undefined;
+  }
+
+  /** Drops an archive whose bytes no longer match: never served again, fetched again on the next request. */
+  private dropCorrupt(digest: string, id: string): void {
+    this.log.warn('corrupt archive dropped; it will be fetched again', { id, digest });
+    this.scrubber.corruptFound++;
+    void this.reclaimer.remove(digest).catch((err: unknown) => this.log.warn('archive removal failed', { digest, error: String(err) }));
+  }
+}
+
+function once(fn: () => void): () => void {
+  let done = false;
+  return () => {
+    if (!done) (done = true), fn();
+  };
+}

@@ -1,0 +1,132 @@
+// Taking disk space back, and never from under a reader. Every reader of an archive holds a lease on it; removing
+// an archive takes it out of the index at once (no new reader finds it) but deletes its file only when the last
+// lease is released. Past the quota the least recently used archives are evicted; archives nothing points at are
+// collected, but only while the index is known to be intact: with a lost index every archive looks unreferenced,
+// and on an air-gapped site those files may be the only copies.
+import type { Logger } from '../../log.js';
+import type { ArchiveStore } from '../../stores/archive-store.js';
+import { SingleFlight } from '../single-flight.js';
+import type { ArchiveIndex } from './archive-index.js';
+import type { ArchiveQuota } from './archive-quota.js';
+import type { ArchiveVerifier } from './archive-verifier.js';
+
+/** An archive younger than this is not collected as unreferenced: its fill may be between commit and index write. */
+const COLLECT_MIN_AGE_MS = 60_000;
+
+export interface Reclaimed {
+  readonly removed: number;
+  readonly bytes: number;
+}
+
+export class ArchiveReclaimer {
+  private readonly leases = new Map<string, number>();
+  /** Archives removed while leased: their files go when the last lease does. */
+  private readonly doomed = new Set<string>();
+  private readonly collecting = new SingleFlight<Reclaimed>();
+  private readonly evicting = new SingleFlight<Reclaimed>();
+
+  constructor(
+    private readonly store: ArchiveStore,
+    private readonly index: ArchiveIndex,
+    readonly quota: ArchiveQuota,
+    private readonly verifier: ArchiveVerifier,
+    private readonly log: Logger,
+    /** False while the index is lost: nothing is collected or evicted until it is repaired. */
+    readonly indexIntact: boolean,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Reads the stored archives and their last access times into the quota. */
+  async init(): Promise<void> {
+    for await (const a of this.store.list()) this.quota.added(a.digest, a.size, (await this.index.lastAccess(a.digest)) ?? a.modifiedMs);
+  }
+
+  /** Keeps an archive's file until the returned function is called (once; later calls do nothing). */
+  lease(digest: string): () => void {
+    this.leases.set(digest, (this.leases.get(digest) ?? 0) + 1);
+    this.quota.touch(digest);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const n = (this.leases.get(digest) ?? 1) - 1;
+      if (n > 0) return void this.leases.set(digest, n);
+      this.leases.delete(digest);
+      const failed = (err: unknown) => this.log.warn('archive removal failed', { digest, error: String(err) });
+      if (this.doomed.has(digest)) void this.deleteFile(digest).catch(failed);
+      else if (this.quota.overQuota) void this.evict().catch(failed); // it may have been the one archive in the way
+    };
+  }
+
+  isLeased(digest: string): boolean {
+    return this.leases.has(digest);
+  }
+
+  /** A new file was committed under this digest (replacing any old one, which its readers keep): it stays. */
+  committed(digest: string, size: number): void {
+    this.doomed.delete(digest);
+    this.quota.added(digest, size);
+  }
+
+  /** Removes an archive: out of the index now, its file once no reader holds it. Resolves with the bytes it took. */
+  async remove(digest: string): Promise<number> {
+    for (const id of await this.index.versionsOf(digest)) await this.index.remove(id);
+    return this.deleteFile(digest);
+  }
+
+  /** Forgets a version's archive; the file goes too when no other version points at it. */
+  async unlink(id: string): Promise<void> {
+    const ref = await this.index.remove(id);
+    if (ref && (await this.index.versionsOf(ref.digest)).length === 0) await this.deleteFile(ref.digest);
+  }
+
+  /** Removes archives nothing points at, then evicts the least recently used down to the quota's low-water mark. */
+  async enforce(): Promise<{ unreferenced: Reclaimed; evicted: Reclaimed }> {
+    const unreferenced = await this.collecting.run('collect', () => this.collect());
+    if (unreferenced.removed) this.log.warn('removed archives nothing points at', { ...unreferenced });
+    return { unreferenced, evicted: await this.evict() };
+  }
+
+  /** Evicts the least recently used archives (none in use) down to the quota's low-water mark. */
+  evict(): Promise<Reclaimed> {
+    return this.evicting.run('evict', async () => {
+      const evicted = { removed: 0, bytes: 0 };
+      if (!this.indexIntact) return evicted;
+      for (const digest of this.quota.victims((d) => this.isLeased(d))) {
+        evicted.bytes += await this.remove(digest);
+        evicted.removed++;
+      }
+      if (evicted.removed) this.log.warn('disk quota: evicted least recently used archives', { ...evicted, usedBytes: this.quota.usedBytes });
+      return evicted;
+    });
+  }
+
+  /** Removes archives no version points at (none while the index is not known to be intact). */
+  private async collect(): Promise<Reclaimed> {
+    const out = { removed: 0, bytes: 0 };
+    if (!this.indexIntact) return out;
+    for await (const a of this.store.list()) {
+      if (this.isLeased(a.digest) || this.now() - a.modifiedMs < COLLECT_MIN_AGE_MS) continue;
+      if ((await this.index.versionsOf(a.digest)).length > 0) continue;
+      out.bytes += await this.deleteFile(a.digest);
+      out.removed++;
+    }
+    return out;
+  }
+
+  /** Deletes an archive's file now, or marks it to go with its last lease; resolves with the bytes freed now. */
+  private async deleteFile(digest: string): Promise<number> {
+    if (this.isLeased(digest)) {
+      this.doomed.add(digest);
+      return 0;
+    }
+    this.doomed.delete(digest);
+    this.verifier.forget(digest);
+    // The quota and the disk change together, with nothing in between (the store's delete takes effect at once, as
+    // a commit's move does), so the byte count stays exact whatever fill commits the same digest meanwhile.
+    const freed = this.quota.removed(digest);
+    await this.store.delete(digest);
+    await this.index.forgetAccess(digest);
+    return freed;
+  }
+}
