@@ -73,6 +73,7 @@ export interface Expected {
 export interface ArchiveWriter {
   /** Bytes on disk so far. */
   readonly written: number;
+  readonly state: 'writing' | 'committed' | 'aborted';
   write(chunk: Uint8Array): Promise<void>;
   /**
    * Checks the bytes against `expected`, then moves them into place, replacing whatever the store held under that
@@ -218,7 +219,7 @@ class FsArchiveWriter implements ArchiveWriter {
   private pendingBytes = 0;
   private flushing: Promise<void> | undefined;
   private writeError: Error | undefined;
-  private state: WriterState = 'writing';
+  state: WriterState = 'writing';
   private failure: Error | undefined;
   private readonly hash: Hash = createHash('sha256');
   /** Where the bytes are now: the temp file, then the committed file. */

@@ -11,6 +11,8 @@ export interface FakeRelease {
   readonly createdAt: string;
   readonly body: string;
   readonly zip: Buffer;
+  /** More fields of the v3 release answers (e.g. a stated sha256). */
+  readonly fields?: Record<string, unknown>;
 }
 
 export interface FakePackage {
@@ -43,7 +45,9 @@ export type FaultKind =
   /** Sends half the body, then waits until the faults are cleared (and then resets). */
   | { kind: 'stall-mid-body' }
   | { kind: 'delay'; ms: number }
-  | { kind: 'not-json' };
+  | { kind: 'not-json' }
+  /** Answers a blob request 200 with these bytes instead (without Content-Length when chunked). */
+  | { kind: 'body'; body: Buffer; chunked?: boolean; headers?: Record<string, string> };
 
 export interface Fault {
   readonly match: RegExp;
@@ -210,7 +214,7 @@ export class FakeUpstream {
       const pkg = pkgOf(name);
       if (!pkg) return undefined;
       const find = (v: string | undefined) => pkg.releases.find((r) => r.version === v);
-      const v3 = (r: FakeRelease) => ({ name: pkg.name, tag_name: r.version, created_at: r.createdAt, zipball_url: `${this.v3}/packages/${pkg.name}/zipball/${r.version}`, description: pkg.description });
+      const v3 = (r: FakeRelease) => ({ name: pkg.name, tag_name: r.version, created_at: r.createdAt, zipball_url: `${this.v3}/packages/${pkg.name}/zipball/${r.version}`, description: pkg.description, ...r.fields });
       if (what === 'release' && sub === 'latest' && path.length === 5) return pkg.releases[0] && { json: envelope(v3(pkg.releases[0])) };
       if (what === 'release' && sub === 'tags' && path.length === 6) {
         const r = find(version);
@@ -327,6 +331,11 @@ function json(res: ServerResponse, status: number, value: unknown, headers: Reco
 
 /** Sends a zip; 'reset-mid-body' and 'short-body' promise the full Content-Length and send half. */
 function sendBlob(res: ServerResponse, zip: Buffer, fault: FaultKind | undefined): void {
+  if (fault?.kind === 'body') {
+    res.writeHead(200, { 'content-type': 'application/zip', ...(fault.chunked ? {} : { 'content-length': fault.body.length }), ...fault.headers });
+    res.end(fault.body);
+    return;
+  }
   res.writeHead(200, { 'content-type': 'application/zip', 'content-length': zip.length });
   if (fault?.kind === 'reset-mid-body') {
     res.write(zip.subarray(0, zip.length >> 1), () => setTimeout(() => res.socket?.resetAndDestroy(), 20));

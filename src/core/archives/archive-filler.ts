@@ -70,7 +70,8 @@ export class ArchiveFiller {
   async stream(id: string, source: ArchiveSource, stored: () => Promise<boolean>): Promise<Stream | undefined> {
     if (this.disk && this.now() < this.disk.retryAt) return this.passThrough(source);
     try {
-      const start = await (this.fills.get(id) ?? this.fill(id, source, stored));
+      let start = await (this.fills.get(id) ?? this.fill(id, source, stored));
+      if ('writer' in start && start.writer.state === 'aborted') start = await this.fill(id, source, stored); // it failed: fetch again
       if ('ref' in start) return undefined;
       const reader = start.writer.reader();
       const unfollow = start.follow();
@@ -97,6 +98,8 @@ export class ArchiveFiller {
   private fill(id: string, source: ArchiveSource, stored: () => Promise<boolean>): Promise<FillStart> {
     const started = deferred<FillStart>();
     this.fills.set(id, started.promise);
+    // A failed fill is forgotten before its readers hear of it, so that a client retrying at once starts a new one.
+    const forget = () => void (this.fills.get(id) === started.promise && this.fills.delete(id));
     const run = async () => {
       // Looked up again: a fill that just finished may have stored it while our caller looked.
       const ref = (await stored()) ? await this.index.get(id) : undefined;
@@ -110,14 +113,18 @@ export class ArchiveFiller {
         try {
           await this.copy(download.body, writer);
           const expected: Expected = { size: download.length, digests: statedDigests(download), check: this.contentCheck };
-          const { ref } = await this.onDisk(() =>
+          let indexed: Promise<void> | undefined;
+          await this.onDisk(() =>
             writer.commit(expected, (ref, stat) => {
               this.reclaimer.committed(ref.digest, ref.size);
               this.verifier.record(ref.digest, stat);
               followers.hold(this.reclaimer.lease(ref.digest));
+              // From here on the archive is found in the index: later clients get a HIT, not this fill.
+              indexed = this.index.put(id, ref);
+              forget();
             }),
           );
-          await this.index.put(id, ref);
+          await indexed;
         } catch (err) {
           await writer.abort(err as Error);
           throw err;
@@ -139,7 +146,7 @@ export class ArchiveFiller {
         this.log.warn(rejected ? 'archive refused: not stored, the next request fetches it again' : 'archive fill failed', { id, error: (err as Error).message });
       })
       .finally(() => {
-        this.fills.delete(id);
+        forget();
         this.running.delete(done);
       });
     this.running.add(done);

@@ -6,25 +6,34 @@ import { key, prefix } from '../../stores/keys.js';
 import type { MetadataStore } from '../../stores/metadata-store.js';
 
 export class ArchiveIndex {
+  /** Entries being written: visible from the moment put() is called, so a fill's archive is found at once. */
+  private readonly writing = new Map<string, ArchiveRef>();
+
   constructor(private readonly db: MetadataStore) {}
 
-  get(id: string): Promise<ArchiveRef | undefined> {
-    return this.db.get<ArchiveRef>(key.archive(id));
+  async get(id: string): Promise<ArchiveRef | undefined> {
+    return this.writing.get(id) ?? (await this.db.get<ArchiveRef>(key.archive(id)));
   }
 
-  /** Points a version at an archive (both directions, in one batch). */
+  /** Points a version at an archive (both directions); get() sees it before the returned promise settles. */
   async put(id: string, ref: ArchiveRef): Promise<void> {
-    const old = await this.get(id);
-    await this.db.putMany([
-      [key.archive(id), ref],
-      [key.digest(ref.digest, id), 1],
-    ]);
-    if (old && old.digest !== ref.digest) await this.db.del(key.digest(old.digest, id));
+    this.writing.set(id, ref);
+    try {
+      const old = await this.db.get<ArchiveRef>(key.archive(id));
+      await this.db.putMany([
+        [key.archive(id), ref],
+        [key.digest(ref.digest, id), 1],
+      ]);
+      if (old && old.digest !== ref.digest) await this.db.del(key.digest(old.digest, id));
+    } finally {
+      if (this.writing.get(id) === ref) this.writing.delete(id);
+    }
   }
 
   /** Forgets a version's archive; resolves with what it pointed at. */
   async remove(id: string): Promise<ArchiveRef | undefined> {
-    const ref = await this.get(id);
+    this.writing.delete(id);
+    const ref = await this.db.get<ArchiveRef>(key.archive(id));
     if (!ref) return undefined;
     await this.db.del(key.archive(id));
     await this.db.del(key.digest(ref.digest, id));

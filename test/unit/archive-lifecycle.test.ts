@@ -1,0 +1,281 @@
+// The archive lifecycle's promises, driven directly with real LevelDB and real files, a store whose timestamps can be
+// made coarse and whose reads can be held, and an injected clock: what the verifier trusts, what the scrub finds,
+// and that readers keep what they read while eviction and deletes run.
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ArchiveCache, type ArchiveHandle, type ArchiveSource } from '../../src/core/archives/archive-cache.js';
+import { rateLimit, type Clock } from '../../src/core/archives/archive-scrub.js';
+import { createLogger } from '../../src/log.js';
+import { checkZip } from '../../src/model/zip.js';
+import { FsArchiveStore, type ArchiveStat, type ArchiveStore, type ArchiveWriter, type StoredReader } from '../../src/stores/archive-store.js';
+import { LevelMetadataStore } from '../../src/stores/metadata-store.js';
+import { sha256 } from '../fakes/upstream.js';
+import { componentZip } from '../fakes/zips.js';
+import { removeTempDirs, tempDir, until } from '../helpers.js';
+
+const ZIP = componentZip('fc3', '1.0.0', { payload: randomBytes(300_000) });
+const ID = 'fc3@1.0.0';
+
+/**
+ * A store over real files whose timestamps are as coarse as a filesystem that keeps seconds (or an NFS attribute
+ * cache): a rewrite of the same size leaves its version unchanged. Reads of opened archives can be held.
+ */
+class CoarseStore implements ArchiveStore {
+  private held: Promise<void> | undefined;
+  private releaseHeld: (() => void) | undefined;
+
+  constructor(readonly inner: FsArchiveStore, readonly root: string) {}
+
+  hold(): void {
+    this.held = new Promise((resolve) => (this.releaseHeld = resolve));
+  }
+
+  release(): void {
+    this.releaseHeld?.();
+    this.held = undefined;
+  }
+
+  file(digest: string): string {
+    return join(this.root, 'sha256', digest.slice(0, 2), digest);
+  }
+
+  private coarse(stat: ArchiveStat): ArchiveStat {
+    return { ...stat, version: `size:${stat.size}` };
+  }
+
+  async stat(digest: string) {
+    const s = await this.inner.stat(digest);
+    return s && this.coarse(s);
+  }
+
+  async open(digest: string): Promise<StoredReader | undefined> {
+    const reader = await this.inner.open(digest);
+    if (!reader) return undefined;
+    const held = this.held;
+    return {
+      stat: this.coarse(reader.stat),
+      read: async (buf, pos) => {
+        await held;
+        return reader.read(buf, pos);
+      },
+      close: () => reader.close(),
+    };
+  }
+
+  /** Writers whose commits report the coarse version too, as such a filesystem would. */
+  async createWriter(): Promise<ArchiveWriter> {
+    const writer = await this.inner.createWriter();
+    return {
+      get written() {
+        return writer.written;
+      },
+      get state() {
+        return writer.state;
+      },
+      write: (chunk) => writer.write(chunk),
+      abort: (reason) => writer.abort(reason),
+      reader: () => writer.reader(),
+      commit: async (expected, moved) => {
+        const { ref, stat } = await writer.commit(expected, moved && ((r, s) => moved(r, this.coarse(s))));
+        return { ref, stat: this.coarse(stat) };
+      },
+    };
+  }
+  delete = (digest: string) => this.inner.delete(digest);
+  list = () => this.inner.list();
+  tempFiles = () => this.inner.tempFiles();
+  deleteTemp = (name: string) => this.inner.deleteTemp(name);
+  quarantine = (digest: string) => this.inner.quarantine(digest);
+  quarantined = () => this.inner.quarantined();
+  deleteQuarantined = (digest: string) => this.inner.deleteQuarantined(digest);
+}
+
+let db: LevelMetadataStore;
+let store: CoarseStore;
+let clock: Clock & { advance(ms: number): void; slept: number[] };
+let downloads = 0;
+
+const source: ArchiveSource = async (consume) => {
+  downloads++;
+  return consume({ body: Readable.from([ZIP.subarray(0, 1000), ZIP.subarray(1000)]), length: ZIP.length, headers: {} });
+};
+
+function cacheOf(options: { verifyOnServe?: boolean; indexIntact?: boolean; quotaBytes?: number } = {}): ArchiveCache {
+  return new ArchiveCache(db, store, createLogger('error', { write: () => {} }), {
+    quotaBytes: options.quotaBytes ?? 0,
+    indexIntact: options.indexIntact ?? true,
+    verifyOnServe: options.verifyOnServe ?? false,
+    scrubRate: 0,
+    contentCheck: checkZip,
+    clock,
+  });
+}
+
+async function readAll(handle: ArchiveHandle): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  const buf = Buffer.alloc(64 * 1024);
+  try {
+    for (let pos = 0, n = await handle.reader.read(buf, 0); n > 0; n = await handle.reader.read(buf, pos)) {
+      chunks.push(Buffer.from(buf.subarray(0, n)));
+      pos += n;
+    }
+  } finally {
+    handle.close();
+  }
+  return Buffer.concat(chunks);
+}
+
+/** The same size, other bytes: what a rewrite in one timestamp tick, or bit rot, leaves behind. */
+async function corrupt(digest: string): Promise<void> {
+  const bad = Buffer.from(ZIP);
+  bad[ZIP.length >> 1] = bad[ZIP.length >> 1]! ^ 0xff;
+  await writeFile(store.file(digest), bad);
+}
+
+beforeEach(async () => {
+  const dir = await tempDir();
+  db = await LevelMetadataStore.open(join(dir, 'meta'));
+  store = new CoarseStore(await FsArchiveStore.open(join(dir, 'archives')), join(dir, 'archives'));
+  let t = Date.now(); // file timestamps are the real clock's: start there, move on by hand
+  clock = { now: () => t, sleep: async (ms) => void clock.slept.push(ms), advance: (ms) => void (t += ms), slept: [] };
+  downloads = 0;
+});
+
+afterEach(async () => {
+  store.release();
+  await db.close();
+  await removeTempDirs();
+});
+
+describe('the verifier', () => {
+  it('does not trust a file version recorded within the racy window: a same-size rewrite in that tick is caught', async () => {
+    const cache = cacheOf();
+    expect(await readAll(await cache.open(ID, source))).toEqual(ZIP); // MISS, committed and recorded now
+    await corrupt(sha256(ZIP)); // same version for this store: only the racy rule can see it
+    const again = await cache.open(ID, source);
+    expect(again.status).toBe('MISS'); // dropped and fetched again, never served
+    expect(await readAll(again)).toEqual(ZIP);
+    expect(downloads).toBe(2);
+  });
+
+  it('trusts a version recorded well after its change time, without reading the file again', async () => {
+    const cache = cacheOf();
+    await readAll(await cache.open(ID, source));
+    clock.advance(5_000);
+    await readAll(await cache.open(ID, source)); // hashed once more, recorded outside the racy window
+    store.hold(); // from now on, any read of the file would wait
+    const hit = await cache.open(ID, source); // resolves: no hash was needed
+    expect(hit.status).toBe('HIT');
+    store.release();
+    expect(await readAll(hit)).toEqual(ZIP);
+  });
+
+  it('with verifyOnServe, a corrupt file whose version is trusted never reaches a client complete, and is dropped', async () => {
+    const cache = cacheOf({ verifyOnServe: true });
+    await readAll(await cache.open(ID, source));
+    clock.advance(5_000);
+    await readAll(await cache.open(ID, source));
+    await corrupt(sha256(ZIP));
+    const hit = await cache.open(ID, source);
+    expect(hit.status).toBe('HIT'); // the version vouches for it...
+    await expect(readAll(hit)).rejects.toThrow(/corrupt/); // ...but its last bytes are held back
+    await until(async () => (await cache.index.get(ID)) === undefined);
+    const refetched = await cache.open(ID, source);
+    expect([refetched.status, await readAll(refetched)]).toEqual(['MISS', ZIP]);
+  });
+});
+
+describe('the scrub', () => {
+  it('finds a corruption no timestamp shows, with no client request at all, and drops it', async () => {
+    const cache = cacheOf();
+    await readAll(await cache.open(ID, source));
+    clock.advance(5_000);
+    await readAll(await cache.open(ID, source)); // trusted from now on
+    await corrupt(sha256(ZIP));
+    const report = await cache.scrub({ trigger: 'test' });
+    expect(report.corrupt).toEqual([sha256(ZIP)]);
+    expect(cache.status().scrub.corruptFound).toBe(1);
+    expect(existsSync(store.file(sha256(ZIP)))).toBe(false);
+    const next = await cache.open(ID, source);
+    expect([next.status, await readAll(next)]).toEqual(['MISS', ZIP]);
+  });
+
+  it('reads at the configured rate at most', async () => {
+    const throttle = rateLimit(1_000_000, clock);
+    for (let i = 0; i < 4; i++) await throttle(500_000); // 2 MB at 1 MB/s: due at 0.5, 1, 1.5 and 2 s
+    expect(clock.slept).toEqual([500, 1000, 1500, 2000]);
+    clock.advance(3_000);
+    await throttle(500_000); // behind schedule: no wait
+    expect(clock.slept).toHaveLength(4);
+  });
+});
+
+describe('readers hold what they read', () => {
+  it('eviction during a first-serve hash: the reader finishes with correct bytes, the file goes after it', async () => {
+    await readAll(await cacheOf().open(ID, source));
+    const restarted = cacheOf(); // nothing verified yet: the next HIT hashes first
+    await restarted.init();
+    store.hold();
+    const opening = restarted.open(ID, source); // leased, opened, hashing (held)
+    await until(() => restarted.reclaimer.isLeased(sha256(ZIP)));
+    await restarted.reclaimer.remove(sha256(ZIP)); // eviction while the hash runs
+    expect(existsSync(store.file(sha256(ZIP)))).toBe(true);
+    store.release();
+    const hit = await opening;
+    expect(hit.status).toBe('HIT');
+    expect(await readAll(hit)).toEqual(ZIP);
+    expect(existsSync(store.file(sha256(ZIP)))).toBe(false); // gone with its last reader
+    expect(restarted.status().quota).toEqual({ maxBytes: 0, usedBytes: 0, archives: 0 });
+  });
+
+  it('a delete through the mirror during a slow download: the download finishes, the file goes after it', async () => {
+    const cache = cacheOf();
+    await readAll(await cache.open(ID, source));
+    const hit = await cache.open(ID, source);
+    await cache.unlink(ID);
+    expect(await cache.index.get(ID)).toBeUndefined(); // no new reader finds it
+    expect(existsSync(store.file(sha256(ZIP)))).toBe(true);
+    expect(await readAll(hit)).toEqual(ZIP);
+    expect(existsSync(store.file(sha256(ZIP)))).toBe(false);
+    expect(cache.status().quota.usedBytes).toBe(0);
+  });
+
+  it('followers of a fill lease the new archive: the quota cannot evict it from under them', async () => {
+    const cache = cacheOf({ quotaBytes: 1000 }); // smaller than the archive: evictable as soon as it is not in use
+    const miss = await cache.open(ID, source);
+    expect(miss.status).toBe('MISS');
+    const bytes = await (async () => {
+      const buf = Buffer.alloc(ZIP.length);
+      let pos = 0;
+      for (let n = await miss.reader.read(buf, 0); n > 0; n = await miss.reader.read(buf.subarray(pos), pos)) pos += n;
+      return buf.subarray(0, pos);
+    })();
+    expect(bytes).toEqual(ZIP);
+    expect(existsSync(store.file(sha256(ZIP)))).toBe(true); // committed, over quota, but still read
+    miss.close();
+    await until(() => !existsSync(store.file(sha256(ZIP)))); // evicted once its last reader is gone
+    expect(cache.status().quota.usedBytes).toBe(0);
+  });
+});
+
+describe('a lost index', () => {
+  it('collects and evicts nothing: every archive looks unreferenced then', async () => {
+    const first = cacheOf();
+    await readAll(await first.open(ID, source));
+    await first.drain(5_000); // its index entry is written
+    await db.del(`archive:${ID}`); // as if the index were gone
+    const lost = cacheOf({ indexIntact: false, quotaBytes: 1 });
+    await lost.init();
+    clock.advance(10 * 60_000);
+    const { unreferenced, evicted } = await lost.reclaimer.enforce();
+    expect([unreferenced.removed, evicted.removed]).toEqual([0, 0]);
+    expect(existsSync(store.file(sha256(ZIP)))).toBe(true);
+    const intact = cacheOf({ quotaBytes: 0 });
+    await intact.init();
+    expect((await intact.reclaimer.enforce()).unreferenced.removed).toBe(1); // the control: an intact index collects it
+  });
+});
