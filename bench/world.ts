@@ -2,6 +2,7 @@
 // (its own process, from dist/) and nginx (one worker, serving the same bytes from disk), all on 127.0.0.1.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { crc32 } from 'node:zlib';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -201,16 +202,51 @@ function newestMtime(dir: string): number {
   );
 }
 
-/** Writes `size` bytes of incompressible data, different in every 8 MiB of every file. */
+/**
+ * Writes a zip of exactly `size` bytes holding one stored entry of incompressible data (different in every 8 MiB of
+ * every file): the mirror stores only archives that are structurally valid zips.
+ */
 async function writeBlob(path: string, size: number, label: string): Promise<void> {
-  const chunk = randomBytes(Math.min(size, 8 * MiB));
+  const name = Buffer.from(`${label}.bin`);
+  const dataSize = size - (30 + name.length) - (46 + name.length) - 22;
+  const chunk = randomBytes(Math.min(dataSize, 8 * MiB));
   const file = await open(path, 'w', 0o644);
+  const writeAt = async (buf: Buffer, pos: number) => {
+    for (let done = 0; done < buf.length; ) done += (await file.write(buf, done, buf.length - done, pos + done)).bytesWritten;
+  };
   try {
-    for (let off = 0; off < size; off += chunk.length) {
+    let crc = 0;
+    const dataAt = 30 + name.length;
+    for (let off = 0; off < dataSize; off += chunk.length) {
       chunk.write(`${label}:${off};`, 0);
-      const n = Math.min(chunk.length, size - off);
-      for (let done = 0; done < n; ) done += (await file.write(chunk, done, n - done, off + done)).bytesWritten;
+      const part = chunk.subarray(0, Math.min(chunk.length, dataSize - off));
+      crc = crc32(part, crc);
+      await writeAt(part, dataAt + off);
     }
+    const local = Buffer.alloc(30);
+    local.writeUInt32LE(0x04034b50, 0);
+    local.writeUInt16LE(20, 4); // version needed
+    local.writeUInt32LE(crc, 14);
+    local.writeUInt32LE(dataSize, 18); // compressed size (stored)
+    local.writeUInt32LE(dataSize, 22);
+    local.writeUInt16LE(name.length, 26);
+    await writeAt(Buffer.concat([local, name]), 0);
+    const central = Buffer.alloc(46);
+    central.writeUInt32LE(0x02014b50, 0);
+    central.writeUInt16LE(20, 4);
+    central.writeUInt16LE(20, 6);
+    central.writeUInt32LE(crc, 16);
+    central.writeUInt32LE(dataSize, 20);
+    central.writeUInt32LE(dataSize, 24);
+    central.writeUInt16LE(name.length, 28);
+    const cdAt = dataAt + dataSize;
+    const end = Buffer.alloc(22);
+    end.writeUInt32LE(0x06054b50, 0);
+    end.writeUInt16LE(1, 8);
+    end.writeUInt16LE(1, 10);
+    end.writeUInt32LE(46 + name.length, 12);
+    end.writeUInt32LE(cdAt, 16);
+    await writeAt(Buffer.concat([central, name, end]), cdAt);
   } finally {
     await file.close();
   }
