@@ -97,7 +97,8 @@ export async function createMirror(config: Config, log: Logger, { role }: Mirror
   const archives = new ArchiveCache(store, archiveStore, new ArchiveQuota(config.cache.maxSizeBytes), log);
   await archives.init();
   const follows = await Follows.open(store, { followForMs: config.prefetch.followForMs });
-  const registry = new Registry(upstreamOver(http), new MetadataCache(store, { ...config.cache, staleAfterMs: config.upstream.staleAfterMs }), archives, {
+  const metadataCache = new MetadataCache(store, { ...config.cache, staleAfterMs: config.upstream.staleAfterMs });
+  const registry = new Registry(upstreamOver(http), metadataCache, archives, {
     offline: config.offline,
     onRequested: config.prefetch.followRequested ? (name) => follows.add(name) : undefined,
   });
