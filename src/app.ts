@@ -25,7 +25,8 @@ import { accessLog, type Logger } from './log.js';
 import { checkZip } from './model/zip.js';
 import { renderMetrics, ResponseCounts } from './metrics.js';
 import { FsArchiveStore } from './stores/archive-store.js';
-import { LevelMetadataStore, MemoryCachedStore } from './stores/metadata-store.js';
+import { MemoryCachedStore, type MetadataProblem } from './stores/metadata-store.js';
+import { openMetadata, type IndexState } from './stores/schema.js';
 import { parseTarget, Prefetcher, type PrefetchSummary, type PrefetchTarget } from './jobs/prefetch.js';
 import type { CircuitStatus } from './upstreams/circuit-breaker.js';
 import { UpstreamHttp } from './upstreams/http.js';
@@ -38,6 +39,8 @@ export interface Mirror {
   readonly registry: Registry;
   readonly archives: ArchiveCache;
   readonly prefetcher: Prefetcher;
+  /** Whether the archive index is intact, or was lost with the metadata database and awaits `srm-mirror repair`. */
+  readonly metadataIndex: IndexState;
   /** What a scheduled prefetch covers: the configured packages and those clients asked for. */
   prefetchTargets(): PrefetchTarget[];
   /** Runs prefetch over the followed packages now (or joins the run under way). */
@@ -53,7 +56,10 @@ export interface Mirror {
 export interface MirrorStatus {
   readonly dataDir: string;
   readonly offline: boolean;
-  readonly metadata: { readonly packages: number; readonly versions: number };
+  /** `index: 'lost'`: the archive index went with the metadata database; archives are kept until a repair rebuilds it. */
+  readonly metadata: { readonly packages: number; readonly versions: number; readonly index: IndexState };
+  /** The metadata database is failing (reads and writes that fail pass through uncached); undefined when healthy. */
+  readonly metadataProblem: MetadataProblem | undefined;
   readonly upstream: { readonly url: string; readonly type: string; readonly circuit: CircuitStatus; readonly requests: { running: number; waiting: number } };
   readonly archives: ReturnType<ArchiveCache['status']>;
   readonly prefetch: {
@@ -78,7 +84,13 @@ const SAVE_ACCESS_MS = 60_000;
 
 export async function createMirror(config: Config, log: Logger, { role }: MirrorOptions): Promise<Mirror> {
   await mkdir(config.dataDir, { recursive: true });
-  const store = new MemoryCachedStore(await LevelMetadataStore.open(join(config.dataDir, 'meta')), config.cache.memorySizeBytes);
+  // The database first: its lock says whether another process owns the data folder, before anything is touched.
+  const hasArchives = async () => {
+    for await (const _ of (await FsArchiveStore.open(join(config.dataDir, 'archives'), { removeTempFiles: false })).list()) return true;
+    return false;
+  };
+  const metadata = await openMetadata(join(config.dataDir, 'meta'), { hasArchives, log });
+  const store = new MemoryCachedStore(metadata.store, config.cache.memorySizeBytes);
   const archiveStore = await FsArchiveStore.open(join(config.dataDir, 'archives'), { removeTempFiles: role === 'server' });
   const http = new UpstreamHttp(config.upstream);
   const isV3 = config.upstream.type === 'serverless-v3';
@@ -92,15 +104,16 @@ export async function createMirror(config: Config, log: Logger, { role }: Mirror
     contentCheck: checkZip, // every archive the mirror serves is a component's zip
   });
   await archives.init();
-  const follows = await Follows.open(store);
-  const registry = new Registry(upstreamOver(http), new MetadataCache(store, config.cache), archives, {
+  const follows = await Follows.open(store, { followForMs: config.prefetch.followForMs });
+  const metadataCache = new MetadataCache(store, { ...config.cache, staleAfterMs: config.upstream.staleAfterMs });
+  const registry = new Registry(upstreamOver(http), metadataCache, archives, {
     offline: config.offline,
     onRequested: config.prefetch.followRequested ? (name) => follows.add(name) : undefined,
   });
   // Prefetch shares the caches and the upstream queue, but always asks the upstream and waits behind live requests.
   const prefetcher = new Prefetcher(
     registry.with(upstreamOver(http.withPriority('background')), { alwaysRevalidate: true, onRequested: undefined }),
-    config.prefetch,
+    { ...config.prefetch, onGone: (name) => follows.unfollow(name) },
     store,
     log,
   );
@@ -116,7 +129,8 @@ export async function createMirror(config: Config, log: Logger, { role }: Mirror
   const status = async (): Promise<MirrorStatus> => ({
     dataDir: config.dataDir,
     offline: config.offline,
-    metadata: await registry.inventory(),
+    metadata: { ...(await registry.inventory()), index: metadata.index },
+    metadataProblem: store.problem(),
     upstream: { url: config.upstream.url, type: config.upstream.type, circuit: http.circuit, requests: http.pending },
     archives: archives.status(),
     prefetch: {
@@ -124,7 +138,7 @@ export async function createMirror(config: Config, log: Logger, { role }: Mirror
       schedule: config.prefetch.schedule,
       running: prefetcher.isRunning,
       followed: prefetchTargets().length,
-      lastRun: await prefetcher.lastRun(),
+      lastRun: await prefetcher.lastRun().catch(() => undefined), // a failing store must not take /-/status down
     },
   });
 
@@ -193,6 +207,7 @@ export async function createMirror(config: Config, log: Logger, { role }: Mirror
     registry,
     archives,
     prefetcher,
+    metadataIndex: metadata.index,
     prefetchTargets,
     prefetchNow,
     verifyNow,

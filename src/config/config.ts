@@ -34,6 +34,8 @@ export interface Config {
     readonly breakerThreshold: number;
     readonly breakerMinMs: number;
     readonly breakerMaxMs: number;
+    /** How long a client with a stale copy at hand waits for the upstream before it gets the copy (x-cache STALE). */
+    readonly staleAfterMs: number;
   };
   readonly cache: {
     readonly maxAgeMs: number;
@@ -60,6 +62,8 @@ export interface Config {
     readonly versions: number;
     /** Packages refreshed at once (each holds at most one upstream request slot). */
     readonly concurrency: number;
+    /** A requested package nobody asked for this long is no longer followed; 0 = followed for good. */
+    readonly followForMs: number;
   };
 }
 
@@ -185,6 +189,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'upstream.breakerThreshold', flag: 'breaker-threshold', env: ['SRM_MIRROR_BREAKER_THRESHOLD'], parse: integer(1, 1000), help: 'upstream failures in a row that mark it down' },
   { key: 'upstream.breakerMinBackoff', target: 'upstream.breakerMinMs', flag: 'breaker-min-backoff', env: ['SRM_MIRROR_BREAKER_MIN_BACKOFF'], parse: duration, help: 'first wait before probing a down upstream' },
   { key: 'upstream.breakerMaxBackoff', target: 'upstream.breakerMaxMs', flag: 'breaker-max-backoff', env: ['SRM_MIRROR_BREAKER_MAX_BACKOFF'], parse: duration, help: 'longest wait between probes' },
+  { key: 'upstream.staleAfter', target: 'upstream.staleAfterMs', flag: 'stale-after', env: ['SRM_MIRROR_STALE_AFTER'], parse: duration, help: 'longest wait for the upstream when a stale copy can answer' },
   { key: 'cache.maxAge', target: 'cache.maxAgeMs', flag: 'max-age', env: ['SRM_MIRROR_MAX_AGE'], parse: duration, help: 'how long metadata is served without asking the upstream' },
   { key: 'cache.notFoundTtl', target: 'cache.notFoundTtlMs', flag: 'not-found-ttl', env: ['SRM_MIRROR_NOT_FOUND_TTL'], parse: duration, help: 'how long an upstream 404 is remembered' },
   { key: 'cache.maxSize', target: 'cache.maxSizeBytes', flag: 'max-size', env: ['SRM_MIRROR_MAX_SIZE'], parse: bytes, help: 'disk quota for archives, e.g. 20GB (0: none)' },
@@ -193,6 +198,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'prefetch.packages', flag: 'prefetch-packages', env: ['SRM_MIRROR_PREFETCH_PACKAGES'], parse: packageList, help: 'packages always followed, comma-separated' },
   { key: 'prefetch.followRequested', flag: 'follow-requested', env: ['SRM_MIRROR_FOLLOW_REQUESTED'], parse: bool, help: 'also follow packages clients asked for (true or false)' },
   { key: 'prefetch.versions', flag: 'prefetch-versions', env: ['SRM_MIRROR_PREFETCH_VERSIONS'], parse: integer(1, 100), help: 'newest versions kept per followed package' },
+  { key: 'prefetch.followFor', target: 'prefetch.followForMs', flag: 'follow-for', env: ['SRM_MIRROR_FOLLOW_FOR'], parse: duration, help: 'stop following a requested package nobody asked for this long (0: never)' },
   { key: 'prefetch.concurrency', flag: 'prefetch-concurrency', env: ['SRM_MIRROR_PREFETCH_CONCURRENCY'], parse: integer(1, 64), help: 'packages prefetched at once' },
   { key: 'cache.scrubSchedule', flag: 'scrub-schedule', env: ['SRM_MIRROR_SCRUB_SCHEDULE'], parse: cronExpression, help: 'when the scrub rehashes every archive (cron)' },
   { key: 'cache.scrubRate', target: 'cache.scrubRateBytes', flag: 'scrub-rate', env: ['SRM_MIRROR_SCRUB_RATE'], parse: bytes, help: 'bytes per second the scrub reads at most, e.g. 64MB (0: no limit)' },

@@ -90,6 +90,8 @@ export class Registry {
    * included, and revalidated on every read for a while, so the new version shows as soon as the upstream lists it.
    */
   async published(name: string | undefined): Promise<void> {
+    // Reads under way began before the publish: their answers must not be stored as fresh.
+    await this.metadata.fence(name === undefined ? { prefixes: [prefix.list] } : this.packageDocuments(name, [prefix.list]));
     const keys = await this.metadata.keys(prefix.list);
     if (name !== undefined) {
       this.recentWrites.set(name, Date.now() + RECENT_WRITE_MS);
@@ -100,6 +102,8 @@ export class Registry {
 
   /** A delete went through: the version leaves every cached answer at once, and its archive is unlinked. */
   async deleted(name: string, version: string): Promise<void> {
+    // Reads under way began before the delete: their answers (and the releases they learn) must not be stored.
+    await this.metadata.fence(this.packageDocuments(name));
     this.recentWrites.set(name, Date.now() + RECENT_WRITE_MS);
     const without = (releases: Release[]) => releases.filter((r) => r.version !== version);
     for (const k of [key.releases(name), ...(await this.metadata.keys(prefix.page(name)))]) await this.metadata.update(k, without);
@@ -140,18 +144,26 @@ export class Registry {
     const revalidate = this.options.alwaysRevalidate || (name !== undefined && (this.recentWrites.get(name) ?? 0) > Date.now());
     const cached = await this.metadata.get(cacheKey, fetch, {
       maxAgeMs: revalidate ? 0 : undefined,
+      // A prefetch refresh waits for the upstream's answer; a client with a stale copy at hand waits only so long.
+      wait: this.options.alwaysRevalidate,
+      learn:
+        name !== undefined && about.learn
+          ? (value) => ((Array.isArray(value) ? value : [value]) as Release[]).map((r) => [key.release(name, r.version), r] as const)
+          : undefined,
       fallback: async (upstreamError) => {
-        const value = await local();
-        if (value === undefined) throw upstreamError;
+        // Local knowledge stands in only when it has something: an empty list would pass for "there are none".
+        const value = await local().catch(() => undefined);
+        if (value === undefined || (Array.isArray(value) && value.length === 0)) throw upstreamError;
         return { value, status: 'STALE', age: 0 };
       },
     });
-    if (name !== undefined && about.learn && cached.status === 'MISS') {
-      const releases = (Array.isArray(cached.value) ? cached.value : [cached.value]) as Release[];
-      await this.metadata.seed(releases.map((r) => [key.release(name, r.version), r] as const));
-    }
     if (name !== undefined) this.options.onRequested?.(name);
     return cached;
+  }
+
+  /** Every document about a package (plus `more` prefixes), for MetadataCache.fence. */
+  private packageDocuments(name: string, more: string[] = []): { keys: string[]; prefixes: string[] } {
+    return { keys: [key.latest(name), key.releases(name)], prefixes: [prefix.page(name), prefix.release(name), ...more] };
   }
 
   /** The releases of a package whose archives are cached, newest first. */

@@ -37,6 +37,8 @@ export interface PrefetchOptions {
   /** Newest versions to keep cached per package (ignored with allVersions). */
   readonly versions: number;
   readonly concurrency: number;
+  /** Told of a package the upstream says does not exist (404), e.g. to stop following it. */
+  readonly onGone?: (name: string) => unknown;
 }
 
 export interface RunOptions {
@@ -119,7 +121,15 @@ export class Prefetcher {
   /** The versions to have cached: the pinned one, or the newest ones after refreshing the package's metadata. */
   private async versionsOf(t: PrefetchTarget, all: boolean): Promise<string[]> {
     if (t.version) return [t.version];
-    const latest = (await this.registry.latest(t.name)).value;
+    const latest = (
+      await this.registry.latest(t.name).catch(async (err: unknown) => {
+        if (toMirrorError(err).kind === 'not-found') {
+          this.log.info('prefetch: the upstream has no such package, no longer following it', { name: t.name });
+          await Promise.resolve(this.options.onGone?.(t.name)).catch(() => {}); // the 404 is what this run reports
+        }
+        throw err;
+      })
+    ).value;
     if (!all && this.options.versions === 1) return [latest.version];
     const releases: Release[] = all ? (await this.registry.allReleases(t.name)).value : (await this.registry.releasePage(t.name, 1)).value;
     const newest = all ? releases : releases.slice(0, this.options.versions);

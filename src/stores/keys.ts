@@ -1,7 +1,8 @@
 // The metadata database's keyspace, in one place: every key the mirror writes is made here, so that what lives in
 // the database (and which part of the code owns it) can be read off one file.
 //
-//   schema                           the layout version of this database (see metadata-store.ts)
+//   schema                           the layout version of this database: { version } (see schema.ts)
+//   index-lost                       the archive index was lost (meta/ deleted) and is not rebuilt yet (schema.ts)
 //   latest:{name}                    MetadataCache documents: a package's latest release ...
 //   release:{name}:{version}         ... one release ...
 //   page:{name}:{page}               ... one page of its releases (v3 paging) ...
@@ -16,6 +17,7 @@ import type { ListQuery } from '../model/release.js';
 
 export const key = {
   schema: 'schema',
+  indexLost: 'index-lost',
   latest: (name: string) => `latest:${name}`,
   release: (name: string, version: string) => `release:${name}:${version}`,
   page: (name: string, page: number) => `page:${name}:${page}`,
@@ -38,4 +40,6 @@ export const prefix = {
   digest: (digest?: string) => (digest === undefined ? 'digest:' : `digest:${digest}:`),
   access: 'access:',
   follow: 'follow:',
+  /** Every MetadataCache document (what MetadataCache.sweep looks through). */
+  documents: ['latest:', 'release:', 'page:', 'releases:', 'list:'],
 } as const;

@@ -1,7 +1,16 @@
 // Metadata storage: a small key → JSON document store. LevelMetadataStore keeps documents on disk;
-// MemoryCachedStore puts an LRU of parsed documents in front of any store (write-through).
+// MemoryCachedStore puts an LRU of parsed documents in front of any store (write-through). Opening the database
+// (schema, migrations, a lost or damaged index) is in schema.ts.
+import { readdir } from 'node:fs/promises';
 import { Level } from 'level';
 import { LRUCache } from 'lru-cache';
+
+/** A failure of the storage under a MetadataStore, for /-/status. */
+export interface MetadataProblem {
+  readonly error: string;
+  /** When the failures began (ISO time). */
+  readonly since: string;
+}
 
 export interface MetadataStore {
   get<T>(key: string): Promise<T | undefined>;
@@ -11,6 +20,10 @@ export interface MetadataStore {
   del(key: string): Promise<void>;
   /** Keys (in order) that start with prefix. */
   keys(prefix: string): AsyncIterable<string>;
+  /** Keys and documents (in key order) that start with prefix; a scan, not a use (it leaves any memory cache alone). */
+  entries<T>(prefix: string): AsyncIterable<readonly [string, T]>;
+  /** The storage is failing (a corrupt block, an I/O error): since when and the last error; undefined when healthy. */
+  problem(): MetadataProblem | undefined;
   close(): Promise<void>;
 }
 
@@ -21,44 +34,139 @@ export class DataFolderLockedError extends Error {
   }
 }
 
-export class LevelMetadataStore implements MetadataStore {
-  private constructor(private readonly db: Level<string, unknown>) {}
+/**
+ * The metadata database cannot be opened as it is (its files are damaged, or a part LevelDB needs is missing).
+ * Nothing was created over it: opening anyway would start an empty database and let LevelDB delete the old files.
+ */
+export class MetadataDamagedError extends Error {
+  constructor(
+    readonly location: string,
+    readonly reason: string,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      `the metadata database ${location} is damaged (${reason}); nothing was changed. Stop the mirror and run \`srm-mirror repair\` ` +
+        `with the same --data folder: it recovers what LevelDB can and rebuilds the archive index from the archive files`,
+      options,
+    );
+    this.name = 'MetadataDamagedError';
+  }
+}
 
-  static async open(location: string): Promise<LevelMetadataStore> {
+/** A storage failure counts as current this long after it last happened (a corrupt block fails each time it is read). */
+const PROBLEM_WINDOW_MS = 10 * 60_000;
+
+/** Files of a LevelDB database besides CURRENT, LOCK and LOG: with them but without CURRENT, it is damaged. */
+const LEVELDB_DATA_FILE = /^(\d+\.(ldb|sst|log)|MANIFEST-\d+)$/;
+
+export interface LevelMetadataStoreOptions {
+  /** Told of the first failure of each spell of storage failures (to log it once). */
+  readonly onProblem?: (error: string) => void;
+  readonly now?: () => number;
+}
+
+export class LevelMetadataStore implements MetadataStore {
+  private failing: { since: number; last: number; error: string } | undefined;
+  private readonly now: () => number;
+
+  private constructor(
+    private readonly db: Level<string, unknown>,
+    private readonly options: LevelMetadataStoreOptions,
+  ) {
+    this.now = options.now ?? Date.now;
+  }
+
+  /**
+   * Opens (or creates) the database at location. A folder that holds LevelDB's files but no CURRENT, or one that
+   * LevelDB finds corrupt, is refused with MetadataDamagedError rather than replaced by a new database.
+   */
+  static async open(location: string, options: LevelMetadataStoreOptions = {}): Promise<LevelMetadataStore> {
+    const files = await readdir(location).catch((err: NodeJS.ErrnoException): string[] => {
+      if (err.code === 'ENOENT') return [];
+      throw err;
+    });
+    if (!files.includes('CURRENT') && files.some((f) => LEVELDB_DATA_FILE.test(f))) {
+      throw new MetadataDamagedError(location, 'its CURRENT file is missing');
+    }
     const db = new Level<string, unknown>(location, { valueEncoding: 'json' });
     try {
       await db.open();
     } catch (err) {
-      const code = (err as { cause?: { code?: string } }).cause?.code;
-      if (code === 'LEVEL_LOCKED') throw new DataFolderLockedError(location);
+      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+      if (cause?.code === 'LEVEL_LOCKED') throw new DataFolderLockedError(location);
+      if (cause?.code === 'LEVEL_CORRUPTION' || cause?.code === 'LEVEL_IO_ERROR') throw new MetadataDamagedError(location, cause.message ?? cause.code, { cause: err });
       throw err;
     }
-    return new LevelMetadataStore(db);
+    return new LevelMetadataStore(db, options);
+  }
+
+  /** LevelDB's own repair (RepairDB): keeps every record it can still read, and writes a new CURRENT and MANIFEST. */
+  static async repair(location: string): Promise<void> {
+    // level's types (shared with browsers) leave it out; in Node, Level is classic-level's ClassicLevel, which has it.
+    await (Level as unknown as { repair(location: string): Promise<void> }).repair(location);
   }
 
   async get<T>(key: string): Promise<T | undefined> {
-    return (await this.db.get(key)) as T | undefined;
+    return (await this.watch(this.db.get(key))) as T | undefined;
   }
 
   async put(key: string, value: unknown): Promise<void> {
-    await this.db.put(key, value);
+    await this.watch(this.db.put(key, value));
   }
 
   async putMany(entries: ReadonlyArray<readonly [string, unknown]>): Promise<void> {
-    await this.db.batch(entries.map(([key, value]) => ({ type: 'put' as const, key, value })));
+    await this.watch(this.db.batch(entries.map(([key, value]) => ({ type: 'put' as const, key, value }))));
   }
 
   async del(key: string): Promise<void> {
-    await this.db.del(key);
+    await this.watch(this.db.del(key));
   }
 
   async *keys(prefix: string): AsyncIterable<string> {
-    // "\uffff" sorts after every character a key of ours can hold.
-    yield* this.db.keys({ gte: prefix, lt: `${prefix}\uffff` });
+    try {
+      // "\uffff" sorts after every character a key of ours can hold.
+      yield* this.db.keys({ gte: prefix, lt: `${prefix}\uffff` });
+    } catch (err) {
+      throw this.failed(err);
+    }
+  }
+
+  async *entries<T>(prefix: string): AsyncIterable<readonly [string, T]> {
+    try {
+      for await (const [k, v] of this.db.iterator({ gte: prefix, lt: `${prefix}\uffff` })) yield [k, v as T] as const;
+    } catch (err) {
+      throw this.failed(err);
+    }
+  }
+
+  problem(): MetadataProblem | undefined {
+    const f = this.failing;
+    if (!f || this.now() - f.last > PROBLEM_WINDOW_MS) return undefined;
+    return { error: f.error, since: new Date(f.since).toISOString() };
   }
 
   async close(): Promise<void> {
     await this.db.close();
+  }
+
+  private async watch<T>(op: Promise<T>): Promise<T> {
+    try {
+      return await op;
+    } catch (err) {
+      throw this.failed(err);
+    }
+  }
+
+  /** Records a failure of the database (the first of a spell is reported) and returns it to be thrown. */
+  private failed(err: unknown): unknown {
+    const now = this.now();
+    const e = err as { code?: string; message?: string };
+    const error = e.code ? `${e.code}: ${e.message}` : String(e.message ?? err);
+    if (!this.failing || now - this.failing.last > PROBLEM_WINDOW_MS) {
+      this.failing = { since: now, last: now, error };
+      this.options.onProblem?.(error);
+    } else this.failing = { ...this.failing, last: now, error };
+    return err;
   }
 }
 
@@ -68,6 +176,12 @@ export class LevelMetadataStore implements MetadataStore {
  */
 export class MemoryCachedStore implements MetadataStore {
   private readonly lru: LRUCache<string, { value: unknown }>;
+  /**
+   * Keys being read from `inner` right now, with a count of the writes to them that finished meanwhile: a read that
+   * a write overtook does not go into the LRU (it would bring back a deleted or older document). Only keys with a
+   * read under way are here, so this stays as small as the reads in flight.
+   */
+  private readonly reading = new Map<string, { readers: number; writes: number }>();
 
   constructor(
     private readonly inner: MetadataStore,
@@ -81,37 +195,75 @@ export class MemoryCachedStore implements MetadataStore {
   }
 
   async get<T>(key: string): Promise<T | undefined> {
-    let hit = this.lru.get(key);
-    if (!hit) {
-      const read = { value: await this.inner.get<T>(key) };
-      // A put that ran while we read is newer than what we read: keep it.
-      hit = this.lru.get(key) ?? read;
-      this.lru.set(key, hit);
+    const hit = this.lru.get(key);
+    if (hit) return hit.value as T | undefined;
+    let r = this.reading.get(key);
+    if (!r) this.reading.set(key, (r = { readers: 0, writes: 0 }));
+    r.readers++;
+    const writes = r.writes;
+    try {
+      const value = await this.inner.get<T>(key);
+      if (r.writes === writes) this.lru.set(key, { value });
+      return value;
+    } finally {
+      if (--r.readers === 0) this.reading.delete(key);
     }
-    return hit.value as T | undefined;
   }
 
   async put(key: string, value: unknown): Promise<void> {
-    await this.inner.put(key, value);
-    this.lru.set(key, { value });
+    await this.written([key], this.inner.put(key, value), () => this.lru.set(key, { value }));
   }
 
   async putMany(entries: ReadonlyArray<readonly [string, unknown]>): Promise<void> {
-    await this.inner.putMany(entries);
-    for (const [key, value] of entries) this.lru.set(key, { value });
+    await this.written(
+      entries.map(([key]) => key),
+      this.inner.putMany(entries),
+      () => {
+        for (const [key, value] of entries) this.lru.set(key, { value });
+      },
+    );
   }
 
   async del(key: string): Promise<void> {
-    await this.inner.del(key);
-    this.lru.delete(key);
+    await this.written([key], this.inner.del(key), () => this.lru.delete(key));
   }
 
   keys(prefix: string): AsyncIterable<string> {
     return this.inner.keys(prefix);
   }
 
+  entries<T>(prefix: string): AsyncIterable<readonly [string, T]> {
+    return this.inner.entries<T>(prefix);
+  }
+
+  problem(): MetadataProblem | undefined {
+    return this.inner.problem();
+  }
+
   async close(): Promise<void> {
     this.lru.clear();
     await this.inner.close();
+  }
+
+  /**
+   * Once a write to `inner` has finished (or failed: then whether it landed is unknown, so the keys are forgotten),
+   * reads of its keys under way are told, and the LRU follows, in the same step.
+   */
+  private async written(keys: readonly string[], write: Promise<void>, apply: () => void): Promise<void> {
+    const overtake = () => {
+      for (const key of keys) {
+        const r = this.reading.get(key);
+        if (r) r.writes++;
+      }
+    };
+    try {
+      await write;
+    } catch (err) {
+      overtake();
+      for (const key of keys) this.lru.delete(key);
+      throw err;
+    }
+    overtake();
+    apply();
   }
 }

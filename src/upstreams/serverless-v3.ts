@@ -33,9 +33,9 @@ export class ServerlessV3Upstream implements Upstream {
       const releases = fetched.notModified ? [] : fetched.value;
       pageSize ||= releases.length;
       all.push(...releases);
-      if (releases.length === 0 || releases.length < pageSize) break;
+      if (releases.length === 0 || releases.length < pageSize) return { value: all };
     }
-    return { value: all };
+    return { value: all, truncated: true }; // the last page read was full: there may be more
   }
 
   listPackages(query: ListQuery, since?: Validators): Promise<Fetched<PackageSummary[]>> {

@@ -19,18 +19,24 @@ export class SrmUpstream implements Upstream {
   }
 
   async release(pkg: string, version: string): Promise<Fetched<Release>> {
-    const found = (await this.releases(pkg)).find((r) => r.version === version);
+    const { all, truncated } = await this.releases(pkg);
+    const found = all.find((r) => r.version === version);
+    // Not among the releases read is a 404 only when they were all of them.
+    if (!found && truncated) throw new MirrorError('upstream-failed', `${pkg} has more releases upstream than the mirror reads (${PER_PAGE * MAX_PAGES}); ${version} is not among them`);
     if (!found) throw new MirrorError('not-found', `${pkg} has no release ${version} upstream`);
     return { value: found };
   }
 
   async releasePage(pkg: string, page: number): Promise<Fetched<Release[]>> {
-    const all = await this.releases(pkg);
-    return { value: page === -1 ? all : all.slice((page - 1) * V3_PAGE_SIZE, page * V3_PAGE_SIZE) };
+    const { all, truncated } = await this.releases(pkg);
+    // A page within the releases read is whole even when the list was cut.
+    const whole = !truncated || (page !== -1 && page * V3_PAGE_SIZE <= all.length);
+    return { value: page === -1 ? all : all.slice((page - 1) * V3_PAGE_SIZE, page * V3_PAGE_SIZE), truncated: !whole };
   }
 
   async allReleases(pkg: string): Promise<Fetched<Release[]>> {
-    return { value: await this.releases(pkg) };
+    const { all, truncated } = await this.releases(pkg);
+    return { value: all, truncated };
   }
 
   async listPackages(): Promise<Fetched<PackageSummary[]>> {
@@ -41,8 +47,8 @@ export class SrmUpstream implements Upstream {
     return this.http.download(url, consume);
   }
 
-  /** Every release, following the Link header's rel="next" pages. */
-  private async releases(pkg: string): Promise<Release[]> {
+  /** Every release, following the Link header's rel="next" pages; truncated when MAX_PAGES left some unread. */
+  private async releases(pkg: string): Promise<{ all: Release[]; truncated: boolean }> {
     const all: Release[] = [];
     let next: string | undefined = `${this.url(pkg)}/releases?per_page=${PER_PAGE}`;
     for (let n = 0; next && n < MAX_PAGES; n++) {
@@ -51,7 +57,7 @@ export class SrmUpstream implements Upstream {
       all.push(...list(answer.data).map(toRelease));
       next = nextLink(answer.headers.link, this.base);
     }
-    return all;
+    return { all, truncated: next !== undefined };
   }
 
   private url(pkg: string): string {

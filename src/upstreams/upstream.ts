@@ -5,7 +5,15 @@ import { MirrorError } from '../model/errors.js';
 import type { ListQuery, PackageSummary, Release } from '../model/release.js';
 import type { JsonAnswer, UpstreamBody, Validators } from './http.js';
 
-export type Fetched<T> = { readonly notModified: true } | { readonly notModified?: false; readonly value: T; readonly validators?: Validators };
+export type Fetched<T> =
+  | { readonly notModified: true }
+  | {
+      readonly notModified?: false;
+      readonly value: T;
+      readonly validators?: Validators;
+      /** The list stopped at the adapter's page limit with more pages left: answer it, never cache it as complete. */
+      readonly truncated?: boolean;
+    };
 
 export interface Upstream {
   latest(name: string, since?: Validators): Promise<Fetched<Release>>;

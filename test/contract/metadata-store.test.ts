@@ -1,7 +1,11 @@
-// One contract, run against every MetadataStore implementation.
+// One contract, run against every MetadataStore implementation; then what only one of them does (LevelDB's damage
+// handling, the LRU's guard against resurrecting what a write replaced).
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Level } from 'level';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { LevelMetadataStore, MemoryCachedStore, type MetadataStore } from '../../src/stores/metadata-store.js';
+import { LevelMetadataStore, MemoryCachedStore, MetadataDamagedError, type MetadataStore } from '../../src/stores/metadata-store.js';
+import { ControlledStore } from '../fakes/stores.js';
 import { removeTempDirs, tempDir } from '../helpers.js';
 
 const implementations: Array<[string, (dir: string) => Promise<MetadataStore>]> = [
@@ -61,6 +65,27 @@ describe.each(implementations)('%s', (_name, open) => {
     expect(keys).toEqual(['archive:a@1', 'archive:b@1']);
   });
 
+  it('scans keys and documents by prefix, in order', async () => {
+    await store.putMany([
+      ['follow:b', { at: 2 }],
+      ['follow:a', { at: 1 }],
+      ['followers', 0],
+      ['latest:a', 1],
+    ]);
+    const entries: Array<readonly [string, unknown]> = [];
+    for await (const e of store.entries('follow:')) entries.push(e);
+    expect(entries).toEqual([
+      ['follow:a', { at: 1 }],
+      ['follow:b', { at: 2 }],
+    ]);
+  });
+
+  it('reports no problem while the database works', async () => {
+    await store.put('a', 1);
+    await store.get('a');
+    expect(store.problem()).toBeUndefined();
+  });
+
   it('keeps documents across a close and reopen', async () => {
     await store.put('latest:fc3', { v: 1 });
     await store.close();
@@ -78,5 +103,137 @@ describe('LevelMetadataStore', () => {
     } finally {
       await first.close();
     }
+  });
+});
+
+/** Writes documents, with padding on both sides so that they sit in a block of their own, into a table file (.ldb). */
+async function tableWith(dir: string, docs: Record<string, unknown>): Promise<void> {
+  const db = new Level<string, unknown>(dir, { valueEncoding: 'json', compression: false });
+  await db.open();
+  const pad = (p: string) => Array.from({ length: 200 }, (_, i) => ({ type: 'put' as const, key: `${p}${String(i).padStart(4, '0')}`, value: 'p'.repeat(100) }));
+  await db.batch([...pad('a:'), ...Object.entries(docs).map(([key, value]) => ({ type: 'put' as const, key, value })), ...pad('z:')]);
+  // In Node, Level is classic-level's ClassicLevel (level's own types, shared with browsers, leave compactRange out).
+  await (db as unknown as { compactRange(start: string, end: string): Promise<void> }).compactRange('\u0000', '\uffff');
+  await db.close();
+}
+
+/** Overwrites the bytes around a key's place in the database's table files, as a bad sector would. */
+async function corruptAround(dir: string, text: string): Promise<void> {
+  for (const f of (await readdir(dir)).filter((n) => n.endsWith('.ldb'))) {
+    const bytes = await readFile(join(dir, f));
+    const at = bytes.indexOf(text);
+    if (at < 0) continue;
+    bytes.fill(0xff, at - 20, at + 60);
+    await writeFile(join(dir, f), bytes);
+    return;
+  }
+  throw new Error(`${text} is in no table file`);
+}
+
+describe('LevelMetadataStore on damaged files', () => {
+  it('a corrupt block fails the reads that need it, not the others, and is reported as a problem', async () => {
+    const dir = join(await tempDir(), 'meta');
+    await tableWith(dir, { 'latest:fc3': { v: 1 } });
+    await corruptAround(dir, 'latest:fc3');
+    let now = Date.parse('2026-01-01T00:00:00Z');
+    const reported: string[] = [];
+    const store = await LevelMetadataStore.open(dir, { now: () => now, onProblem: (e) => reported.push(e) });
+    try {
+      await expect(store.get('latest:fc3')).rejects.toMatchObject({ code: 'LEVEL_CORRUPTION' });
+      expect(await store.get('a:0000')).toBe('p'.repeat(100));
+      expect(store.problem()).toEqual({ error: expect.stringMatching(/LEVEL_CORRUPTION/), since: '2026-01-01T00:00:00.000Z' });
+      now += 60_000;
+      await expect(store.get('latest:fc3')).rejects.toThrow();
+      expect(store.problem()?.since).toBe('2026-01-01T00:00:00.000Z'); // the same spell of failures
+      expect(reported).toHaveLength(1); // reported (logged) once per spell, not per failure
+      now += 11 * 60_000;
+      expect(store.problem()).toBeUndefined(); // nothing failed for a while
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('refuses a folder whose CURRENT file is missing, instead of creating a new database over the old files', async () => {
+    const dir = join(await tempDir(), 'meta');
+    await tableWith(dir, { 'latest:fc3': { v: 1 } });
+    await rm(join(dir, 'CURRENT'));
+    const before = (await readdir(dir)).sort();
+    const err = await LevelMetadataStore.open(dir).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(MetadataDamagedError);
+    expect((err as Error).message).toContain(dir);
+    expect((err as Error).message).toMatch(/srm-mirror repair/);
+    expect((await readdir(dir)).sort()).toEqual(before); // nothing created, nothing deleted
+  });
+
+  it('refuses a database LevelDB cannot open, naming the folder and the way out', async () => {
+    const dir = join(await tempDir(), 'meta');
+    await tableWith(dir, { 'latest:fc3': { v: 1 } });
+    await writeFile(join(dir, 'CURRENT'), 'MANIFEST-999999\n');
+    await expect(LevelMetadataStore.open(dir)).rejects.toThrow(MetadataDamagedError);
+  });
+
+  it("LevelDB's repair brings back every record it can read", async () => {
+    const dir = join(await tempDir(), 'meta');
+    await tableWith(dir, { 'latest:fc3': { v: 1 } });
+    await rm(join(dir, 'CURRENT'));
+    await LevelMetadataStore.repair(dir);
+    const store = await LevelMetadataStore.open(dir);
+    try {
+      expect(await store.get('latest:fc3')).toEqual({ v: 1 });
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+describe('MemoryCachedStore', () => {
+  let inner: ControlledStore;
+  let store: MemoryCachedStore;
+
+  beforeEach(async () => {
+    inner = new ControlledStore(await LevelMetadataStore.open(join(await tempDir(), 'meta')));
+    store = new MemoryCachedStore(inner, 1 << 20);
+  });
+
+  afterEach(async () => {
+    await store.close();
+  });
+
+  it.each([
+    ['a delete', (s: MetadataStore) => s.del('k'), undefined],
+    ['a put', (s: MetadataStore) => s.put('k', 'new'), 'new'],
+    ['a batch', (s: MetadataStore) => s.putMany([['k', 'new']]), 'new'],
+  ])('a read that %s overtook does not bring the older document back', async (_name, write, after) => {
+    await inner.put('k', 'old'); // on disk, not in memory
+    const held = inner.holdRead('k');
+    const read = store.get('k'); // reads "old" from disk...
+    await held.reading;
+    await write(store); // ...then the write finishes...
+    held.release(); // ...and then the read returns
+    expect(await read).toBe('old'); // it may answer what it read (it began before the write)
+    expect(await store.get('k')).toBe(after); // but did not keep it in memory
+    expect(await inner.get('k')).toBe(after);
+  });
+
+  it('a read that no write overtook is kept in memory', async () => {
+    await inner.put('k', 'v');
+    expect(await store.get('k')).toBe('v');
+    await inner.inner.put('k', 'changed behind its back');
+    expect(await store.get('k')).toBe('v'); // from memory
+  });
+
+  it('forgets a key whose write failed (whether it landed is unknown)', async () => {
+    await store.put('k', 'v');
+    inner.failWrites = true;
+    await expect(store.put('k', 'w')).rejects.toThrow();
+    inner.failWrites = false;
+    await inner.inner.put('k', 'on disk');
+    expect(await store.get('k')).toBe('on disk');
+  });
+
+  it('passes the problem of the store under it on', async () => {
+    inner.failReads = () => true;
+    await expect(store.get('x')).rejects.toThrow();
+    expect(store.problem()?.error).toMatch(/LEVEL_CORRUPTION/);
   });
 });

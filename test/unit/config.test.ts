@@ -15,6 +15,13 @@ describe('loadConfig', () => {
     expect(Object.isFrozen(c.upstream)).toBe(true);
   });
 
+  it('bounds the wait with a stale copy (2 s) and follows requested packages for 30 days by default', () => {
+    const c = loadConfig({ env: {} });
+    expect([c.upstream.staleAfterMs, c.prefetch.followForMs]).toEqual([2000, 30 * 86_400_000]);
+    const set = loadConfig({ flags: { 'stale-after': '200ms' }, env: { SRM_MIRROR_FOLLOW_FOR: '0' } });
+    expect([set.upstream.staleAfterMs, set.prefetch.followForMs]).toEqual([200, 0]);
+  });
+
   it('takes file < environment < flags, in that order of precedence', async () => {
     const dir = await tempDir();
     const file = join(dir, 'c.json');
@@ -38,6 +45,8 @@ describe('loadConfig', () => {
     [{ env: { SRM_MIRROR_TRUST_PROXY: 'maybe' } }, /"SRM_MIRROR_TRUST_PROXY": expected true or false, got "maybe"/],
     [{ flags: { 'public-url': 'not a url' } }, /"--public-url": expected an http\(s\) URL/],
     [{ flags: { config: '/nonexistent/c.json' } }, /"config": expected a readable JSON file/],
+    [{ flags: { 'stale-after': 'briefly' } }, /"--stale-after": expected a duration/],
+    [{ env: { SRM_MIRROR_FOLLOW_FOR: '-1d' } }, /"SRM_MIRROR_FOLLOW_FOR": expected a duration/],
   ])('refuses a bad value and names it: %j', (sources, message) => {
     expect(() => loadConfig({ env: {}, ...sources })).toThrow(message);
   });
