@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import type { Config } from './config/config.js';
 import cron from 'node-cron';
 import { ArchiveCache, type ScrubReport } from './core/archives/archive-cache.js';
+import { rebuildIndex, type RecoveryReport } from './core/archives/archive-recovery.js';
 import { Follows } from './core/follows.js';
 import { MetadataCache } from './core/metadata-cache.js';
 import { Registry } from './core/registry.js';
@@ -26,7 +27,7 @@ import { checkZip } from './model/zip.js';
 import { renderMetrics, ResponseCounts } from './metrics.js';
 import { FsArchiveStore } from './stores/archive-store.js';
 import { MemoryCachedStore, type MetadataProblem } from './stores/metadata-store.js';
-import { openMetadata, type IndexState } from './stores/schema.js';
+import { markIndexIntact, openMetadata, type IndexState } from './stores/schema.js';
 import { parseTarget, Prefetcher, type PrefetchSummary, type PrefetchTarget } from './jobs/prefetch.js';
 import type { CircuitStatus } from './upstreams/circuit-breaker.js';
 import { UpstreamHttp } from './upstreams/http.js';
@@ -47,6 +48,8 @@ export interface Mirror {
   prefetchNow(trigger: string): Promise<PrefetchSummary>;
   /** Rehashes every archive now (or joins the scrub under way); with repair, removes what else is off. */
   verifyNow(trigger: string, repair: boolean): Promise<ScrubReport>;
+  /** Rebuilds the archive index from the archive files, then marks the index intact (`srm-mirror repair`). */
+  rebuildArchiveIndex(): Promise<RecoveryReport>;
   status(): Promise<MirrorStatus>;
   /** Lets fills under way finish (for at most graceMs), then closes the upstream client and the stores. */
   close(graceMs?: number): Promise<void>;
@@ -81,6 +84,8 @@ export interface MirrorOptions {
 
 /** How often the archives' last-access times are saved (they are kept in memory in between). */
 const SAVE_ACCESS_MS = 60_000;
+/** How often expired lists and 404s are swept, and follows nobody asked for are dropped (each reads every record). */
+const SWEEP_MS = 10 * 60_000;
 
 export async function createMirror(config: Config, log: Logger, { role }: MirrorOptions): Promise<Mirror> {
   await mkdir(config.dataDir, { recursive: true });
@@ -98,7 +103,7 @@ export async function createMirror(config: Config, log: Logger, { role }: Mirror
   const upstreamOver = (h: UpstreamHttp) => (isV3 ? new ServerlessV3Upstream(config.upstream.url, h) : new SrmUpstream(config.upstream.url, h));
   const archives = new ArchiveCache(store, archiveStore, log, {
     quotaBytes: config.cache.maxSizeBytes,
-    indexIntact: true,
+    indexIntact: metadata.index === 'intact',
     verifyOnServe: config.cache.verifyOnServe,
     scrubRate: config.cache.scrubRateBytes,
     contentCheck: checkZip, // every archive the mirror serves is a component's zip
@@ -146,7 +151,7 @@ export async function createMirror(config: Config, log: Logger, { role }: Mirror
   const metrics = async (): Promise<string> => {
     const { circuit, pending, counts } = http;
     const { quota, fillsInProgress, diskProblem, rejected, scrub } = archives.status();
-    const last = await prefetcher.lastRun();
+    const last = await prefetcher.lastRun().catch(() => undefined); // a failing store is in /-/status, not a 500 here
     const one = (v: number) => [['', v]] as const;
     return renderMetrics([
       ['srm_mirror_responses_total', 'counter', 'Answers sent, by x-cache and status class.', responses.entries().map(([l, c]) => [l, c.responses])],
@@ -182,8 +187,15 @@ export async function createMirror(config: Config, log: Logger, { role }: Mirror
       jobs.push(cron.schedule(config.prefetch.schedule, scheduled, { name: 'prefetch', noOverlap: true }));
     }
     const saver = setInterval(() => void archives.saveAccessTimes().catch(() => {}), SAVE_ACCESS_MS);
-    saver.unref();
-    jobs.push({ stop: () => clearInterval(saver) });
+    const sweeper = setInterval(() => {
+      const failed = (err: unknown) => log.warn('sweep failed', { error: String(err) });
+      void metadataCache.sweep().catch(failed);
+      void follows.prune().catch(failed);
+    }, SWEEP_MS);
+    for (const timer of [saver, sweeper]) {
+      timer.unref();
+      jobs.push({ stop: () => clearInterval(timer) });
+    }
   }
 
   const app = express();
@@ -211,6 +223,11 @@ export async function createMirror(config: Config, log: Logger, { role }: Mirror
     prefetchTargets,
     prefetchNow,
     verifyNow,
+    async rebuildArchiveIndex() {
+      const report = await rebuildIndex(archiveStore, archives.index);
+      await markIndexIntact(store);
+      return report;
+    },
     status,
     async close(graceMs = 10_000) {
       for (const job of jobs) job.stop();

@@ -1,6 +1,7 @@
 // The command line: `srm-mirror serve | prefetch | status | verify | gc`, each taking the config flags. The cache
 // commands work on the data folder directly; while a server holds it they refuse, saying what to do instead.
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createMirror, type Mirror } from './app.js';
 import { ConfigError, loadConfig, SETTINGS, type Config } from './config/config.js';
@@ -9,7 +10,8 @@ import { parseTarget, type PrefetchProgress, type PrefetchSummary } from './jobs
 import { createLogger } from './log.js';
 import { srmPackage, version as validVersion } from './model/validate.js';
 import { startServer } from './server.js';
-import { DataFolderLockedError } from './stores/metadata-store.js';
+import { DataFolderLockedError, MetadataDamagedError } from './stores/metadata-store.js';
+import { repairMetadata } from './stores/schema.js';
 
 type Flags = Record<string, string | boolean | undefined>;
 
@@ -132,6 +134,28 @@ const COMMANDS: Record<string, Command> = {
       return count > 0 && !repair ? 1 : 0;
     },
   },
+  repair: {
+    summary: 'after a lost or damaged metadata database: repair it, and rebuild the archive index from the archives',
+    usage: 'srm-mirror repair [options]',
+    options: {},
+    async run(config, _flags, _args, out) {
+      const engine = await repairMetadata(join(config.dataDir, 'meta'));
+      if (!engine.found) out.write('no metadata database: a new one is made, and the archive index rebuilt from the archives\n');
+      else {
+        const records = Object.values(engine.records).reduce((n, c) => n + c, 0);
+        out.write(`metadata database repaired: ${records} record(s) readable${engine.setAside.length ? `, ${engine.setAside.length} damaged file(s) set aside in meta/lost` : ''}\n`);
+      }
+      return withMirror(config, async (mirror) => {
+        const r = await mirror.rebuildArchiveIndex();
+        out.write(`archives: ${r.archives}, ${r.indexed} already indexed, ${r.recovered.length} recovered from their publish.yaml\n`);
+        for (const id of r.recovered) out.write(`recovered ${id}\n`);
+        for (const id of r.forgotten) out.write(`forgot ${id}: its archive file is gone (fetched again when online)\n`);
+        for (const q of r.quarantined) out.write(`quarantined ${q.digest}: ${q.reason}\n`);
+        out.write('the archive index is intact again\n');
+        return 0;
+      });
+    },
+  },
   gc: {
     summary: 'remove archives no version points at and apply the disk quota, now',
     usage: 'srm-mirror gc [--quarantine] [options]',
@@ -250,6 +274,10 @@ export async function main(argv: string[], out: Output): Promise<number> {
   try {
     return await command.run(config, flags, args, out);
   } catch (err) {
+    if (err instanceof MetadataDamagedError) {
+      out.error(`srm-mirror ${name}: ${err.message}\n`);
+      return 4;
+    }
     if (err instanceof DataFolderLockedError) {
       const hint = name === 'prefetch' ? ' To warm the cache of the running server, ask it: curl -X POST http://HOST:PORT/-/prefetch' : '';
       out.error(`srm-mirror ${name}: the data folder ${config.dataDir} is in use by a running srm-mirror. Stop it first, or point --data at another folder.${hint}\n`);

@@ -1,5 +1,8 @@
 // End to end with the real `s` CLI from npm: component downloads through the mirror, and the registry commands.
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { main } from '../../src/cli.js';
 import { FakeUpstream } from '../fakes/upstream.js';
 import { removeTempDirs, startMirror, type TestMirror } from '../helpers.js';
 import { clientHome, deployableZip, project, runS } from './s-cli.js';
@@ -118,6 +121,29 @@ describe('the real s CLI after a prefetch run', () => {
       expect(run.code).toBe(0);
     } finally {
       await m.close();
+    }
+  });
+
+  it('with meta/ lost and the upstream gone, `srm-mirror repair` gives an offline mirror every component back', async () => {
+    const upstream = await FakeUpstream.start();
+    upstream.add('demo-comp', [{ version: '1.0.0', zip: deployableZip('demo-comp', '1.0.0', { topFolder: true }) }]);
+    upstream.add('other-comp', [{ version: '0.0.3' }, { version: '0.0.2', zip: deployableZip('other-comp', '0.0.2') }]);
+    const m = await startMirror(upstream.v3, { 'prefetch-packages': 'demo-comp,other-comp@0.0.2', retries: '0' });
+    expect(await m.mirror.prefetchNow('test')).toMatchObject({ archivesFetched: 2, failures: [] });
+    await m.close();
+    await upstream.close();
+    await rm(join(m.dataDir, 'meta'), { recursive: true });
+    const out: string[] = [];
+    const code = await main(['repair', '--data', m.dataDir, '--log-level', 'error'], { isTTY: false, write: (t) => void out.push(t), error: (t) => void out.push(t) });
+    expect([code, out.join('')]).toEqual([0, expect.stringMatching(/recovered demo-comp@1\.0\.0[\s\S]*recovered other-comp@0\.0\.2|recovered other-comp@0\.0\.2[\s\S]*recovered demo-comp@1\.0\.0/)]);
+    const offline = await startMirror(upstream.v3, { data: m.dataDir, offline: true });
+    try {
+      const run = await runS(await clientHome(`${offline.url}/v3`), app, ['deploy', '--silent', '-o', 'json']);
+      expect(run.stdout).toContain('DEMO-COMP@1.0.0 deploy');
+      expect(run.stdout).toContain('OTHER-COMP@0.0.2 deploy');
+      expect(run.code).toBe(0);
+    } finally {
+      await offline.close();
     }
   });
 });

@@ -38,7 +38,8 @@ export class ArchiveReclaimer {
 
   /** Reads the stored archives and their last access times into the quota. */
   async init(): Promise<void> {
-    for await (const a of this.store.list()) this.quota.added(a.digest, a.size, (await this.index.lastAccess(a.digest)) ?? a.modifiedMs);
+    // An unreadable access time (a damaged database) is no reason not to start: the file's own time stands in.
+    for await (const a of this.store.list()) this.quota.added(a.digest, a.size, (await this.index.lastAccess(a.digest).catch(() => undefined)) ?? a.modifiedMs);
   }
 
   /** Keeps an archive's file until the returned function is called (once; later calls do nothing). */
