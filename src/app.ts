@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import type { Config } from './config/config.js';
 import cron from 'node-cron';
 import { ArchiveCache, type ScrubReport } from './core/archives/archive-cache.js';
+import { realClock } from './core/archives/archive-scrub.js';
 import { rebuildIndex, type RecoveryReport } from './core/archives/archive-recovery.js';
 import { Follows } from './core/follows.js';
 import { MetadataCache } from './core/metadata-cache.js';
@@ -80,6 +81,8 @@ export interface MirrorOptions {
    * crash at start; a cache command does neither (`verify` reports leftover temp files).
    */
   readonly role: 'server' | 'command';
+  /** The clock every time-based policy reads (freshness, 404 memory, follows, the archive verifier); tests drive it. */
+  readonly now?: () => number;
 }
 
 /** How often the archives' last-access times are saved (they are kept in memory in between). */
@@ -87,7 +90,7 @@ const SAVE_ACCESS_MS = 60_000;
 /** How often expired lists and 404s are swept, and follows nobody asked for are dropped (each reads every record). */
 const SWEEP_MS = 10 * 60_000;
 
-export async function createMirror(config: Config, log: Logger, { role }: MirrorOptions): Promise<Mirror> {
+export async function createMirror(config: Config, log: Logger, { role, now = Date.now }: MirrorOptions): Promise<Mirror> {
   await mkdir(config.dataDir, { recursive: true });
   // The database first: its lock says whether another process owns the data folder, before anything is touched.
   const hasArchives = async () => {
@@ -107,10 +110,11 @@ export async function createMirror(config: Config, log: Logger, { role }: Mirror
     verifyOnServe: config.cache.verifyOnServe,
     scrubRate: config.cache.scrubRateBytes,
     contentCheck: checkZip, // every archive the mirror serves is a component's zip
+    clock: { ...realClock, now },
   });
   await archives.init();
-  const follows = await Follows.open(store, { followForMs: config.prefetch.followForMs });
-  const metadataCache = new MetadataCache(store, { ...config.cache, staleAfterMs: config.upstream.staleAfterMs });
+  const follows = await Follows.open(store, { followForMs: config.prefetch.followForMs, now });
+  const metadataCache = new MetadataCache(store, { ...config.cache, staleAfterMs: config.upstream.staleAfterMs, now });
   const registry = new Registry(upstreamOver(http), metadataCache, archives, {
     offline: config.offline,
     onRequested: config.prefetch.followRequested ? (name) => follows.add(name) : undefined,

@@ -14,8 +14,9 @@ export interface RunningMirror {
   close(graceMs?: number): Promise<void>;
 }
 
-export async function startServer(config: Config, log: Logger): Promise<RunningMirror> {
-  const mirror = await createMirror(config, log, { role: 'server' });
+/** `now` replaces the clock of the mirror's time-based policies (tests drive it instead of sleeping). */
+export async function startServer(config: Config, log: Logger, { now }: { now?: () => number } = {}): Promise<RunningMirror> {
+  const mirror = await createMirror(config, log, { role: 'server', now });
   const server = createServer(mirror.handle);
   server.headersTimeout = 30_000; // slow-loris: a client has 30 s to send its request headers
   server.requestTimeout = 300_000; // and 5 min for a whole request body

@@ -40,7 +40,13 @@ export function recordSecrets(...values: string[]): void {
   if (LOG_DIR) appendFileSync(join(LOG_DIR, `${process.pid}.secrets`), values.map((v) => `${v}\n`).join(''));
 }
 
-export async function startMirror(upstream: string, flags: Record<string, string | boolean> = {}): Promise<TestMirror> {
+/** A clock a test moves by hand: `now()` stands still until `advance(ms)`. */
+export function manualClock(start = Date.now()): { now: () => number; advance(ms: number): void } {
+  let t = start;
+  return { now: () => t, advance: (ms) => void (t += ms) };
+}
+
+export async function startMirror(upstream: string, flags: Record<string, string | boolean> = {}, options: { now?: () => number } = {}): Promise<TestMirror> {
   const dataDir = typeof flags.data === 'string' ? flags.data : await tempDir();
   const config = loadConfig({ flags: { host: '127.0.0.1', port: '0', data: dataDir, upstream, ...flags }, env: {} });
   const logs: string[] = [];
@@ -48,7 +54,7 @@ export async function startMirror(upstream: string, flags: Record<string, string
     logs.push(line);
     keepLog(line);
   };
-  const running = await startServer(config, createLogger('debug', { write }));
+  const running = await startServer(config, createLogger('debug', { write }), options);
   return Object.assign(running, { dataDir, logs });
 }
 

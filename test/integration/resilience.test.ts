@@ -7,14 +7,14 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { componentZip } from '../fakes/zips.js';
 import { FakeUpstream, sha256 } from '../fakes/upstream.js';
-import { get, removeTempDirs, startMirror, tempDir, until, type TestMirror } from '../helpers.js';
+import { get, manualClock, removeTempDirs, startMirror, tempDir, until, type TestMirror } from '../helpers.js';
 
 let fake: FakeUpstream;
 const mirrors: TestMirror[] = [];
 const ZIP = componentZip('fc3', '1.2.0', { payload: randomBytes(200_000) });
 
-async function mirrorOf(upstream: string, flags: Record<string, string | boolean> = {}): Promise<TestMirror> {
-  const m = await startMirror(upstream, { retries: '0', ...flags });
+async function mirrorOf(upstream: string, flags: Record<string, string | boolean> = {}, clock?: { now: () => number }): Promise<TestMirror> {
+  const m = await startMirror(upstream, { retries: '0', ...flags }, { now: clock?.now });
   mirrors.push(m);
   return m;
 }
@@ -108,9 +108,10 @@ describe('stale-if-error', () => {
 
 describe('revalidation', () => {
   it('a 304 keeps the cached copy and counts as fresh', async () => {
-    const m = await mirrorOf(fake.v3, { 'max-age': '1s' });
+    const clock = manualClock();
+    const m = await mirrorOf(fake.v3, { 'max-age': '1s' }, clock);
     await get(`${m.url}/v3/packages/fc3/release/latest`);
-    await new Promise((r) => setTimeout(r, 1100));
+    clock.advance(1100);
     const revalidated = await get(`${m.url}/v3/packages/fc3/release/latest`);
     expect(revalidated.headers.get('x-cache')).toBe('REVALIDATED');
     expect(body(revalidated).tag_name).toBe('1.2.0');
@@ -182,11 +183,14 @@ describe('retries', () => {
 
 describe('negative cache', () => {
   it('remembers an upstream 404 for notFoundTtl', async () => {
-    const m = await mirrorOf(fake.v3, { 'not-found-ttl': '1s' });
+    const clock = manualClock();
+    const m = await mirrorOf(fake.v3, { 'not-found-ttl': '1s' }, clock);
     for (let i = 0; i < 5; i++) expect((await get(`${m.url}/v3/packages/later/release/latest`)).status).toBe(404);
     expect(fake.count(/later/)).toBe(1);
     fake.add('later', [{ version: '1.0.0' }]);
-    await new Promise((r) => setTimeout(r, 1100));
+    clock.advance(900);
+    expect((await get(`${m.url}/v3/packages/later/release/latest`)).status).toBe(404); // still remembered
+    clock.advance(200);
     expect((await get(`${m.url}/v3/packages/later/release/latest`)).status).toBe(200);
   });
 });
