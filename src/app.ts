@@ -118,6 +118,7 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
   const registry = new Registry(upstreamOver(http), metadataCache, archives, {
     offline: config.offline,
     onRequested: config.prefetch.followRequested ? (name) => follows.add(name) : undefined,
+    now,
   });
   // Prefetch shares the caches and the upstream queue, but always asks the upstream and waits behind live requests.
   const prefetcher = new Prefetcher(

@@ -23,11 +23,13 @@ export interface RegistryOptions {
   readonly alwaysRevalidate?: boolean;
   /** Told of each package a read found, e.g. to follow it. */
   readonly onRequested?: (name: string) => void;
+  readonly now?: () => number;
 }
 
 export class Registry {
   /** Packages written through the mirror lately, with the time until which their reads always revalidate. */
   private readonly recentWrites = new Map<string, number>();
+  private readonly now: () => number;
   readonly offline: boolean;
 
   constructor(
@@ -37,6 +39,7 @@ export class Registry {
     private readonly options: RegistryOptions,
   ) {
     this.offline = options.offline;
+    this.now = options.now ?? Date.now;
   }
 
   /** The same registry over another upstream (e.g. one whose requests queue behind live ones) with other options. */
@@ -94,7 +97,7 @@ export class Registry {
     await this.metadata.fence(name === undefined ? { prefixes: [prefix.list] } : this.packageDocuments(name, [prefix.list]));
     const keys = await this.metadata.keys(prefix.list);
     if (name !== undefined) {
-      this.recentWrites.set(name, Date.now() + RECENT_WRITE_MS);
+      this.recentWrites.set(name, this.now() + RECENT_WRITE_MS);
       keys.push(key.latest(name), key.releases(name), ...(await this.metadata.keys(prefix.page(name))), ...(await this.metadata.keys(prefix.release(name))));
     }
     for (const k of keys) await this.metadata.invalidate(k);
@@ -104,7 +107,7 @@ export class Registry {
   async deleted(name: string, version: string): Promise<void> {
     // Reads under way began before the delete: their answers (and the releases they learn) must not be stored.
     await this.metadata.fence(this.packageDocuments(name));
-    this.recentWrites.set(name, Date.now() + RECENT_WRITE_MS);
+    this.recentWrites.set(name, this.now() + RECENT_WRITE_MS);
     const without = (releases: Release[]) => releases.filter((r) => r.version !== version);
     for (const k of [key.releases(name), ...(await this.metadata.keys(prefix.page(name)))]) await this.metadata.update(k, without);
     if ((await this.metadata.peek<Release>(key.latest(name)))?.version === version) await this.metadata.delete(key.latest(name));
@@ -141,7 +144,7 @@ export class Registry {
       return { value, status: 'OFFLINE', age: 0 };
     }
     const { name } = about;
-    const revalidate = this.options.alwaysRevalidate || (name !== undefined && (this.recentWrites.get(name) ?? 0) > Date.now());
+    const revalidate = this.options.alwaysRevalidate || (name !== undefined && (this.recentWrites.get(name) ?? 0) > this.now());
     const cached = await this.metadata.get(cacheKey, fetch, {
       maxAgeMs: revalidate ? 0 : undefined,
       // A prefetch refresh waits for the upstream's answer; a client with a stale copy at hand waits only so long.
