@@ -111,6 +111,7 @@ describe('prefetch', () => {
 describe('disk quota', () => {
   it('a starting server removes archives nothing points at (say, a crash between commit and key)', async () => {
     const data = await tempDir();
+    await (await startMirror(fake.v3, { data })).close(); // a data folder whose index is intact (a new one, with its schema record)
     const stray = Buffer.from('orphan archive');
     const dir = join(data, 'archives', 'sha256', sha256(stray).slice(0, 2));
     await mkdir(dir, { recursive: true });
