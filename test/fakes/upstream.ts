@@ -42,7 +42,9 @@ export type FaultKind =
   /** Sends half the body, then waits until the faults are cleared (and then resets). */
   | { kind: 'stall-mid-body' }
   | { kind: 'delay'; ms: number }
-  | { kind: 'not-json' };
+  | { kind: 'not-json' }
+  /** Answers with a status before reading the request body (an upstream refusing an upload at once). */
+  | { kind: 'status-early'; status: number };
 
 export interface Fault {
   readonly match: RegExp;
@@ -132,6 +134,12 @@ export class FakeUpstream {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const early = this.faults.find((f) => f.fault.kind === 'status-early' && f.match.test(req.url ?? '') && (f.times === undefined || f.times > 0));
+    if (early?.fault.kind === 'status-early') {
+      if (early.times !== undefined) early.times--;
+      this.requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body: Buffer.alloc(0), bodyLength: 0 });
+      return json(res, early.fault.status, { request_id: 'fake', body: `injected ${early.fault.status}` });
+    }
     const chunks: Buffer[] = [];
     let bodyLength = 0;
     for await (const chunk of req) {
