@@ -43,8 +43,12 @@ export interface Mirror {
   /** Runs prefetch over the followed packages now (or joins the run under way). */
   prefetchNow(trigger: string): Promise<PrefetchSummary>;
   status(): Promise<MirrorStatus>;
-  /** Lets fills under way finish (for at most graceMs), then closes the upstream client and the stores. */
-  close(graceMs?: number): Promise<void>;
+  /**
+   * Shuts down within graceMs in total (default: the shutdownGrace setting): upstream calls not started yet are
+   * refused at once, fills and requests under way get until the deadline, what is left then is cut; then the stores
+   * close. A server passes the promise of its connections being closed, which the stores wait for too.
+   */
+  close(graceMs?: number, serverClosed?: Promise<void>): Promise<void>;
 }
 
 /** What GET /-/status and `srm-mirror status` show. */
@@ -71,6 +75,9 @@ export interface MirrorOptions {
   readonly role: 'server' | 'command';
 }
 
+/** How long fills cut at the shutdown deadline get to clean up before the stores close. */
+const FILL_CLEANUP_MS = 250;
+
 /** How often the archives' last-access times are saved (they are kept in memory in between). */
 const SAVE_ACCESS_MS = 60_000;
 
@@ -78,7 +85,7 @@ export async function createMirror(config: Config, log: Logger, { role }: Mirror
   await mkdir(config.dataDir, { recursive: true });
   const store = new MemoryCachedStore(await LevelMetadataStore.open(join(config.dataDir, 'meta')), config.cache.memorySizeBytes);
   const archiveStore = await FsArchiveStore.open(join(config.dataDir, 'archives'), { removeTempFiles: role === 'server' });
-  const http = new UpstreamHttp(config.upstream);
+  const http = new UpstreamHttp({ ...config.upstream, writes: config.writes });
   const isV3 = config.upstream.type === 'serverless-v3';
   if (config.offline) log.info('offline mode: the upstream is never contacted');
   const upstreamOver = (h: UpstreamHttp) => (isV3 ? new ServerlessV3Upstream(config.upstream.url, h) : new SrmUpstream(config.upstream.url, h));
@@ -181,11 +188,14 @@ export async function createMirror(config: Config, log: Logger, { role }: Mirror
     prefetchTargets,
     prefetchNow,
     status,
-    async close(graceMs = 10_000) {
+    async close(graceMs = config.shutdownGraceMs, serverClosed?: Promise<void>) {
       for (const job of jobs) job.stop();
-      await archives.drain(graceMs);
+      // Upstream calls not started are refused now; fills and requests under way (and the server's connections)
+      // get until the deadline, when what is left is cut.
+      await Promise.all([http.close(graceMs, serverClosed), archives.drain(graceMs)]);
+      // Fills cut at the deadline get a moment to clean up (their temp files) before the stores close.
+      await archives.drain(FILL_CLEANUP_MS);
       await archives.saveAccessTimes();
-      await http.close();
       await store.close();
     },
   };
