@@ -169,7 +169,7 @@ export async function createMirror(config: Config, log: Logger, { role }: Mirror
   app.set('etag', false);
   app.set('query parser', 'simple');
   const baseUrl = baseUrlOf(config.publicUrl, config.trustProxy);
-  app.use('/-', opsFace({ status, metrics, log, prefetchNow: config.offline ? undefined : prefetchNow }));
+  app.use('/-', opsFace({ status, metrics, log, prefetchNow: config.offline ? undefined : prefetchNow, adminToken: config.adminToken }));
   app.use('/v3', v3Face({ registry, baseUrl, log, forward: isV3 && !config.offline ? forwarder(http, config.upstream.url) : undefined }));
   app.use(srmFace({ registry, baseUrl, log }));
   const hot = v3HotPath({ registry, baseUrl, log });

@@ -155,6 +155,29 @@ async function withMirror(config: Config, fn: (mirror: Mirror) => Promise<number
   }
 }
 
+/**
+ * `prefetch` while a server holds the data folder: the server is asked to run prefetch (POST /-/prefetch, with the
+ * admin token), at the address of the config (a wildcard listen address is reached on loopback).
+ */
+async function askServerToPrefetch(config: Config, names: string[], out: Output): Promise<number> {
+  const host = config.host === '0.0.0.0' ? '127.0.0.1' : config.host === '::' ? '::1' : config.host;
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${config.port}/-/prefetch`;
+  out.write(`the data folder ${config.dataDir} is in use by a running srm-mirror: asking it to prefetch (POST ${url})\n`);
+  if (names.length) out.write('note: the server prefetches the packages it follows; the names given here are not passed on\n');
+  try {
+    const res = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${config.adminToken}` }, signal: AbortSignal.timeout(10_000) });
+    const answer = await res.text();
+    if (res.status === 202) {
+      out.write('the server started a prefetch run (or joined the one under way); see `srm-mirror status` or GET /-/status\n');
+      return 0;
+    }
+    out.error(`srm-mirror prefetch: the server answered ${res.status}: ${answer}\n`);
+  } catch (err) {
+    out.error(`srm-mirror prefetch: could not reach the server at ${url}: ${err instanceof Error ? err.message : String(err)}\n`);
+  }
+  return 1;
+}
+
 function describeRun(s: PrefetchSummary): string {
   const failed = s.failures.length ? `, ${s.failures.length} FAILED (${s.failures.map((f) => `${f.target}: ${f.error}`).join('; ')})` : ', no failures';
   return (
@@ -233,7 +256,8 @@ export async function main(argv: string[], out: Output): Promise<number> {
     return await command.run(config, flags, args, out);
   } catch (err) {
     if (err instanceof DataFolderLockedError) {
-      const hint = name === 'prefetch' ? ' To warm the cache of the running server, ask it: curl -X POST http://HOST:PORT/-/prefetch' : '';
+      if (name === 'prefetch' && config.adminToken) return askServerToPrefetch(config, args, out);
+      const hint = name === 'prefetch' ? ' To have the running server prefetch instead, give this command its --admin-token.' : '';
       out.error(`srm-mirror ${name}: the data folder ${config.dataDir} is in use by a running srm-mirror. Stop it first, or point --data at another folder.${hint}\n`);
       return 3;
     }

@@ -70,7 +70,7 @@ describe('srm-mirror prefetch', () => {
     try {
       const r = await run(on('prefetch', 'fc3'));
       expect(r.code).toBe(3);
-      expect(r.stderr).toMatch(/in use by a running srm-mirror\. Stop it first.*curl -X POST http:\/\/HOST:PORT\/-\/prefetch/);
+      expect(r.stderr).toMatch(/in use by a running srm-mirror\. Stop it first.*give this command its --admin-token/);
     } finally {
       await server.close();
     }
