@@ -170,11 +170,16 @@ export async function createMirror(config: Config, log: Logger, { role }: Mirror
   app.set('query parser', 'simple');
   const baseUrl = baseUrlOf(config.publicUrl, config.trustProxy);
   app.use('/-', opsFace({ status, metrics, log, prefetchNow: config.offline ? undefined : prefetchNow, adminToken: config.adminToken }));
-  app.use('/v3', v3Face({ registry, baseUrl, log, forward: isV3 && !config.offline ? forwarder(http, config.upstream.url) : undefined }));
+  app.use('/v3', v3Face({ registry, baseUrl, log, forward: isV3 && !config.offline ? forwarder(http, config.upstream.url, config.writes) : undefined }));
   app.use(srmFace({ registry, baseUrl, log }));
   const hot = v3HotPath({ registry, baseUrl, log });
   const logAccess = log.enabled('debug') ? accessLog(log) : undefined;
   const handle: RequestListener = (req, res) => {
+    // `s set registry http://host/v3/` makes clients ask for /v3//packages/...: the same path, whatever the slashes.
+    if (req.url?.includes('//')) {
+      const q = req.url.indexOf('?');
+      req.url = q < 0 ? req.url.replace(/\/{2,}/g, '/') : req.url.slice(0, q).replace(/\/{2,}/g, '/') + req.url.slice(q);
+    }
     responses.track(req, res);
     logAccess?.(req, res);
     if (!hot(req, res)) void app(req, res);
