@@ -42,8 +42,7 @@ export function forwarder(http: UpstreamHttp, upstreamBase: string, limits: Body
     const guard = new BodyGuard(limits);
     // Not pipeline(req, ...): a failed guard must not destroy the request, whose socket still has to carry the 413.
     req.pipe(guard);
-    req.once('error', (err) => guard.destroy(err));
-    req.once('close', () => !req.complete && guard.destroy(new Error('the client went away'))); // aborts the upstream request
+    req.once('error', (err) => guard.destroy(err)); // the client went away: abort the upstream request too
     const body = tap ? pipe(guard, tap, () => {}) : guard;
     try {
       return await forward(body);

@@ -172,6 +172,7 @@ describe('the pass-through lane', () => {
       abort.abort();
       await Promise.all(uploads);
     }
+    await until(() => fake.aborted === 4); // clients gone: their uploads to the upstream were aborted too
   });
 });
 

@@ -6,16 +6,17 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/config.js';
 import { MirrorError } from '../../src/model/errors.js';
 import { UpstreamHttp } from '../../src/upstreams/http.js';
-import { FakeUpstream } from '../fakes/upstream.js';
+import { FakeUpstream, sha256 } from '../fakes/upstream.js';
 import { until } from '../helpers.js';
 
 let fake: FakeUpstream;
 const clients: UpstreamHttp[] = [];
 const clock = { now: 1_000_000 };
+const ZIP = randomBytes(256 * 1024);
 
 beforeEach(async () => {
   fake = await FakeUpstream.start();
-  fake.add('fc3', [{ version: '1.0.0', zip: randomBytes(256 * 1024) }]);
+  fake.add('fc3', [{ version: '1.0.0', zip: ZIP }]);
 });
 
 afterEach(async () => {
@@ -23,9 +24,15 @@ afterEach(async () => {
   await fake.close();
 });
 
-function client(flags: Record<string, string> = {}): UpstreamHttp {
+/** Name resolution from a table (test host names resolve nowhere else). */
+const dns = (table: Record<string, string>) => async (host: string) => {
+  if (!table[host]) throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${host}`), { code: 'ENOTFOUND' });
+  return [{ address: table[host], family: 4 }];
+};
+
+function client(flags: Record<string, string> = {}, resolve?: (host: string) => Promise<Array<{ address: string; family: number }>>): UpstreamHttp {
   const config = loadConfig({ flags: { upstream: fake.v3, retries: '0', 'retry-delay': '1ms', ...flags }, env: {} });
-  const http = new UpstreamHttp({ ...config.upstream, writes: config.writes, now: () => clock.now });
+  const http = new UpstreamHttp({ ...config.upstream, writes: config.writes, now: () => clock.now, resolve });
   clients.push(http);
   return http;
 }
@@ -103,6 +110,21 @@ describe('what counts against the upstream', () => {
     await failure(http.getJson(latest())); // a read that gets no answer opens it
     const refused = await failure(http.forward({ method: 'POST', url: `${fake.v3}/user/token`, headers: {} }));
     expect([refused.error.kind, refused.error.message]).toEqual(['unavailable', expect.stringMatching(/upstream is down/)]);
+  });
+});
+
+describe('download hosts resolved by the egress policy', () => {
+  it('connects to the address it checked, and refuses a name that resolves to a forbidden class before connecting', async () => {
+    const http = client({ 'archive-hosts': 'mirror.test,evil.test', 'breaker-threshold': '1' }, dns({ 'mirror.test': '127.0.0.1', 'evil.test': '10.0.0.7' }));
+    const port = new URL(fake.url).port;
+    fake.inject(/zipball/, { kind: 'status', status: 302, headers: { location: `http://mirror.test:${port}/blob/${sha256(ZIP)}` } }, 1);
+    const bytes = await http.download(blob(), async ({ body }) => (await body.toArray()).reduce((n, c: Buffer) => n + c.length, 0));
+    expect(bytes).toBe(ZIP.length); // mirror.test exists only in the policy's resolver: the socket used its answer
+    fake.inject(/zipball/, { kind: 'status', status: 302, headers: { location: 'http://evil.test:9/a.zip' } }, 1);
+    const { error, ms } = await failure(http.download(blob(), async () => undefined));
+    expect(error.message).toBe('refused to download from evil.test: it is a private address (10.0.0.7); set upstream.allowPrivateHosts to allow it');
+    expect(ms).toBeLessThan(1000);
+    expect(http.circuit.state).toBe('closed'); // a refusal says nothing about the upstream
   });
 });
 
