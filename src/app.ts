@@ -52,8 +52,12 @@ export interface Mirror {
   /** Rebuilds the archive index from the archive files, then marks the index intact (`srm-mirror repair`). */
   rebuildArchiveIndex(): Promise<RecoveryReport>;
   status(): Promise<MirrorStatus>;
-  /** Lets fills under way finish (for at most graceMs), then closes the upstream client and the stores. */
-  close(graceMs?: number): Promise<void>;
+  /**
+   * Shuts down within graceMs in total (default: the shutdownGrace setting): upstream calls not started yet are
+   * refused at once, fills and requests under way get until the deadline, what is left then is cut; then the stores
+   * close. A server passes the promise of its connections being closed, which the stores wait for too.
+   */
+  close(graceMs?: number, serverClosed?: Promise<void>): Promise<void>;
 }
 
 /** What GET /-/status and `srm-mirror status` show. */
@@ -85,6 +89,9 @@ export interface MirrorOptions {
   readonly now?: () => number;
 }
 
+/** How long fills cut at the shutdown deadline get to clean up before the stores close. */
+const FILL_CLEANUP_MS = 250;
+
 /** How often the archives' last-access times are saved (they are kept in memory in between). */
 const SAVE_ACCESS_MS = 60_000;
 /** How often expired lists and 404s are swept, and follows nobody asked for are dropped (each reads every record). */
@@ -100,7 +107,7 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
   const metadata = await openMetadata(join(config.dataDir, 'meta'), { hasArchives, log });
   const store = new MemoryCachedStore(metadata.store, config.cache.memorySizeBytes);
   const archiveStore = await FsArchiveStore.open(join(config.dataDir, 'archives'), { removeTempFiles: role === 'server' });
-  const http = new UpstreamHttp(config.upstream);
+  const http = new UpstreamHttp({ ...config.upstream, writes: config.writes, now });
   const isV3 = config.upstream.type === 'serverless-v3';
   if (config.offline) log.info('offline mode: the upstream is never contacted');
   const upstreamOver = (h: UpstreamHttp) => (isV3 ? new ServerlessV3Upstream(config.upstream.url, h) : new SrmUpstream(config.upstream.url, h));
@@ -208,12 +215,22 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
   app.set('etag', false);
   app.set('query parser', 'simple');
   const baseUrl = baseUrlOf(config.publicUrl, config.trustProxy);
-  app.use('/-', opsFace({ status, metrics, log, prefetchNow: config.offline ? undefined : prefetchNow }));
-  app.use('/v3', v3Face({ registry, baseUrl, log, forward: isV3 && !config.offline ? forwarder(http, config.upstream.url) : undefined }));
+  const startVerify = (repair: boolean) => {
+    const run = archives.scrubber.start({ trigger: 'http', repair });
+    run.done.catch((err: unknown) => log.error('scrub failed', { error: String(err) }));
+    return run.startedAt;
+  };
+  app.use('/-', opsFace({ status, metrics, log, prefetchNow: config.offline ? undefined : prefetchNow, startVerify, adminToken: config.adminToken }));
+  app.use('/v3', v3Face({ registry, baseUrl, log, forward: isV3 && !config.offline ? forwarder(http, config.upstream.url, config.writes) : undefined }));
   app.use(srmFace({ registry, baseUrl, log }));
   const hot = v3HotPath({ registry, baseUrl, log });
   const logAccess = log.enabled('debug') ? accessLog(log) : undefined;
   const handle: RequestListener = (req, res) => {
+    // `s set registry http://host/v3/` makes clients ask for /v3//packages/...: the same path, whatever the slashes.
+    if (req.url?.includes('//')) {
+      const q = req.url.indexOf('?');
+      req.url = q < 0 ? req.url.replace(/\/{2,}/g, '/') : req.url.slice(0, q).replace(/\/{2,}/g, '/') + req.url.slice(q);
+    }
     responses.track(req, res);
     logAccess?.(req, res);
     if (!hot(req, res)) void app(req, res);
@@ -234,11 +251,14 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
       return report;
     },
     status,
-    async close(graceMs = 10_000) {
+    async close(graceMs = config.shutdownGraceMs, serverClosed?: Promise<void>) {
       for (const job of jobs) job.stop();
-      await archives.drain(graceMs);
+      // Upstream calls not started are refused now; fills and requests under way (and the server's connections)
+      // get until the deadline, when what is left is cut.
+      await Promise.all([http.close(graceMs, serverClosed), archives.drain(graceMs)]);
+      // Fills cut at the deadline get a moment to clean up (their temp files) before the stores close.
+      await archives.drain(FILL_CLEANUP_MS);
       await archives.saveAccessTimes();
-      await http.close();
       await store.close();
     },
   };

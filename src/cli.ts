@@ -3,7 +3,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { createMirror, type Mirror } from './app.js';
+import { createMirror, type Mirror, type MirrorStatus } from './app.js';
 import { ConfigError, loadConfig, SETTINGS, type Config } from './config/config.js';
 import type { ScrubReport } from './core/archives/archive-cache.js';
 import { parseTarget, type PrefetchProgress, type PrefetchSummary } from './jobs/prefetch.js';
@@ -119,7 +119,7 @@ const COMMANDS: Record<string, Command> = {
       } catch (err) {
         if (!(err instanceof DataFolderLockedError)) throw err;
         out.write('a server holds the data folder: asking it to verify (at its scrub rate)\n');
-        report = (await askServer(config, `/-/verify${repair ? '?repair=true' : ''}`)) as ScrubReport;
+        report = await askServerToVerify(config, repair);
       }
       for (const digest of report.corrupt) out.write(`dropped corrupt archive: ${digest} (fetched again on the next request)\n`);
       const problems: Array<[string, string[]]> = [
@@ -187,14 +187,52 @@ async function withMirror<T>(config: Config, fn: (mirror: Mirror) => Promise<T>)
   }
 }
 
-/** POSTs to an ops endpoint of the server running on this data folder (with the admin token); its JSON answer. */
-async function askServer(config: Config, path: string): Promise<unknown> {
-  const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
-  const url = `http://${host.includes(':') ? `[${host}]` : host}:${config.port}${path}`;
-  const res = await fetch(url, { method: 'POST', headers: config.adminToken ? { authorization: `Bearer ${config.adminToken}` } : {} });
+/** An ops endpoint of the server running on this data folder, at the config's address (a wildcard is reached on loopback). */
+function serverUrl(config: Config, path: string): string {
+  const host = config.host === '0.0.0.0' ? '127.0.0.1' : config.host === '::' ? '::1' : config.host;
+  return `http://${host.includes(':') ? `[${host}]` : host}:${config.port}${path}`;
+}
+
+/** Calls an ops endpoint of the running server (with the admin token); its JSON answer, or an error saying why not. */
+async function askServer(config: Config, method: 'GET' | 'POST', path: string): Promise<unknown> {
+  const url = serverUrl(config, path);
+  let res: Response;
+  try {
+    res = await fetch(url, { method, headers: config.adminToken ? { authorization: `Bearer ${config.adminToken}` } : {}, signal: AbortSignal.timeout(10_000) });
+  } catch (err) {
+    throw new Error(`could not reach the server at ${url}: ${err instanceof Error ? err.message : String(err)}`);
+  }
   const body = (await res.json().catch(() => ({}))) as { message?: string };
-  if (!res.ok) throw new Error(`the running server answered ${res.status}${body.message ? `: ${body.message}` : ''}`);
+  if (!res.ok) throw new Error(`the server at ${url} answered ${res.status}${body.message ? `: ${body.message}` : ''}`);
   return body;
+}
+
+/** `prefetch` while a server holds the data folder: the server is asked to run prefetch. */
+async function askServerToPrefetch(config: Config, names: string[], out: Output): Promise<number> {
+  out.write(`the data folder ${config.dataDir} is in use by a running srm-mirror: asking it to prefetch\n`);
+  if (names.length) out.write('note: the server prefetches the packages it follows; the names given here are not passed on\n');
+  try {
+    await askServer(config, 'POST', '/-/prefetch');
+    out.write('the server started a prefetch run (or joined the one under way); see `srm-mirror status` or GET /-/status\n');
+    return 0;
+  } catch (err) {
+    out.error(`srm-mirror prefetch: ${(err as Error).message}\n`);
+    return 1;
+  }
+}
+
+/**
+ * `verify` while a server holds the data folder: the server runs (or joins) a scrub at its scrub rate, and its
+ * report is read from /-/status once that run is over (polled: a scrub can outlast any one HTTP request).
+ */
+async function askServerToVerify(config: Config, repair: boolean, sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))): Promise<ScrubReport> {
+  const { startedAt } = (await askServer(config, 'POST', `/-/verify${repair ? '?repair=true' : ''}`)) as { startedAt: string };
+  for (;;) {
+    const status = (await askServer(config, 'GET', '/-/status')) as MirrorStatus;
+    const last = status.archives.scrub.lastRun;
+    if (last?.startedAt === startedAt) return last;
+    await sleep(500);
+  }
 }
 
 function describeRun(s: PrefetchSummary): string {
@@ -279,7 +317,8 @@ export async function main(argv: string[], out: Output): Promise<number> {
       return 4;
     }
     if (err instanceof DataFolderLockedError) {
-      const hint = name === 'prefetch' ? ' To warm the cache of the running server, ask it: curl -X POST http://HOST:PORT/-/prefetch' : '';
+      if (name === 'prefetch' && config.adminToken) return askServerToPrefetch(config, args, out);
+      const hint = name === 'prefetch' ? ' To have the running server prefetch instead, give this command its --admin-token.' : '';
       out.error(`srm-mirror ${name}: the data folder ${config.dataDir} is in use by a running srm-mirror. Stop it first, or point --data at another folder.${hint}\n`);
       return 3;
     }

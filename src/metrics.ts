@@ -7,12 +7,15 @@ export class ResponseCounts {
 
   /** Counts a response once it is finished: by x-cache ("none" for answers without one) and status class. */
   track(req: IncomingMessage, res: ServerResponse): void {
-    const before = req.socket.bytesWritten;
+    // The socket is captured now: by 'finish', node may have detached it from the request (an answer sent before
+    // the request body was read, e.g. an upstream 401 to a large upload), and req.socket is then null.
+    const socket = req.socket;
+    const before = socket.bytesWritten;
     res.once('finish', () => {
       const key = `cache="${String(res.getHeader('x-cache') ?? 'none')}",code="${Math.floor(res.statusCode / 100)}xx"`;
       const entry = this.counts.get(key) ?? { responses: 0, bytes: 0 };
       entry.responses++;
-      entry.bytes += req.socket.bytesWritten - before;
+      entry.bytes += socket.bytesWritten - before;
       this.counts.set(key, entry);
     });
   }

@@ -10,7 +10,7 @@ export interface RunningMirror {
   readonly server: Server;
   /** e.g. "http://127.0.0.1:8080" */
   readonly url: string;
-  /** Graceful stop: in-flight responses get up to graceMs to finish. */
+  /** Graceful stop: work under way gets graceMs (default: the shutdownGrace setting) in total to finish. */
   close(graceMs?: number): Promise<void>;
 }
 
@@ -22,6 +22,7 @@ export async function startServer(config: Config, log: Logger, { now }: { now?: 
   server.requestTimeout = 300_000; // and 5 min for a whole request body
   server.timeout = 120_000; // a connection on which nothing moves for 2 min is closed
   server.keepAliveTimeout = 5_000;
+  server.maxConnections = config.server.maxConnections; // more are refused at once rather than piling up
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -39,15 +40,19 @@ export async function startServer(config: Config, log: Logger, { now }: { now?: 
     mirror,
     server,
     url,
-    async close(graceMs = 10_000) {
-      // Stop accepting; let responses under way finish; close keep-alive connections as they fall idle, and cut
-      // whatever still runs once the grace period is over.
+    async close(graceMs = config.shutdownGraceMs) {
+      // One deadline for everything: stop accepting; let responses under way finish, closing keep-alive connections
+      // as they fall idle; cut whatever still runs once it is reached. The mirror shuts down alongside (refusing
+      // upstream calls not yet started, letting downloads finish) and closes its stores once the connections are gone.
       const idle = setInterval(() => server.closeIdleConnections(), 50);
       const cut = setTimeout(() => server.closeAllConnections(), graceMs);
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-      clearInterval(idle);
-      clearTimeout(cut);
-      await mirror.close(graceMs);
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      try {
+        await mirror.close(graceMs, closed);
+      } finally {
+        clearInterval(idle);
+        clearTimeout(cut);
+      }
     },
   };
 }

@@ -18,8 +18,14 @@ export interface Config {
   /** Never contact the upstream: answer from the cache only. */
   readonly offline: boolean;
   readonly logLevel: LogLevel;
-  /** The bearer token mutating ops endpoints require; undefined: they are refused. */
+  /** Bearer token that mutating ops endpoints (POST /-/prefetch) require; undefined = they are refused. Never logged. */
   readonly adminToken: string | undefined;
+  /** How long a shutdown lets work under way finish, in total, before cutting what is left. */
+  readonly shutdownGraceMs: number;
+  readonly server: {
+    /** Open connections at most (node's server.maxConnections); more are refused at once. */
+    readonly maxConnections: number;
+  };
   readonly upstream: {
     readonly url: string;
     readonly type: UpstreamType;
@@ -36,6 +42,21 @@ export interface Config {
     readonly breakerMaxMs: number;
     /** How long a client with a stale copy at hand waits for the upstream before it gets the copy (x-cache STALE). */
     readonly staleAfterMs: number;
+    /** One upstream call (queueing and retries included) gets its answer's headers within this, or fails. */
+    readonly deadlineMs: number;
+    /** Upstream JSON answers larger than this fail (the body is not read further). */
+    readonly maxJsonBytes: number;
+    /** Hosts archives may be downloaded from besides the upstream's origin ("*.example.com" for subdomains). */
+    readonly archiveHosts: readonly string[];
+    /** Let downloads reach loopback, link-local and private addresses even when the upstream is not on one. */
+    readonly allowPrivateHosts: boolean;
+  };
+  /** Pass-through requests (publish, delete, retoken, private reads): their own lane and limits. */
+  readonly writes: {
+    readonly concurrency: number;
+    /** A request body on which nothing moves this long is cut (and the upstream request aborted). */
+    readonly bodyTimeoutMs: number;
+    readonly maxBodyBytes: number;
   };
   readonly cache: {
     readonly maxAgeMs: number;
@@ -132,6 +153,35 @@ const bytes: Parse<number> = (v, s) => {
   throw new ConfigError(s, 'a size such as "20GB", "512MiB" or a number of bytes (0 for no limit)', v);
 };
 
+/** A size above zero (where 0 would mean "unbounded", which these limits must never be). */
+const positiveBytes: Parse<number> = (v, s) => {
+  const n = bytes(v, s);
+  if (n > 0) return n;
+  throw new ConfigError(s, 'a size above 0 such as "8MB" or "100MB"', v);
+};
+
+const positiveDuration: Parse<number> = (v, s) => {
+  const ms = duration(v, s);
+  if (ms > 0) return ms;
+  throw new ConfigError(s, 'a duration above 0 such as "30s"', v);
+};
+
+const HOST = /^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$|^\[[0-9a-f:.]+\]$/;
+
+/** A JSON array of host names ("*.example.com" for any subdomain), or a comma-separated string of them. */
+const hostList: Parse<readonly string[]> = (v, s) => {
+  const list = typeof v === 'string' ? v.split(',').map((x) => x.trim()).filter(Boolean) : v;
+  if (Array.isArray(list) && list.every((x) => typeof x === 'string' && HOST.test(x.toLowerCase()))) return list.map((x: string) => x.toLowerCase());
+  throw new ConfigError(s, 'a list of host names such as ["cdn.example.com", "*.example.com"]', v);
+};
+
+/** A secret of at least 16 characters, or nothing. The message never repeats a rejected value. */
+const optionalSecret: Parse<string | undefined> = (v, s) => {
+  if (v === null || v === undefined || v === '') return undefined;
+  if (typeof v === 'string' && v.trim().length >= 16 && !/\s/.test(v)) return v;
+  throw new ConfigError(s, 'a token of at least 16 characters without spaces', typeof v === 'string' ? `a ${v.length}-character value` : typeof v);
+};
+
 const cronExpression: Parse<string> = (v, s) => {
   if (typeof v === 'string' && cron.validate(v)) return v;
   throw new ConfigError(s, 'a cron expression such as "*/30 * * * *"', v);
@@ -177,7 +227,6 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'trustProxy', flag: 'trust-proxy', switch: true, env: ['SRM_MIRROR_TRUST_PROXY'], parse: bool, help: 'honour X-Forwarded-Proto/-Host' },
   { key: 'offline', flag: 'offline', switch: true, env: ['SRM_MIRROR_OFFLINE'], parse: bool, help: 'never contact the upstream; serve the cache only' },
   { key: 'logLevel', flag: 'log-level', env: ['SRM_MIRROR_LOG_LEVEL'], parse: oneOf<LogLevel>('debug', 'info', 'warn', 'error'), help: 'debug, info, warn or error' },
-  { key: 'adminToken', flag: 'admin-token', env: ['SRM_MIRROR_ADMIN_TOKEN'], parse: (v, s) => (v === null || v === undefined || v === '' ? undefined : str(v, s)), help: 'bearer token for mutating ops endpoints' },
   { key: 'upstream.url', flag: 'upstream', env: ['SRM_MIRROR_UPSTREAM'], parse: url, help: 'the upstream registry base URL' },
   { key: 'upstream.type', flag: 'upstream-type', env: ['SRM_MIRROR_UPSTREAM_TYPE'], parse: oneOf<UpstreamType>('serverless-v3', 'srm'), help: 'serverless-v3 or srm' },
   { key: 'upstream.concurrency', flag: 'upstream-concurrency', env: ['SRM_MIRROR_UPSTREAM_CONCURRENCY'], parse: integer(1, 1024), help: 'most upstream requests at once' },
@@ -190,6 +239,16 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'upstream.breakerMinBackoff', target: 'upstream.breakerMinMs', flag: 'breaker-min-backoff', env: ['SRM_MIRROR_BREAKER_MIN_BACKOFF'], parse: duration, help: 'first wait before probing a down upstream' },
   { key: 'upstream.breakerMaxBackoff', target: 'upstream.breakerMaxMs', flag: 'breaker-max-backoff', env: ['SRM_MIRROR_BREAKER_MAX_BACKOFF'], parse: duration, help: 'longest wait between probes' },
   { key: 'upstream.staleAfter', target: 'upstream.staleAfterMs', flag: 'stale-after', env: ['SRM_MIRROR_STALE_AFTER'], parse: duration, help: 'longest wait for the upstream when a stale copy can answer' },
+  { key: 'upstream.deadline', target: 'upstream.deadlineMs', flag: 'upstream-deadline', env: ['SRM_MIRROR_UPSTREAM_DEADLINE'], parse: positiveDuration, help: 'longest wait for an upstream answer, queueing and retries included' },
+  { key: 'upstream.maxJsonSize', target: 'upstream.maxJsonBytes', flag: 'max-json-size', env: ['SRM_MIRROR_MAX_JSON_SIZE'], parse: positiveBytes, help: 'largest upstream JSON answer read, e.g. 8MB' },
+  { key: 'upstream.archiveHosts', flag: 'archive-hosts', env: ['SRM_MIRROR_ARCHIVE_HOSTS'], parse: hostList, help: 'hosts archives may come from besides the upstream, comma-separated (*.example.com allowed)' },
+  { key: 'upstream.allowPrivateHosts', flag: 'allow-private-hosts', switch: true, env: ['SRM_MIRROR_ALLOW_PRIVATE_HOSTS'], parse: bool, help: 'let downloads reach private, loopback and link-local addresses' },
+  { key: 'writes.concurrency', flag: 'writes-concurrency', env: ['SRM_MIRROR_WRITES_CONCURRENCY'], parse: integer(1, 256), help: 'most pass-through requests (publish, delete, ...) at once' },
+  { key: 'writes.bodyTimeout', target: 'writes.bodyTimeoutMs', flag: 'write-body-timeout', env: ['SRM_MIRROR_WRITE_BODY_TIMEOUT'], parse: positiveDuration, help: 'a request body idle this long is cut' },
+  { key: 'writes.maxBodySize', target: 'writes.maxBodyBytes', flag: 'max-body-size', env: ['SRM_MIRROR_MAX_BODY_SIZE'], parse: positiveBytes, help: 'largest request body passed through, e.g. 100MB' },
+  { key: 'server.maxConnections', flag: 'max-connections', env: ['SRM_MIRROR_MAX_CONNECTIONS'], parse: integer(1, 1_000_000), help: 'most open client connections' },
+  { key: 'adminToken', flag: 'admin-token', env: ['SRM_MIRROR_ADMIN_TOKEN'], parse: optionalSecret, help: 'bearer token for POST /-/prefetch (unset: refused)' },
+  { key: 'shutdownGrace', target: 'shutdownGraceMs', flag: 'shutdown-grace', env: ['SRM_MIRROR_SHUTDOWN_GRACE'], parse: duration, help: 'time work under way gets to finish at shutdown, in total' },
   { key: 'cache.maxAge', target: 'cache.maxAgeMs', flag: 'max-age', env: ['SRM_MIRROR_MAX_AGE'], parse: duration, help: 'how long metadata is served without asking the upstream' },
   { key: 'cache.notFoundTtl', target: 'cache.notFoundTtlMs', flag: 'not-found-ttl', env: ['SRM_MIRROR_NOT_FOUND_TTL'], parse: duration, help: 'how long an upstream 404 is remembered' },
   { key: 'cache.maxSize', target: 'cache.maxSizeBytes', flag: 'max-size', env: ['SRM_MIRROR_MAX_SIZE'], parse: bytes, help: 'disk quota for archives, e.g. 20GB (0: none)' },

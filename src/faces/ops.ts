@@ -1,5 +1,6 @@
-// The ops face: health, status, Prometheus metrics, and a prefetch trigger for operators and load balancers.
-import { Router, type Request } from 'express';
+// The ops face: health, status, Prometheus metrics, and prefetch and verify triggers for operators and load balancers.
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { Router, type Request, type RequestHandler } from 'express';
 import type { Logger } from '../log.js';
 import { MirrorError } from '../model/errors.js';
 import { errorHandler } from './errors.js';
@@ -11,10 +12,34 @@ export interface OpsFaceOptions {
   readonly metrics: () => Promise<string>;
   /** Starts a prefetch run; undefined when there is no upstream to prefetch from (offline). */
   readonly prefetchNow: ((trigger: string) => Promise<unknown>) | undefined;
+  /** Starts a scrub of every archive (or joins the one under way); resolves with when that run started. */
+  readonly startVerify: (repair: boolean) => string;
+  /** The token mutating endpoints require; undefined: they are refused. */
+  readonly adminToken: string | undefined;
 }
 
-export function opsFace({ status, metrics, prefetchNow, log }: OpsFaceOptions): Router {
+/**
+ * Guards an ops endpoint that changes something: it needs `Authorization: Bearer <adminToken>`. Without an admin
+ * token configured it is refused to everyone (403), a missing or wrong token gets 401. Compared in constant time.
+ */
+export function requireAdmin(adminToken: string | undefined): RequestHandler {
+  const digest = (s: string) => createHash('sha256').update(s).digest(); // equal lengths for timingSafeEqual
+  const expected = adminToken === undefined ? undefined : digest(adminToken);
+  return (req, res, next) => {
+    const what = `${req.method} ${req.originalUrl.split('?')[0]}`;
+    if (!expected) throw new MirrorError('forbidden', `${what} is disabled: set the adminToken setting (--admin-token, SRM_MIRROR_ADMIN_TOKEN) to enable it`);
+    const given = /^Bearer (\S+)$/i.exec(req.headers.authorization ?? '')?.[1];
+    if (given === undefined || !timingSafeEqual(digest(given), expected)) {
+      res.setHeader('WWW-Authenticate', 'Bearer');
+      throw new MirrorError('unauthorized', `${what} needs "Authorization: Bearer <admin token>"`);
+    }
+    next();
+  };
+}
+
+export function opsFace({ status, metrics, prefetchNow, startVerify, log, adminToken }: OpsFaceOptions): Router {
   const router = Router();
+  const admin = requireAdmin(adminToken);
   router.get('/health', (_req, res) => {
     res.json({ status: 'ok' });
   });
@@ -24,11 +49,21 @@ export function opsFace({ status, metrics, prefetchNow, log }: OpsFaceOptions): 
   router.get('/metrics', async (_req, res) => {
     res.type('text/plain; version=0.0.4').send(await metrics());
   });
-  /** Starts a run over the followed packages (or joins the one under way) and answers at once; see /-/status. */
-  router.post('/prefetch', (_req, res) => {
+  /**
+   * Starts a run over the followed packages and answers at once (see /-/status). Triggers while a run is under way
+   * join it (Prefetcher.run), so a burst of them costs one run.
+   */
+  router.post('/prefetch', admin, (_req, res) => {
     if (!prefetchNow) throw new MirrorError('unavailable', 'the mirror is offline: there is nothing to prefetch from');
     void prefetchNow('http').catch(() => {});
     res.status(202).json({ status: 'started' });
+  });
+  /**
+   * Rehashes every archive at the scrub rate (with ?repair=true also removing what else is off) and answers at once:
+   * the report is archives.scrub.lastRun in /-/status once lastRun.startedAt is the startedAt answered here.
+   */
+  router.post('/verify', admin, (req, res) => {
+    res.status(202).json({ status: 'started', startedAt: startVerify(req.query.repair === 'true') });
   });
   router.use((req: Request) => {
     throw new MirrorError('not-found', `no such endpoint: ${req.method} ${req.originalUrl.split('?')[0]}`);

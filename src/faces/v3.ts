@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { Router, type Request, type Response } from 'express';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Readable } from 'node:stream';
+import type { Transform } from 'node:stream';
 import type { Cached } from '../core/metadata-cache.js';
 import type { Registry } from '../core/registry.js';
 import type { Logger } from '../log.js';
@@ -30,19 +30,28 @@ export function v3Face({ registry, baseUrl, forward, log }: V3FaceOptions): Rout
   const router = Router();
   const name = (req: Request) => valid.packageName(req.params.name as string);
 
+  /**
+   * Private content: the anonymous mirror may not see it, the caller may. When the shared cache's anonymous read
+   * failed with 404/401/403 and the caller sent credentials, the caller's request is passed through with them,
+   * never cached; otherwise the error stands.
+   */
+  const orPrivate = async (req: Request, res: Response, err: unknown): Promise<void> => {
+    const e = toMirrorError(err);
+    if (forward && hasCredentials(req) && (e.kind === 'not-found' || e.kind === 'unauthorized')) return sendForwarded(res, await forward(req));
+    throw e;
+  };
+
   /** Answers from the shared cache; what the anonymous mirror may not see is forwarded with the caller's credentials. */
   const read =
     (answer: (req: Request, base: string) => Promise<[Cached<unknown>, unknown]>) =>
     async (req: Request, res: Response) => {
+      let answered: [Cached<unknown>, unknown];
       try {
-        const [cached, body] = await answer(req, baseUrl(req));
-        sendCached(req, res, cached, body);
+        answered = await answer(req, baseUrl(req));
       } catch (err) {
-        const e = toMirrorError(err);
-        // Private content: the anonymous mirror may not see it, the caller may. Passed through, never cached.
-        if (forward && hasCredentials(req) && (e.kind === 'not-found' || e.kind === 'unauthorized')) return sendForwarded(res, await forward(req));
-        throw e;
+        return orPrivate(req, res, err);
       }
+      sendCached(req, res, ...answered);
     };
 
   router.get(
@@ -79,30 +88,36 @@ export function v3Face({ registry, baseUrl, forward, log }: V3FaceOptions): Rout
   router.get('/packages/:name/zipball/:version', async (req, res) => {
     const pkg = name(req);
     const version = valid.version(req.params.version as string);
-    await sendArchive(req, res, await registry.archive(pkg, version), `${pkg}-${version}.zip`);
+    let handle: Awaited<ReturnType<Registry['archive']>>;
+    try {
+      handle = await registry.archive(pkg, version);
+    } catch (err) {
+      return orPrivate(req, res, err);
+    }
+    await sendArchive(req, res, handle, `${pkg}-${version}.zip`);
   });
 
   /**
-   * A write (or login) passed to the upstream. `plan` may replace the body (to read it on the way) and says how the
+   * A write (or login) passed to the upstream. `plan` may tap the body (to read it on the way) and says how the
    * cache follows an upstream success; that is applied before the client gets the answer.
    */
   const write =
-    (plan?: (req: Request) => { body?: Readable; applied: () => Promise<void> }) => async (req: Request, res: Response) => {
+    (plan?: (req: Request) => { tap?: Transform; applied: () => Promise<void> }) => async (req: Request, res: Response) => {
       if (!forward) {
         const why = registry.offline ? 'the mirror is offline' : 'the mirror has no v3 upstream';
         throw new MirrorError('unavailable', `${why}: ${req.method} ${req.path} needs the upstream registry`);
       }
       const planned = plan?.(req);
-      const answer = await forward(req, planned?.body);
+      const answer = await forward(req, planned?.tap);
       if (answer.status >= 200 && answer.status < 300) await planned?.applied();
       await sendForwarded(res, answer);
     };
 
   router.post(
     '/packages/releases',
-    write((req) => {
-      const form = sniffForm(req);
-      return { body: form.body, applied: () => registry.published(publishedName(form.field('publish'))) };
+    write(() => {
+      const form = sniffForm();
+      return { tap: form.stream, applied: () => registry.published(publishedName(form.field('publish'))) };
     }),
   );
   router.delete(

@@ -4,7 +4,13 @@
 export type ErrorKind =
   | 'bad-request'
   | 'unauthorized'
+  /** The mirror refuses it whoever asks (e.g. an ops endpoint with no admin token configured). */
+  | 'forbidden'
   | 'not-found'
+  /** A client's request body is larger than the mirror passes on. */
+  | 'too-large'
+  /** A client stopped sending its request body. */
+  | 'client-timeout'
   | 'not-supported'
   | 'upstream-failed'
   | 'upstream-timeout'
@@ -15,7 +21,10 @@ export type ErrorKind =
 const STATUS: Record<ErrorKind, number> = {
   'bad-request': 400,
   unauthorized: 401,
+  forbidden: 403,
   'not-found': 404,
+  'too-large': 413,
+  'client-timeout': 408,
   'not-supported': 501,
   'upstream-failed': 502,
   'upstream-timeout': 504,

@@ -1,6 +1,12 @@
 // Marks the upstream down after a run of failures, so that while it is down no request waits for a timeout:
 // callers fail at once (and the caches answer from what they have). After a backoff window, which doubles on
 // every failed probe up to a ceiling, a single request probes the upstream; its success closes the circuit.
+//
+// It measures the upstream, not the clients: the caller reports each admitted call's outcome on its ticket, and
+// only the upstream's own failures (no answer, a timeout, 5xx, 429) count. A call that ends for any other reason
+// (a client went away, the mirror shut down, a refused URL) is reported as abandoned and changes nothing. A call is
+// settled when its response headers arrive, not when its body has been read: a long download does not keep the
+// one probe of a half-open circuit, and everyone else, waiting.
 import { MirrorError } from '../model/errors.js';
 
 export interface CircuitBreakerOptions {
@@ -20,6 +26,16 @@ export interface CircuitStatus {
   readonly lastError: string | undefined;
 }
 
+/** One admitted call. The first report counts; later ones are ignored. */
+export interface Ticket {
+  /** The upstream answered (whatever the status, unless it is one of its failures). */
+  succeeded(): void;
+  /** The upstream failed this call. */
+  failed(err: MirrorError): void;
+  /** The call ended without telling anything about the upstream. */
+  abandoned(): void;
+}
+
 export class CircuitBreaker {
   private failures = 0;
   private openUntil = 0;
@@ -33,24 +49,37 @@ export class CircuitBreaker {
     this.now = options.now ?? Date.now;
   }
 
-  /** Runs fn unless the circuit is open; fn's outcome is recorded (only upstream failures count as failures). */
-  async run<T>(fn: () => Promise<T>): Promise<T> {
-    const probe = this.admit();
-    try {
-      const result = await fn();
-      this.succeeded();
-      return result;
-    } catch (err) {
-      if (err instanceof MirrorError && err.isUpstreamFailure) this.failed(err, probe);
-      else this.succeeded(); // the upstream answered, if not with what we wanted
-      throw err;
-    } finally {
-      if (probe) this.probing = false;
+  /** Admits a call whose outcome counts: throws 'unavailable' while open; when half-open, only one call (the probe) goes. */
+  admit(): Ticket {
+    const probe = this.isOpen();
+    if (probe) {
+      this.refuseIfWaiting();
+      this.probing = true;
     }
+    let reported = false;
+    const report = (outcome: () => void) => {
+      if (reported) return;
+      reported = true;
+      if (probe) this.probing = false;
+      outcome();
+    };
+    return {
+      succeeded: () => report(() => this.succeeded()),
+      failed: (err) => report(() => this.failed(err, probe)),
+      abandoned: () => report(() => {}),
+    };
+  }
+
+  /**
+   * Throws 'unavailable' while the circuit is open, for calls whose outcome does not count (writes): they fail fast
+   * while the upstream is down, but never take the probe's place nor tell the circuit anything.
+   */
+  check(): void {
+    if (this.isOpen()) this.refuseIfWaiting();
   }
 
   status(): CircuitStatus {
-    const open = this.failures >= this.options.threshold;
+    const open = this.isOpen();
     return {
       state: !open ? 'closed' : this.probing || this.now() >= this.openUntil ? 'half-open' : 'open',
       consecutiveFailures: this.failures,
@@ -60,16 +89,17 @@ export class CircuitBreaker {
     };
   }
 
-  /** Throws while open; returns true when this call is the one probe of a half-open circuit. */
-  private admit(): boolean {
-    if (this.failures < this.options.threshold) return false;
+  private isOpen(): boolean {
+    return this.failures >= this.options.threshold;
+  }
+
+  /** While open: refuses until the window has passed, and while the probe is out. */
+  private refuseIfWaiting(): void {
     const wait = this.openUntil - this.now();
     if (wait > 0 || this.probing) {
       const retry = Math.max(0, Math.ceil(wait / 1000));
       throw new MirrorError('unavailable', `the upstream is down (${this.failures} failures in a row: ${this.lastError}); next try in ${retry}s`);
     }
-    this.probing = true;
-    return true;
   }
 
   private succeeded(): void {

@@ -1,17 +1,33 @@
-// The mirror's one way out: a keep-alive undici Agent (following redirects, since registries answer zipball
-// requests with a 302 to object storage) behind one p-queue, so the upstream never sees more than `concurrency`
-// requests from us, and one circuit breaker, so that a dead upstream costs no timeouts. Idempotent GETs are
-// retried with jittered backoff while nothing has reached a client yet. Upstream statuses and transport failures
-// become MirrorErrors here, and nowhere else.
+// The mirror's one way out, and the one place where upstream statuses and transport failures become MirrorErrors.
+//
+// Reads (metadata, archive downloads) go through one p-queue, so the upstream never sees more than `concurrency`
+// of them from us, and one circuit breaker, so that a dead upstream costs no timeouts. Pass-through requests
+// (publish, delete, retoken, private reads) have a lane of their own: a slow upload never takes a read's slot.
+//
+// Every call is bounded: it gets its answer's headers within `deadline` (time waiting for a slot and retries
+// included) or fails with 'upstream-timeout', so a blackholed upstream never holds a caller longer than that. Only
+// the upstream's own failures (no answer, a timeout, 5xx, 429) count against it and are retried, with jittered
+// backoff or the delay its Retry-After asks for, while the next try still fits in the deadline; a 4xx is an answer.
+//
+// Archive downloads follow redirects themselves, every hop checked by the egress policy (no SSRF), through an Agent
+// whose lookup only connects to addresses the policy allows. JSON answers are read up to `maxJsonSize`.
 import PQueue from 'p-queue';
 import { Agent, errors, interceptors, request, type Dispatcher } from 'undici';
 import type { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Config } from '../config/config.js';
 import { MirrorError } from '../model/errors.js';
-import { CircuitBreaker, type CircuitStatus } from './circuit-breaker.js';
+import { CircuitBreaker, type CircuitStatus, type Ticket } from './circuit-breaker.js';
+import { EgressPolicy, EgressRefusedError, type EgressPolicyOptions } from './egress-policy.js';
 
-/** Connection limits, timeouts, retries and the circuit breaker's settings: the config's `upstream` section. */
-export type UpstreamHttpOptions = Omit<Config['upstream'], 'url' | 'type'>;
+/** The config's `upstream` section (less the protocol type), the writes lane's concurrency, and test seams. */
+export interface UpstreamHttpOptions extends Omit<Config['upstream'], 'type'> {
+  readonly writes: Pick<Config['writes'], 'concurrency'>;
+  /** The circuit breaker's clock. */
+  readonly now?: () => number;
+  /** Name resolution of download hosts (dns.lookup by default). */
+  readonly resolve?: EgressPolicyOptions['resolve'];
+}
 
 /** Validators for a conditional GET. */
 export interface Validators {
@@ -52,7 +68,7 @@ export interface ForwardResponse {
 
 /** Counts since start, for /-/metrics. */
 export interface UpstreamCounts {
-  /** HTTP requests sent (retries included). */
+  /** HTTP requests sent (retries and redirect hops included). */
   sent: number;
   /** Of those, the ones that got no answer (connection error, timeout). */
   failed: number;
@@ -60,17 +76,54 @@ export interface UpstreamCounts {
   refused: number;
 }
 
+/** Redirects a download follows, each hop checked by the egress policy. */
+const MAX_REDIRECTS = 5;
+const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
+/** The longest Retry-After honoured (the deadline usually cuts it shorter). */
+const MAX_RETRY_AFTER_MS = 60_000;
+
+/** What UpstreamHttp objects of every priority share: connections, lanes, breaker, counts, and shutdown. */
 interface Shared {
+  /** Metadata reads (following redirects) and pass-through requests (told not to follow them). */
   readonly dispatcher: Dispatcher;
-  readonly queue: PQueue;
+  /** Archive downloads: redirects followed by hand, connections only to addresses the egress policy allows. */
+  readonly downloads: Dispatcher;
+  readonly reads: PQueue;
+  readonly writes: PQueue;
   readonly breaker: CircuitBreaker;
+  readonly policy: EgressPolicy;
   readonly counts: UpstreamCounts;
+  /** Cancels a call still waiting for a slot, by its cancel function. */
+  readonly waiting: Set<(reason: MirrorError) => void>;
+  closing: boolean;
+  closed?: Promise<void>;
+}
+
+/**
+ * A try that did not give the caller what it wanted, and what it says about the upstream: 'failure' (its own:
+ * counted by the breaker, retried), 'answered' (it answered, e.g. a 4xx: it is up), or 'none' (nothing: a refused
+ * URL, a shutdown).
+ */
+class Failed extends Error {
+  constructor(
+    readonly error: MirrorError,
+    readonly verdict: 'failure' | 'answered' | 'none',
+    readonly retryAfterMs?: number,
+  ) {
+    super(error.message);
+  }
+}
+
+interface Deadline {
+  readonly signal: AbortSignal;
+  /** Epoch ms. */
+  readonly at: number;
+  /** The call has what the deadline bounds (its answer's headers): stop the clock. */
+  done(): void;
 }
 
 export class UpstreamHttp {
-  private readonly dispatcher: Dispatcher;
-  private readonly queue: PQueue;
-  private readonly breaker: CircuitBreaker;
+  private readonly shared: Shared;
   readonly counts: UpstreamCounts;
 
   constructor(
@@ -78,31 +131,38 @@ export class UpstreamHttp {
     shared?: Shared,
     private readonly priority: Priority = 'live',
   ) {
-    this.dispatcher =
-      shared?.dispatcher ??
-      new Agent({
-        connect: { timeout: options.connectTimeoutMs },
-        headersTimeout: options.headersTimeoutMs,
-        bodyTimeout: options.bodyTimeoutMs,
-        keepAliveTimeout: 10_000,
-      }).compose(interceptors.redirect({ maxRedirections: 5 }));
-    this.queue = shared?.queue ?? new PQueue({ concurrency: options.concurrency });
-    this.breaker =
-      shared?.breaker ?? new CircuitBreaker({ threshold: options.breakerThreshold, minBackoffMs: options.breakerMinMs, maxBackoffMs: options.breakerMaxMs });
-    this.counts = shared?.counts ?? { sent: 0, failed: 0, refused: 0 };
+    this.shared = shared ?? UpstreamHttp.share(options);
+    this.counts = this.shared.counts;
   }
 
-  /** The same client (connections, queue, circuit breaker) with requests of another priority. */
+  private static share(options: UpstreamHttpOptions): Shared {
+    const policy = new EgressPolicy({ upstreamUrl: options.url, archiveHosts: options.archiveHosts, allowPrivateHosts: options.allowPrivateHosts, resolve: options.resolve });
+    const timeouts = { headersTimeout: options.headersTimeoutMs, bodyTimeout: options.bodyTimeoutMs, keepAliveTimeout: 10_000 };
+    return {
+      dispatcher: new Agent({ connect: { timeout: options.connectTimeoutMs }, ...timeouts }).compose(interceptors.redirect({ maxRedirections: 5 })),
+      downloads: new Agent({ connect: { timeout: options.connectTimeoutMs, lookup: policy.lookup }, ...timeouts }),
+      reads: new PQueue({ concurrency: options.concurrency }),
+      writes: new PQueue({ concurrency: options.writes.concurrency }),
+      breaker: new CircuitBreaker({ threshold: options.breakerThreshold, minBackoffMs: options.breakerMinMs, maxBackoffMs: options.breakerMaxMs, now: options.now }),
+      policy,
+      counts: { sent: 0, failed: 0, refused: 0 },
+      waiting: new Set(),
+      closing: false,
+    };
+  }
+
+  /** The same client (connections, queues, circuit breaker) with requests of another priority. */
   withPriority(priority: Priority): UpstreamHttp {
-    return new UpstreamHttp(this.options, { dispatcher: this.dispatcher, queue: this.queue, breaker: this.breaker, counts: this.counts }, priority);
+    return new UpstreamHttp(this.options, this.shared, priority);
   }
 
   get circuit(): CircuitStatus {
-    return this.breaker.status();
+    return this.shared.breaker.status();
   }
 
+  /** Reads under way and waiting for a slot. */
   get pending(): { running: number; waiting: number } {
-    return { running: this.queue.pending, waiting: this.queue.size };
+    return { running: this.shared.reads.pending, waiting: this.shared.reads.size };
   }
 
   /** GETs JSON, conditionally when validators are given; non-2xx answers and bodies that are not JSON throw. */
@@ -110,94 +170,254 @@ export class UpstreamHttp {
     const headers: Headers = { accept: 'application/json' };
     if (since?.etag) headers['if-none-match'] = since.etag;
     if (since?.lastModified) headers['if-modified-since'] = since.lastModified;
-    return this.guarded(() =>
-      this.retrying(async () => {
-        const res = await this.send(url, { method: 'GET', headers });
-        const text = await res.body.text().catch((err: unknown) => {
-          throw transportError(err, url);
-        });
-        if (res.statusCode === 304 && since) return { notModified: true } as const;
-        let data: unknown;
+    const attempt = async (signal: AbortSignal): Promise<JsonAnswer> => {
+      const res = await this.send(this.shared.dispatcher, url, { method: 'GET', headers, signal });
+      const text = await readCapped(res, this.options.maxJsonBytes, url, signal);
+      if (res.statusCode === 304 && since) return { notModified: true };
+      let data: unknown;
+      try {
+        data = JSON.parse(text);
+      } catch {
+        if (res.statusCode < 300) throw new Failed(new MirrorError('upstream-failed', `upstream answered ${redact(url)} with a body that is not JSON`), 'failure');
+      }
+      if (res.statusCode >= 300) throw statusFailure(res.statusCode, url, data, res.headers);
+      return { data, headers: res.headers, validators: { etag: header(res.headers, 'etag'), lastModified: header(res.headers, 'last-modified') } };
+    };
+    return this.read(attempt, async (answer) => answer);
+  }
+
+  /**
+   * GETs a download (redirects followed, each hop checked) and hands its body to `consume`. The deadline and the
+   * circuit breaker see the call up to the answer's headers; the read slot is held until `consume` settles, so
+   * large downloads count against the upstream concurrency too. Retried only until the body starts flowing.
+   */
+  download<T>(url: string, consume: (res: UpstreamBody) => Promise<T>): Promise<T> {
+    return this.read(
+      (signal) => this.fetchArchive(url, signal),
+      async (res) => {
+        const body = res.body as unknown as Readable;
+        body.on('error', () => {}); // a body the consumer drops without reading must not throw an uncaught 'error'
+        const length = Number(res.headers['content-length']);
         try {
-          data = JSON.parse(text);
-        } catch {
-          if (res.statusCode < 300) throw new MirrorError('upstream-failed', `upstream answered ${redact(url)} with a body that is not JSON`);
+          return await consume({ body, length: Number.isSafeInteger(length) ? length : undefined, headers: res.headers });
+        } catch (err) {
+          body.destroy();
+          throw err instanceof errors.UndiciError ? transportError(err, url) : err;
         }
-        if (res.statusCode >= 300) throw statusError(res.statusCode, url, data);
-        const validators = { etag: header(res.headers, 'etag'), lastModified: header(res.headers, 'last-modified') };
-        return { data, headers: res.headers, validators };
-      }),
+      },
     );
   }
 
   /**
-   * GETs a download and hands its body to `consume`; the queue slot is held until `consume` settles, so large
-   * downloads count against the upstream concurrency too. Retried only until the body starts flowing.
+   * Sends a request as the client made it, and gives back the upstream's answer unchanged (a redirect is the
+   * upstream's answer to pass on, not one to follow). In the pass-through lane: the deadline bounds only its wait
+   * for a slot (an upload may rightly take longer; the body guard and undici's timeouts bound it), and the breaker
+   * only refuses it while the upstream is down: its outcome tells the breaker nothing.
    */
-  download<T>(url: string, consume: (res: UpstreamBody) => Promise<T>): Promise<T> {
-    return this.guarded(async () => {
-      const res = await this.retrying(async () => {
-        const res = await this.send(url, { method: 'GET', headers: {} });
-        if (res.statusCode !== 200) {
-          await res.body.dump().catch(() => {});
-          throw statusError(res.statusCode, url, undefined);
-        }
-        return res;
-      });
-      const length = Number(res.headers['content-length']);
-      const body = res.body as unknown as Readable;
-      try {
-        return await consume({ body, length: Number.isSafeInteger(length) ? length : undefined, headers: res.headers });
-      } catch (err) {
-        body.destroy();
-        throw err instanceof errors.UndiciError ? transportError(err, url) : err;
-      }
-    });
-  }
-
-  /** Sends a request as the client made it, and gives back the upstream's answer unchanged. */
   forward(req: ForwardRequest): Promise<ForwardResponse> {
-    return this.guarded(async () => {
-      // maxRedirections 0: a redirect is the upstream's answer to pass on, not one for the mirror to follow.
-      const res = await this.send(req.url, { method: req.method as Dispatcher.HttpMethod, headers: req.headers, body: req.body, maxRedirections: 0 });
-      return { status: res.statusCode, headers: res.headers, body: res.body as unknown as Readable };
-    });
-  }
-
-  async close(): Promise<void> {
-    this.queue.clear();
-    await this.dispatcher.close();
-  }
-
-  /** Through the circuit breaker (fail fast while the upstream is down), then the queue. */
-  private guarded<T>(fn: () => Promise<T>): Promise<T> {
-    return this.breaker.run(() => this.queue.add(fn, { priority: PRIORITY[this.priority] })).catch((err: unknown) => {
-      if (err instanceof MirrorError && err.kind === 'unavailable') this.counts.refused++;
-      throw err;
-    });
-  }
-
-  private async retrying<T>(fn: () => Promise<T>): Promise<T> {
-    for (let attempt = 0; ; attempt++) {
+    try {
+      this.gate(() => this.shared.breaker.check());
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const deadline = this.deadline();
+    return this.queued(this.shared.writes, deadline, async () => {
+      deadline.done();
       try {
-        return await fn();
+        const method = req.method as Dispatcher.HttpMethod;
+        const res = await this.send(this.shared.dispatcher, req.url, { method, headers: req.headers, body: req.body, maxRedirections: 0 });
+        const body = res.body as unknown as Readable;
+        body.on('error', () => {}); // the face may never get to read it (its client gone)
+        return { status: res.statusCode, headers: res.headers, body };
       } catch (err) {
-        if (attempt >= this.options.retries || !(err instanceof MirrorError && err.isUpstreamFailure)) throw err;
+        throw err instanceof Failed ? err.error : err;
+      }
+    });
+  }
+
+  /**
+   * Shuts down: new calls and calls still waiting for a slot are refused ('unavailable', shutting down) at once;
+   * calls under way (and `alsoWaitFor`, e.g. the server's connections) get up to graceMs to finish, then every
+   * connection is destroyed. (Not dispatcher.close(): undici's destroy() after a pending close() leaves the bodies
+   * in flight hanging instead of failing them.)
+   */
+  close(graceMs: number, alsoWaitFor?: Promise<unknown>): Promise<void> {
+    this.shared.closed ??= (async () => {
+      this.shared.closing = true;
+      for (const cancel of [...this.shared.waiting]) cancel(shuttingDown());
+      const timer = new AbortController();
+      await Promise.race([
+        Promise.all([this.shared.reads.onIdle(), this.shared.writes.onIdle(), alsoWaitFor]),
+        sleep(graceMs, undefined, { signal: timer.signal }).catch(() => {}),
+      ]);
+      timer.abort();
+      await Promise.all([this.shared.dispatcher.destroy(), this.shared.downloads.destroy()]);
+    })();
+    return this.shared.closed;
+  }
+
+  /**
+   * One read: admitted by the breaker, given a deadline, queued, tried (and retried) up to its answer's headers,
+   * which settle the breaker's ticket; then `then` runs on the answer, still holding the read slot.
+   */
+  private read<R, T>(attempt: (signal: AbortSignal) => Promise<R>, then: (r: R) => Promise<T>): Promise<T> {
+    let ticket: Ticket;
+    try {
+      ticket = this.gate(() => this.shared.breaker.admit());
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const deadline = this.deadline();
+    const task = async () => {
+      let answer: R;
+      try {
+        answer = await this.retrying(attempt, deadline);
+      } catch (err) {
+        if (!(err instanceof Failed)) throw err;
+        if (err.verdict === 'failure') ticket.failed(err.error);
+        else if (err.verdict === 'answered') ticket.succeeded();
+        throw err.error;
+      } finally {
+        deadline.done();
+      }
+      ticket.succeeded();
+      return then(answer);
+    };
+    return this.queued(this.shared.reads, deadline, task).finally(() => ticket.abandoned()); // a no-op once reported
+  }
+
+  /** Lets a call in through the breaker's `pass` (counting its refusals), or refuses it while shutting down. */
+  private gate<T>(pass: () => T): T {
+    if (this.shared.closing) throw shuttingDown();
+    try {
+      return pass();
+    } catch (err) {
+      this.counts.refused++;
+      throw err;
+    }
+  }
+
+  private deadline(): Deadline {
+    const controller = new AbortController();
+    const ms = this.options.deadlineMs;
+    const reason = () => new MirrorError('upstream-timeout', `the upstream did not answer within ${ms / 1000}s`);
+    const timer = setTimeout(() => controller.abort(reason()), ms);
+    timer.unref();
+    return { signal: controller.signal, at: Date.now() + ms, done: () => clearTimeout(timer) };
+  }
+
+  /**
+   * Runs `task` in a lane. While it waits for a slot, the deadline or a shutdown rejects it (and takes it out of the
+   * queue); once it runs, the queue is no longer told, since p-queue would give up the slot of a task still running.
+   */
+  private queued<T>(queue: PQueue, deadline: Deadline, task: () => Promise<T>): Promise<T> {
+    const waiting = new AbortController();
+    const cancel = (reason: MirrorError) => waiting.abort(reason);
+    const onDeadline = () => cancel(deadline.signal.reason as MirrorError);
+    const started = () => {
+      deadline.signal.removeEventListener('abort', onDeadline);
+      this.shared.waiting.delete(cancel);
+    };
+    deadline.signal.addEventListener('abort', onDeadline, { once: true });
+    this.shared.waiting.add(cancel);
+    const run = () => {
+      started();
+      return task();
+    };
+    return queue
+      .add(run, { priority: PRIORITY[this.priority], signal: waiting.signal })
+      .finally(() => {
+        started();
+        deadline.done(); // a call refused while waiting stops its clock too
+      });
+  }
+
+  /** Tries again after the upstream's own failures, while tries remain and the next one fits in the deadline. */
+  private async retrying<T>(attempt: (signal: AbortSignal) => Promise<T>, deadline: Deadline): Promise<T> {
+    for (let n = 0; ; n++) {
+      try {
+        return await attempt(deadline.signal);
+      } catch (err) {
+        if (!(err instanceof Failed) || err.verdict !== 'failure' || n >= this.options.retries || deadline.signal.aborted || this.shared.closing) throw err;
         // Full jitter: a crowd of retries does not hit a recovering upstream in step.
-        await new Promise((r) => setTimeout(r, Math.random() * this.options.retryDelayMs * 2 ** attempt));
+        const delay = err.retryAfterMs ?? Math.random() * this.options.retryDelayMs * 2 ** n;
+        if (Date.now() + delay >= deadline.at) throw err;
+        await sleep(delay, undefined, { signal: deadline.signal }).catch(() => {
+          throw new Failed(deadline.signal.reason as MirrorError, 'failure');
+        });
       }
     }
   }
 
-  private async send(url: string, opts: { method: Dispatcher.HttpMethod; headers: Headers; body?: Readable; maxRedirections?: 0 }) {
-    this.counts.sent++;
-    try {
-      return await request(url, { ...opts, dispatcher: this.dispatcher });
-    } catch (err) {
-      this.counts.failed++;
-      throw transportError(err, url);
+  /** GETs an archive, following up to MAX_REDIRECTS redirects, each target checked by the egress policy first. */
+  private async fetchArchive(url: string, signal: AbortSignal): Promise<Dispatcher.ResponseData> {
+    let target = new URL(url);
+    for (let hops = 0; ; hops++) {
+      await this.shared.policy.checkUrl(target).catch((err: unknown) => {
+        throw new Failed(transportError(err, target.href), 'none');
+      });
+      const res = await this.send(this.shared.downloads, target.href, { method: 'GET', headers: {}, signal, hop: hops > 0 });
+      const location = header(res.headers, 'location');
+      if (REDIRECT_STATUSES.has(res.statusCode) && location) {
+        await res.body.dump().catch(() => {});
+        if (hops >= MAX_REDIRECTS) throw new Failed(new MirrorError('upstream-failed', `more than ${MAX_REDIRECTS} redirects for ${redact(url)}`), 'answered');
+        target = new URL(location, target);
+        continue;
+      }
+      if (res.statusCode !== 200) {
+        await res.body.dump().catch(() => {});
+        throw statusFailure(res.statusCode, url, undefined, res.headers);
+      }
+      return res;
     }
   }
+
+  private async send(
+    dispatcher: Dispatcher,
+    url: string,
+    { hop, ...opts }: { method: Dispatcher.HttpMethod; headers: Headers; body?: Readable; maxRedirections?: 0; signal?: AbortSignal; hop?: boolean },
+  ): Promise<Dispatcher.ResponseData> {
+    if (!hop) this.counts.sent++; // a followed redirect is part of its request, as for the redirect interceptor
+    try {
+      return await request(url, { ...opts, dispatcher });
+    } catch (err) {
+      if (opts.signal?.aborted) throw new Failed(opts.signal.reason as MirrorError, 'failure'); // the deadline passed
+      const refused = refusal(err);
+      if (refused) throw new Failed(refused, 'none');
+      this.counts.failed++;
+      throw new Failed(transportError(err, url), this.shared.closing ? 'none' : 'failure');
+    }
+  }
+}
+
+/** Reads a body as text, failing once it is larger than `max` (by its Content-Length, or as it streams). */
+async function readCapped(res: Dispatcher.ResponseData, max: number, url: string, signal: AbortSignal): Promise<string> {
+  const tooLarge = () => {
+    res.body.destroy();
+    return new Failed(new MirrorError('upstream-failed', `upstream answered ${redact(url)} with more than ${max} bytes of JSON`), 'answered');
+  };
+  if (Number(res.headers['content-length']) > max) throw tooLarge();
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of res.body) {
+      size += (chunk as Buffer).length;
+      if (size > max) throw tooLarge();
+      chunks.push(chunk as Buffer);
+    }
+  } catch (err) {
+    if (err instanceof Failed) throw err;
+    if (signal.aborted) throw new Failed(signal.reason as MirrorError, 'failure');
+    throw new Failed(transportError(err, url), 'failure');
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** The delay a Retry-After header asks for (seconds, or an HTTP date), capped; undefined when absent or unreadable. */
+export function parseRetryAfter(value: string | undefined, now = Date.now()): number | undefined {
+  if (value === undefined) return undefined;
+  const ms = /^\s*\d+\s*$/.test(value) ? Number(value) * 1000 : Date.parse(value) - now;
+  return Number.isFinite(ms) ? Math.min(Math.max(0, ms), MAX_RETRY_AFTER_MS) : undefined;
 }
 
 function header(headers: Headers, name: string): string | undefined {
@@ -210,11 +430,20 @@ function redact(url: string): string {
   return url.split('?')[0]!;
 }
 
+/** An upstream status as a failed try: 5xx and 429 are the upstream's failures; any other status is an answer. */
+function statusFailure(status: number, url: string, data: unknown, headers: Headers): Failed {
+  const error = statusError(status, url, data);
+  if (status >= 500 || status === 429) return new Failed(error, 'failure', parseRetryAfter(header(headers, 'retry-after')));
+  return new Failed(error, 'answered');
+}
+
 function statusError(status: number, url: string, data: unknown): MirrorError {
   const detail = upstreamMessage(data);
   const says = detail ? `: ${detail}` : '';
   if (status === 404 || status === 410) return new MirrorError('not-found', `not found upstream${says}`);
   if (status === 401 || status === 403) return new MirrorError('unauthorized', `the upstream refused access (${status})${says}`);
+  // The upstream rejects what was asked (e.g. a name it does not accept): the client's answer, not a failure.
+  if (status === 400) return new MirrorError('bad-request', `the upstream rejected the request (400)${says}`);
   return new MirrorError('upstream-failed', `upstream answered ${status} for ${redact(url)}${says}`);
 }
 
@@ -226,6 +455,16 @@ function upstreamMessage(data: unknown): string | undefined {
     if (typeof message === 'string') return message;
   }
   return undefined;
+}
+
+/** The egress policy's refusal, when that is what stopped a connection (it may come back wrapped). */
+function refusal(err: unknown): EgressRefusedError | undefined {
+  for (let e = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) if (e instanceof EgressRefusedError) return e;
+  return undefined;
+}
+
+function shuttingDown(): MirrorError {
+  return new MirrorError('unavailable', 'the mirror is shutting down');
 }
 
 function transportError(err: unknown, url: string): MirrorError {

@@ -13,6 +13,8 @@ export interface FakeRelease {
   readonly zip: Buffer;
   /** More fields of the v3 release answers (e.g. a stated sha256). */
   readonly fields?: Record<string, unknown>;
+  /** Where the release's zipball_url points, when not at this fake's own zipball route. */
+  readonly zipballUrl?: string;
 }
 
 export interface FakePackage {
@@ -47,7 +49,11 @@ export type FaultKind =
   | { kind: 'delay'; ms: number }
   | { kind: 'not-json' }
   /** Answers a blob request 200 with these bytes instead (without Content-Length when chunked). */
-  | { kind: 'body'; body: Buffer; chunked?: boolean; headers?: Record<string, string> };
+  | { kind: 'body'; body: Buffer; chunked?: boolean; headers?: Record<string, string> }
+  /** Answers with a status before reading the request body (an upstream refusing an upload at once). */
+  | { kind: 'status-early'; status: number }
+  /** Answers 200 with a JSON envelope of about `bytes` bytes, with a Content-Length or chunked. */
+  | { kind: 'big-json'; bytes: number; chunked: boolean };
 
 export interface Fault {
   readonly match: RegExp;
@@ -62,6 +68,8 @@ export class FakeUpstream {
   readonly packages = new Map<string, FakePackage>();
   readonly requests: RecordedRequest[] = [];
   readonly faults: Fault[] = [];
+  /** Requests whose body the client (the mirror) broke off before it was whole. */
+  aborted = 0;
   /** Whether JSON answers carry an ETag (and honour If-None-Match). */
   etags = true;
   private readonly sockets = new Set<Socket>();
@@ -77,12 +85,22 @@ export class FakeUpstream {
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const { port } = server.address() as AddressInfo;
     const fake = new FakeUpstream(server, `http://127.0.0.1:${port}`);
-    server.on('request', (req, res) => void fake.handle(req, res));
+    server.on('request', (req, res) =>
+      void fake.handle(req, res).catch(() => {
+        fake.aborted++; // reading the request body failed: the mirror aborted its upload
+        res.destroy();
+      }),
+    );
     server.on('connection', (s) => {
       fake.sockets.add(s);
       s.on('close', () => fake.sockets.delete(s));
     });
     return fake;
+  }
+
+  /** Connections open to the fake now. */
+  get openConnections(): number {
+    return this.sockets.size;
   }
 
   get v3(): string {
@@ -137,6 +155,12 @@ export class FakeUpstream {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const early = this.faults.find((f) => f.fault.kind === 'status-early' && f.match.test(req.url ?? '') && (f.times === undefined || f.times > 0));
+    if (early?.fault.kind === 'status-early') {
+      if (early.times !== undefined) early.times--;
+      this.requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body: Buffer.alloc(0), bodyLength: 0 });
+      return json(res, early.fault.status, { request_id: 'fake', body: `injected ${early.fault.status}` });
+    }
     const chunks: Buffer[] = [];
     let bodyLength = 0;
     for await (const chunk of req) {
@@ -154,6 +178,13 @@ export class FakeUpstream {
     }
     if (fault?.kind === 'delay') await new Promise((r) => setTimeout(r, fault.ms));
     if (fault?.kind === 'status') return json(res, fault.status, { request_id: 'fake', body: `injected ${fault.status}` }, fault.headers);
+    if (fault?.kind === 'big-json') {
+      const body = JSON.stringify({ request_id: 'fake', body: 'x'.repeat(fault.bytes) });
+      res.writeHead(200, { 'content-type': 'application/json', ...(fault.chunked ? {} : { 'content-length': Buffer.byteLength(body) }) });
+      for (let i = 0; i < body.length; i += 1 << 20) res.write(body.slice(i, i + (1 << 20)));
+      res.end();
+      return;
+    }
     if (fault?.kind === 'not-json') {
       res.writeHead(200, { 'content-type': 'application/json' }).end('<html>gateway</html>');
       return;
@@ -214,7 +245,7 @@ export class FakeUpstream {
       const pkg = pkgOf(name);
       if (!pkg) return undefined;
       const find = (v: string | undefined) => pkg.releases.find((r) => r.version === v);
-      const v3 = (r: FakeRelease) => ({ name: pkg.name, tag_name: r.version, created_at: r.createdAt, zipball_url: `${this.v3}/packages/${pkg.name}/zipball/${r.version}`, description: pkg.description, ...r.fields });
+      const v3 = (r: FakeRelease) => ({ name: pkg.name, tag_name: r.version, created_at: r.createdAt, zipball_url: r.zipballUrl ?? `${this.v3}/packages/${pkg.name}/zipball/${r.version}`, description: pkg.description, ...r.fields });
       if (what === 'release' && sub === 'latest' && path.length === 5) return pkg.releases[0] && { json: envelope(v3(pkg.releases[0])) };
       if (what === 'release' && sub === 'tags' && path.length === 6) {
         const r = find(version);
@@ -233,7 +264,7 @@ export class FakeUpstream {
       // /srm/{pkg...}/releases[/latest] | /srm/{pkg...}/zipball/{version}; a package is one or two segments.
       const rest = path.slice(1);
       const last = rest[rest.length - 1];
-      const srm = (p: FakePackage, r: FakeRelease) => ({ tag_name: r.version, created_at: r.createdAt, zipball_url: `${this.srm}/${p.name}/zipball/${r.version}`, body: r.body, prerelease: false, draft: false });
+      const srm = (p: FakePackage, r: FakeRelease) => ({ tag_name: r.version, created_at: r.createdAt, zipball_url: r.zipballUrl ?? `${this.srm}/${p.name}/zipball/${r.version}`, body: r.body, prerelease: false, draft: false });
       if (last === 'releases') {
         const pkg = pkgOf(rest.slice(0, -1).join('/'));
         if (!pkg) return undefined;

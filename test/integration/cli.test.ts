@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli.js';
 import { componentZip } from '../fakes/zips.js';
 import { FakeUpstream, sha256 } from '../fakes/upstream.js';
-import { get, removeTempDirs, startMirror, tempDir } from '../helpers.js';
+import { get, recordSecrets, removeTempDirs, startMirror, tempDir } from '../helpers.js';
 
 let fake: FakeUpstream;
 let data: string;
@@ -71,7 +71,7 @@ describe('srm-mirror prefetch', () => {
     try {
       const r = await run(on('prefetch', 'fc3'));
       expect(r.code).toBe(3);
-      expect(r.stderr).toMatch(/in use by a running srm-mirror\. Stop it first.*curl -X POST http:\/\/HOST:PORT\/-\/prefetch/);
+      expect(r.stderr).toMatch(/in use by a running srm-mirror\. Stop it first.*give this command its --admin-token/);
     } finally {
       await server.close();
     }
@@ -98,6 +98,30 @@ describe('srm-mirror status', () => {
 });
 
 describe('srm-mirror verify and gc', () => {
+  it('verify beside a running server asks it (with the admin token); the server drops the corrupt archive at once', async () => {
+    const token = 'verify-admin-token-4f1c9a';
+    recordSecrets(token);
+    await run(on('prefetch', 'fc3'));
+    const server = await startMirror(fake.v3, { data, 'admin-token': token });
+    try {
+      const file = join(data, 'archives', 'sha256', sha256(ZIP).slice(0, 2), sha256(ZIP));
+      const bytes = await readFile(file);
+      bytes[20] = bytes[20]! ^ 1;
+      await writeFile(file, bytes);
+      const port = new URL(server.url).port;
+      const refused = await run(on('verify', '--port', port, '--host', '127.0.0.1'));
+      expect([refused.code, refused.stderr]).toEqual([1, expect.stringMatching(/answered 401: .*admin token/)]); // without the token
+      const r = await run(on('verify', '--port', port, '--host', '127.0.0.1', '--admin-token', token));
+      expect(r.stdout).toContain('asking it to verify');
+      expect(r.stdout).toContain(`dropped corrupt archive: ${sha256(ZIP)}`);
+      expect(r.code).toBe(1);
+      const res = await get(`${server.url}/v3/packages/fc3/zipball/1.1.0`);
+      expect([res.headers.get('x-cache'), sha256(res.body)]).toEqual(['MISS', sha256(ZIP)]);
+    } finally {
+      await server.close();
+    }
+  });
+
   it('verify finds a flipped byte and a planted temp file; --repair removes both; the next request refetches', async () => {
     await run(on('prefetch', 'fc3'));
     const file = join(data, 'archives', 'sha256', sha256(ZIP).slice(0, 2), sha256(ZIP));

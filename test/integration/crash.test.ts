@@ -68,4 +68,27 @@ describe('crash safety', () => {
       await fake.close();
     }
   });
+
+  it('SIGTERM with a download stalled in flight: everything is cut at shutdownGrace, and it exits 0 within it', async () => {
+    const fake = await FakeUpstream.start();
+    fake.add('big', [{ version: '1.0.0', zip: randomBytes(4 << 20) }]);
+    fake.inject(/^\/blob\//, { kind: 'stall-mid-body' });
+    const data = await tempDir();
+    try {
+      const { child, url } = await spawnMirror(['--data', data, '--upstream', fake.v3, '--shutdown-grace', '1s']);
+      const exited = new Promise<{ code: number | null; at: number }>((resolve) => child.on('exit', (code) => resolve({ code, at: Date.now() })));
+      const download = request(`${url}/v3/packages/big/zipball/1.0.0`).then((r) => r.body.arrayBuffer()).catch((e: unknown) => e);
+      const tmp = join(data, 'archives', 'tmp');
+      await until(async () => (await readdir(tmp)).length > 0); // the fill has its headers and half the body
+      const signalled = Date.now();
+      child.kill('SIGTERM');
+      const { code, at } = await exited;
+      expect(code).toBe(0);
+      expect(at - signalled).toBeLessThan(2000); // shutdownGrace + 1 s
+      expect(await download).toBeInstanceOf(Error); // cut, never a short 200
+      expect(await readdir(tmp)).toEqual([]); // the cut fill cleaned up after itself
+    } finally {
+      await fake.close();
+    }
+  });
 });

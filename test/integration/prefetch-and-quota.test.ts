@@ -99,12 +99,13 @@ describe('prefetch', () => {
   });
 
   it('never overlaps: a second trigger joins the run under way', async () => {
-    const m = await mirrorOf({ 'prefetch-packages': 'fc3,fc3-domain' });
+    const m = await mirrorOf({ 'prefetch-packages': 'fc3,fc3-domain', 'admin-token': 'admin-token-under-test' });
     fake.inject(/./, { kind: 'delay', ms: 50 });
     const [a, b] = await Promise.all([m.mirror.prefetchNow('first'), m.mirror.prefetchNow('second')]);
     expect(a).toBe(b);
     expect(fake.count(/^\/blob\//)).toBe(2);
-    expect((await request(`${m.url}/-/prefetch`, { method: 'POST' })).statusCode).toBe(202);
+    const trigger = await request(`${m.url}/-/prefetch`, { method: 'POST', headers: { authorization: 'Bearer admin-token-under-test' } });
+    expect(trigger.statusCode).toBe(202);
   });
 });
 

@@ -47,8 +47,36 @@ describe('loadConfig', () => {
     [{ flags: { config: '/nonexistent/c.json' } }, /"config": expected a readable JSON file/],
     [{ flags: { 'stale-after': 'briefly' } }, /"--stale-after": expected a duration/],
     [{ env: { SRM_MIRROR_FOLLOW_FOR: '-1d' } }, /"SRM_MIRROR_FOLLOW_FOR": expected a duration/],
+    [{ flags: { 'upstream-deadline': '0s' } }, /"--upstream-deadline": expected a duration above 0 such as "30s", got "0s"/],
+    [{ flags: { 'max-json-size': '0' } }, /"--max-json-size": expected a size above 0/],
+    [{ env: { SRM_MIRROR_MAX_BODY_SIZE: 'huge' } }, /"SRM_MIRROR_MAX_BODY_SIZE": expected a size such as "20GB"/],
+    [{ flags: { 'archive-hosts': 'cdn.example.com,bad host' } }, /"--archive-hosts": expected a list of host names such as/],
+    [{ flags: { 'writes-concurrency': '0' } }, /"--writes-concurrency": expected a whole number from 1 to 256, got "0"/],
+    [{ flags: { 'max-connections': 'lots' } }, /"--max-connections": expected a whole number/],
+    [{ flags: { 'shutdown-grace': 'soon' } }, /"--shutdown-grace": expected a duration/],
   ])('refuses a bad value and names it: %j', (sources, message) => {
     expect(() => loadConfig({ env: {}, ...sources })).toThrow(message);
+  });
+
+  it('has bounded defaults for issue 9 settings, and reads host lists comma-separated', () => {
+    const c = loadConfig({ env: {} });
+    expect(c).toMatchObject({ adminToken: undefined, shutdownGraceMs: 8000, server: { maxConnections: 2048 } });
+    expect(c.upstream).toMatchObject({ deadlineMs: 30_000, maxJsonBytes: 8_000_000, allowPrivateHosts: false });
+    expect(c.writes).toEqual({ concurrency: 4, bodyTimeoutMs: 30_000, maxBodyBytes: 100_000_000 });
+    const flags = loadConfig({ flags: { 'archive-hosts': ' CDN.example.com, *.oss.example.net ', 'allow-private-hosts': true }, env: {} });
+    expect(flags.upstream).toMatchObject({ archiveHosts: ['cdn.example.com', '*.oss.example.net'], allowPrivateHosts: true });
+  });
+
+  it('refuses a short admin token without repeating it', () => {
+    let message = '';
+    try {
+      loadConfig({ env: { SRM_MIRROR_ADMIN_TOKEN: 'hunter2' } });
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toMatch(/"SRM_MIRROR_ADMIN_TOKEN": expected a token of at least 16 characters without spaces, got "a 7-character value"/);
+    expect(message).not.toContain('hunter2');
+    expect(loadConfig({ flags: { 'admin-token': 'a-long-enough-admin-token' }, env: {} }).adminToken).toBe('a-long-enough-admin-token');
   });
 
   it('refuses unknown keys in a config file (typos must not pass silently)', async () => {

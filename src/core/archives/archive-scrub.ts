@@ -43,7 +43,7 @@ export interface Clock {
 export const realClock: Clock = { now: Date.now, sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)) };
 
 export class ArchiveScrubber {
-  private running: Promise<ScrubReport> | undefined;
+  private running: { readonly startedAt: string; readonly done: Promise<ScrubReport> } | undefined;
   private last: ScrubReport | undefined;
   /** Corrupt archives found (and dropped) since start. */
   corruptFound = 0;
@@ -59,18 +59,28 @@ export class ArchiveScrubber {
     private readonly clock: Clock = realClock,
   ) {}
 
-  /** Runs a scrub; while one is under way, another call gets that run's report instead of starting a second. */
-  run(options: ScrubOptions): Promise<ScrubReport> {
-    this.running ??= this.scrub(options).finally(() => (this.running = undefined));
+  /**
+   * Starts a scrub, or joins the one under way (whose options stand): when it started (its report will say the same)
+   * and its report once done.
+   */
+  start(options: ScrubOptions): { readonly startedAt: string; readonly done: Promise<ScrubReport> } {
+    if (!this.running) {
+      const started = this.clock.now();
+      const done = this.scrub(options, started).finally(() => (this.running = undefined));
+      this.running = { startedAt: new Date(started).toISOString(), done };
+    }
     return this.running;
+  }
+
+  run(options: ScrubOptions): Promise<ScrubReport> {
+    return this.start(options).done;
   }
 
   status(): { running: boolean; corruptFound: number; lastRun: ScrubReport | undefined } {
     return { running: this.running !== undefined, corruptFound: this.corruptFound, lastRun: this.last };
   }
 
-  private async scrub({ trigger, repair = false, tempFiles = false, unthrottled = false }: ScrubOptions): Promise<ScrubReport> {
-    const started = this.clock.now();
+  private async scrub({ trigger, repair = false, tempFiles = false, unthrottled = false }: ScrubOptions, started: number): Promise<ScrubReport> {
     const throttle = unthrottled || this.rate === 0 ? undefined : rateLimit(this.rate, this.clock);
     const report = { archives: 0, bytes: 0, corrupt: [] as string[], unreferenced: [] as string[], missing: [] as string[] };
     for await (const a of this.store.list()) {
