@@ -61,13 +61,37 @@ async function send(req: Request, res: Response, reader: ArchiveReader, status: 
 }
 
 /**
+ * Download buffers. Each download pumps through two, held while its socket drains: the 256 KiB ones come from a
+ * pool of at most POOLED, and past that a download gets small ones, so that thousands of slow or paused clients
+ * cost bounded memory (at most 32 MB of pool, plus 32 KiB a download beyond it) at full speed for the first 64.
+ */
+const POOLED = 128;
+const SMALL = 16 * 1024;
+const pool: Buffer[] = [];
+let lent = 0;
+
+function takeBuffer(size: number): Buffer {
+  if (size < CHUNK) return Buffer.allocUnsafe(size); // a small archive needs no more
+  if (lent >= POOLED) return Buffer.allocUnsafe(SMALL);
+  lent++;
+  return pool.pop() ?? Buffer.allocUnsafeSlow(CHUNK);
+}
+
+/** Gives a pool buffer back: for reuse once every write of it has flushed, otherwise (a cut response) let go. */
+function giveBuffer(buf: Buffer, flushed: boolean): void {
+  if (buf.length !== CHUNK) return;
+  lent--;
+  if (flushed) pool.push(buf);
+}
+
+/**
  * Copies a reader to a response through two buffers: one is read into while the other is on its way to the
  * socket, and a buffer is reused only once its write has been flushed. Any failure destroys the response.
  */
 export async function pump(reader: ArchiveReader, res: ServerResponse, start = 0, length?: number): Promise<void> {
-  const chunk = Math.max(1, Math.min(CHUNK, length ?? CHUNK)); // no 256 KiB buffers for a small archive
   const end = length === undefined ? Infinity : start + length;
-  const buffers = [Buffer.allocUnsafe(chunk), Buffer.allocUnsafe(chunk)];
+  const buffers = [takeBuffer(length ?? CHUNK), takeBuffer(length ?? CHUNK)];
+  let done = false;
   const flushed: Array<Promise<void>> = [Promise.resolve(), Promise.resolve()];
   // Writes still waiting to be flushed fail when the response closes. (Not Promise.race against a "closed"
   // promise: every race would leave a reaction on it until the response ends, thousands per download.)
@@ -98,10 +122,12 @@ export async function pump(reader: ArchiveReader, res: ServerResponse, start = 0
       flushed[i]!.catch(() => {}); // awaited in its turn
     }
     await Promise.all(flushed);
+    done = true;
     res.end();
   } catch {
     res.destroy();
   } finally {
     res.off('close', onClose);
+    for (const buf of buffers) giveBuffer(buf, done);
   }
 }
