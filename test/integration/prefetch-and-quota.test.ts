@@ -88,7 +88,7 @@ describe('prefetch', () => {
     fake.inject(/slow-/, { kind: 'delay', ms: 100 });
 
     const run = m.mirror.prefetchNow('test');
-    await new Promise((r) => setTimeout(r, 50));
+    await until(() => fake.count(/slow-/) > 0); // the prefetch is at work, its slow requests under way
     const cached = await get(`${m.url}/v3/packages/fc3/zipball/1.1.0`);
     expect(cached.headers.get('x-cache')).toBe('HIT');
     const liveMiss = await get(`${m.url}/v3/packages/live/zipball/1.0.0`);

@@ -153,7 +153,8 @@ describe('circuit breaker', () => {
   });
 
   it('fails fast with 503 for what is not cached, then probes and closes once the upstream is back', async () => {
-    const m = await mirrorOf(fake.v3, { 'breaker-threshold': '2', 'breaker-min-backoff': '300ms' });
+    const clock = manualClock();
+    const m = await mirrorOf(fake.v3, { 'breaker-threshold': '2', 'breaker-min-backoff': '300ms' }, clock);
     fake.inject(/./, { kind: 'status', status: 502 });
     await get(`${m.url}/v3/packages/fc3/release/latest`);
     await get(`${m.url}/v3/packages/fc3/release/latest`);
@@ -161,7 +162,9 @@ describe('circuit breaker', () => {
     expect(fast.status).toBe(503);
     expect(body(fast)).toMatch(/upstream is down/);
     fake.clearFaults();
-    await new Promise((r) => setTimeout(r, 350));
+    clock.advance(250);
+    expect((await get(`${m.url}/v3/packages/fc3/release/latest`)).status).toBe(503); // still within the backoff
+    clock.advance(100);
     const probe = await get(`${m.url}/v3/packages/fc3/release/latest`);
     expect(probe.status).toBe(200);
     expect(((await get(`${m.url}/-/status`)).json() as { upstream: { circuit: { state: string } } }).upstream.circuit.state).toBe('closed');
