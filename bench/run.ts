@@ -50,14 +50,15 @@ async function main(): Promise<void> {
   const run = new Scenarios(world, settings);
   const meta = await run.cachedMetadata();
   const zip = await run.cachedArchive();
+  const verified = await run.cachedArchiveVerified();
   const cold = await run.coldArchive();
-  const earlierPeak = Math.max(...[...meta, ...zip, ...cold].map((r) => r.rss ?? 0));
+  const earlierPeak = Math.max(...[...meta, ...zip, ...verified, ...cold].map((r) => r.rss ?? 0));
   const big = await run.bigArchive();
   await run.close();
   const rss = world.rss.method;
   await world.stop();
 
-  const rows: Row[] = [...meta, ...zip, ...cold, ...big.rows];
+  const rows: Row[] = [...meta, ...zip, ...verified, ...cold, ...big.rows];
   const nginxVersion = spawnSync(nginxBin(), ['-v'], { encoding: 'utf8' }).stderr.trim().replace('nginx version: ', '');
   const { threads, connections, warmup, rounds, seconds } = settings;
   console.log('');
@@ -71,7 +72,9 @@ async function main(): Promise<void> {
   console.log('');
   console.log(table(rows));
   console.log('');
-  console.log(`mirror peak RSS in the first three scenarios: ${(earlierPeak / 1e6).toFixed(0)} MB`);
+  console.log(`mirror peak RSS in the first four scenarios: ${(earlierPeak / 1e6).toFixed(0)} MB`);
+  const mirrorMBps = (rows: Row[]) => mbps(rows.find((r) => r.server === 'mirror')!.m);
+  console.log(`verifyOnServe costs ${(100 * (1 - mirrorMBps(verified) / mirrorMBps(zip))).toFixed(0)}% of cached-archive throughput in this run`);
   const logged = mirrorLog.summary();
   if (logged) console.log(`the mirror logged (warn and up): ${logged}`);
   console.log('targets (informational; the figures of this run, on this machine):');

@@ -58,6 +58,25 @@ export class Scenarios {
   }
 
   /**
+   * 2b. The same cached archive from a mirror that hashes every whole-archive HIT while it streams
+   * (cache.verifyOnServe): what that costs against the same nginx. The mirror is restarted with the setting, and
+   * without it again afterwards.
+   */
+  async cachedArchiveVerified(): Promise<Row[]> {
+    const zip = `/v3/packages/${SMALL.name}/zipball/${SMALL.version}`;
+    await this.w.restartMirror(['--verify-on-serve', 'true']);
+    try {
+      await this.untilHit(this.w.mirror + zip, MiB);
+      return await this.compareWrk('cached 1 MiB archive, verifyOnServe', [
+        { server: 'mirror', url: this.w.mirror + zip, target: 'cost of hashing' },
+        { server: 'nginx', url: `${this.w.nginx}/small.zip` },
+      ]);
+    } finally {
+      await this.w.restartMirror([]);
+    }
+  }
+
+  /**
    * 3. Cold archives, one client at a time: each version once straight from the upstream (following its 302), then
    * once through the mirror, which has never seen it (metadata lookup, 302, fill to disk, commit), taking turns.
    */

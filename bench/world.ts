@@ -39,6 +39,7 @@ export class World {
   private nginxChild!: Child;
   private upstreamPort = 0;
   private mirrorPort = 0;
+  private mirrorFlags: readonly string[] = [];
   private nginxPort = 0;
 
   private constructor(
@@ -86,10 +87,14 @@ export class World {
     await waitReady(this.nginx + path, this.nginxChild);
   }
 
-  /** Stops the mirror and starts it again on the same port and data folder, with a fresh peak-RSS watch. */
-  async restartMirror(): Promise<void> {
+  /**
+   * Stops the mirror and starts it again on the same port and data folder, with a fresh peak-RSS watch; `flags`
+   * are added to its command line from now on (e.g. ['--verify-on-serve', 'true']).
+   */
+  async restartMirror(flags: readonly string[] = this.mirrorFlags): Promise<void> {
     this.rss.close();
     await stop(this.mirrorChild, 15_000);
+    this.mirrorFlags = flags;
     await this.startMirror();
   }
 
@@ -141,7 +146,7 @@ export class World {
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SRM_MIRROR_')));
     const prof = this.o.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', this.o.cpuProfDir] : [];
     // No scheduled prefetch: a run that fell into a measured window would add upstream requests to it.
-    const args = ['serve', '--host', '127.0.0.1', '--port', String(this.mirrorPort), '--data', this.path('mirror-data'), '--upstream', `${this.upstream}/v3`, '--log-level', 'warn', '--prefetch', 'false'];
+    const args = ['serve', '--host', '127.0.0.1', '--port', String(this.mirrorPort), '--data', this.path('mirror-data'), '--upstream', `${this.upstream}/v3`, '--log-level', 'warn', '--prefetch', 'false', ...this.mirrorFlags];
     // The node flags the mirror runs with are on the first line of dist/main.js (its shebang): run them here too.
     const nodeFlags = (readFileSync(this.o.mainJs, 'utf8').split('\n')[0] ?? '').replace(/^#!.*?\bnode\b\s*/, '').split(/\s+/).filter(Boolean);
     this.mirrorChild = start('mirror', process.execPath, [...nodeFlags, ...prof, this.o.mainJs, ...args], { cwd: this.o.root, env, onStderr: mirrorLog.add });
