@@ -105,6 +105,30 @@ describe('the real s CLI when the upstream is gone', () => {
   });
 });
 
+describe('the real s CLI with what users type', () => {
+  it('works with a registry setting that ends in a slash (s stores it verbatim: /v3//packages/...)', async () => {
+    const run = await runS(await clientHome(`${mirror.url}/v3/`), app, ['deploy', '--silent', '-o', 'json']);
+    expect(run.stdout).toContain('DEMO-COMP@1.0.0 deploy');
+    expect(run.stdout).toContain('OTHER-COMP@0.0.2 deploy');
+    expect(run.code).toBe(0);
+  });
+
+  it('with the upstream down and nothing cached, `s registry detail` fails instead of printing []', async () => {
+    const gone = await FakeUpstream.start();
+    const upstream = gone.v3;
+    await gone.close();
+    const m = await startMirror(upstream, { retries: '0' });
+    try {
+      const run = await runS(await clientHome(`${m.url}/v3`), app, ['registry', 'detail', '--package-name', 'never-seen']);
+      expect(run.stdout.trim()).not.toBe('[]');
+      expect(`${run.stdout}\n${run.stderr}`).not.toMatch(/^\s*\[\s*\]\s*$/m);
+      expect(run.code).not.toBe(0);
+    } finally {
+      await m.close();
+    }
+  });
+});
+
 describe('the real s CLI after a prefetch run', () => {
   /** A mirror that prefetched both components of the project, and its upstream (closed by the caller). */
   async function prefetched(): Promise<{ upstream: FakeUpstream; m: TestMirror }> {

@@ -33,7 +33,7 @@ export interface Stream {
   readonly reader: ArchiveReader;
 }
 
-export type FillStart = { readonly ref: ArchiveRef } | { readonly writer: ArchiveWriter; readonly size: number | undefined; readonly follow: () => () => void };
+type FillStart = { readonly ref: ArchiveRef } | { readonly writer: ArchiveWriter; readonly size: number | undefined; readonly follow: () => () => void };
 
 export interface DiskProblem {
   readonly error: string;
