@@ -24,7 +24,7 @@ import { srmFace } from './faces/srm.js';
 import { baseUrlOf } from './faces/render.js';
 import { v3Face, v3HotPath } from './faces/v3.js';
 import { accessLog, type Logger } from './log.js';
-import { checkZip } from './model/zip.js';
+import { checkZip, checkZipTail } from './model/zip.js';
 import { renderMetrics, ResponseCounts } from './metrics.js';
 import { FsArchiveStore } from './stores/archive-store.js';
 import { MemoryCachedStore, type MetadataProblem } from './stores/metadata-store.js';
@@ -116,7 +116,7 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
     indexIntact: metadata.index === 'intact',
     verifyOnServe: config.cache.verifyOnServe,
     scrubRate: config.cache.scrubRateBytes,
-    contentCheck: checkZip, // every archive the mirror serves is a component's zip
+    contentCheck: { file: checkZip, stream: checkZipTail }, // every archive the mirror serves is a component's zip
     clock: { ...realClock, now },
   });
   await archives.init();

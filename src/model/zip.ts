@@ -56,6 +56,24 @@ export async function checkZip(file: RandomAccess, size: number): Promise<void> 
 }
 
 /**
+ * What can be checked of a zip that streams through without being kept whole: its end records and, when it lies
+ * within `tail` (the stream's last bytes), its central directory; the whole check when `tail` is the whole file.
+ * Throws InvalidZipError. Keep at least the last 65,557 bytes: the end record may sit anywhere in them.
+ */
+export async function checkZipTail(tail: Buffer, size: number): Promise<void> {
+  const start = size - tail.length;
+  const file: RandomAccess = {
+    read: async (buf, pos) => {
+      if (pos < start) throw new InvalidZipError(`the zip's end records point before the last ${tail.length} bytes kept of it`);
+      return tail.copy(buf, 0, pos - start, Math.min(tail.length, pos - start + buf.length));
+    },
+  };
+  if (start === 0) return checkZip(file, size);
+  const layout = await readLayout(file, size);
+  if (layout.cdOffset >= start) for await (const _ of centralEntries(file, layout));
+}
+
+/**
  * The uncompressed bytes of the first entry whose name `wanted` accepts (shallowest path first), or undefined.
  * The whole central directory is checked as checkZip does; the local header only of the entry read. Stored and
  * deflated entries are read; any other method, encryption, a bad CRC or more than maxBytes is an InvalidZipError.

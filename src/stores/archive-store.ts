@@ -95,6 +95,13 @@ export class ArchiveRejectedError extends Error {
   override readonly name = 'ArchiveRejectedError';
 }
 
+/** Throws ArchiveRejectedError when `size` bytes with this sha256 are not the length and digests `expected` says. */
+export function checkCounted(expected: Pick<Expected, 'size' | 'digests'>, size: number, digest: string): void {
+  if (expected.size !== undefined && expected.size !== size) throw new ArchiveRejectedError(`archive rejected: expected ${expected.size} bytes, got ${size}`);
+  const wrong = expected.digests?.find((d) => d.toLowerCase() !== digest);
+  if (wrong !== undefined) throw new ArchiveRejectedError(`archive rejected: expected sha256 ${wrong}, got ${digest}`);
+}
+
 const DIGEST = /^[0-9a-f]{64}$/;
 /** Received bytes that may wait for the disk before the writer makes its caller wait. */
 const MAX_PENDING_BYTES = 4 << 20;
@@ -310,11 +317,7 @@ class FsArchiveWriter implements ArchiveWriter {
 
   /** Throws when the bytes are not what `expected` says. */
   private async check(digest: string, expected: Expected): Promise<void> {
-    if (expected.size !== undefined && expected.size !== this.written) {
-      throw new ArchiveRejectedError(`archive rejected: expected ${expected.size} bytes, got ${this.written}`);
-    }
-    const wrong = expected.digests?.find((d) => d.toLowerCase() !== digest);
-    if (wrong !== undefined) throw new ArchiveRejectedError(`archive rejected: expected sha256 ${wrong}, got ${digest}`);
+    checkCounted(expected, this.written, digest);
     await expected.check?.(fileReader(this.file), this.written);
   }
 

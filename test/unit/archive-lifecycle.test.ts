@@ -10,7 +10,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ArchiveCache, type ArchiveHandle, type ArchiveSource } from '../../src/core/archives/archive-cache.js';
 import { rateLimit, type Clock } from '../../src/core/archives/archive-scrub.js';
 import { createLogger } from '../../src/log.js';
-import { checkZip } from '../../src/model/zip.js';
+import { checkZip, checkZipTail } from '../../src/model/zip.js';
 import { FsArchiveStore, type ArchiveStat, type ArchiveStore, type ArchiveWriter, type StoredReader } from '../../src/stores/archive-store.js';
 import { LevelMetadataStore } from '../../src/stores/metadata-store.js';
 import { sha256 } from '../fakes/upstream.js';
@@ -110,7 +110,7 @@ function cacheOf(options: { verifyOnServe?: boolean; indexIntact?: boolean; quot
     indexIntact: options.indexIntact ?? true,
     verifyOnServe: options.verifyOnServe ?? false,
     scrubRate: 0,
-    contentCheck: checkZip,
+    contentCheck: { file: checkZip, stream: checkZipTail },
     clock,
   });
 }

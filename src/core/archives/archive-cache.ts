@@ -12,9 +12,9 @@
 import type { Logger } from '../../log.js';
 import { MirrorError } from '../../model/errors.js';
 import type { ArchiveRef } from '../../model/release.js';
-import type { ArchiveReader, ArchiveStore, Expected } from '../../stores/archive-store.js';
+import type { ArchiveReader, ArchiveStore, StoredReader } from '../../stores/archive-store.js';
 import type { MetadataStore } from '../../stores/metadata-store.js';
-import { ArchiveFiller, type ArchiveSource, type DiskProblem } from './archive-filler.js';
+import { ArchiveFiller, type ArchiveSource, type ContentCheck, type DiskProblem } from './archive-filler.js';
 import { ArchiveIndex } from './archive-index.js';
 import { ArchiveQuota } from './archive-quota.js';
 import { ArchiveReclaimer } from './archive-reclaimer.js';
@@ -43,8 +43,8 @@ export interface ArchiveCacheOptions {
   readonly verifyOnServe: boolean;
   /** Bytes per second the scrub hashes at most (0: no limit). */
   readonly scrubRate: number;
-  /** What every archive's content must pass before it is stored (a zip check). */
-  readonly contentCheck?: Expected['check'];
+  /** What every archive's content must pass (a zip check), stored or passed through. */
+  readonly contentCheck?: ContentCheck;
   readonly clock?: Clock;
 }
 
@@ -144,32 +144,40 @@ export class ArchiveCache {
     };
   }
 
-  /** The version's archive, when its file is there whole and its bytes check out. */
+  /** The version's archive, when its file is there whole (false, too, when the disk cannot say). */
   private async stored(id: string): Promise<ArchiveRef | undefined> {
     const ref = await this.index.get(id);
-    return ref && (await this.store.stat(ref.digest))?.size === ref.size ? ref : undefined;
+    if (!ref) return undefined;
+    const stat = await this.store.stat(ref.digest).catch((err: unknown) => void this.filler.diskFailed(err));
+    return stat?.size === ref.size ? ref : undefined;
   }
 
-  /** A HIT: leased first, then opened, then checked, and served from exactly what was checked. */
+  /**
+   * A HIT: leased first, then opened, then checked, and served from exactly what was checked. A file the disk cannot
+   * read (EACCES, EIO, ...) is no HIT: the disk is marked failing and the download is passed through instead.
+   */
   private async hit(id: string): Promise<ArchiveHandle | undefined> {
     const ref = await this.index.get(id);
     if (!ref) return undefined;
     const release = this.reclaimer.lease(ref.digest);
-    let reader: Awaited<ReturnType<ArchiveStore['open']>>;
+    let reader: StoredReader | undefined;
+    let verdict: 'serve' | 'corrupt' | 'absent';
     try {
       reader = await this.store.open(ref.digest);
-      if (reader && reader.stat.size === ref.size && (await this.verifier.check(ref.digest, reader))) {
-        const served = this.options.verifyOnServe ? verifyingReader(reader, ref.digest, ref.size, () => this.dropCorrupt(ref.digest, id)) : reader;
-        return { status: 'HIT', ref, size: ref.size, reader: served, close: once(() => (reader!.close(), release())) };
-      }
+      verdict = !reader ? 'absent' : reader.stat.size === ref.size && (await this.verifier.check(ref.digest, reader)) ? 'serve' : 'corrupt';
     } catch (err) {
-      reader?.close();
-      release();
-      throw err;
+      if (typeof (err as NodeJS.ErrnoException).code !== 'string') throw err; // not the disk's: a bug, let it show
+      this.filler.diskFailed(err);
+      verdict = 'absent';
+    }
+    if (verdict === 'serve') {
+      const open = reader!;
+      const served = this.options.verifyOnServe ? verifyingReader(open, ref.digest, ref.size, () => this.dropCorrupt(ref.digest, id)) : open;
+      return { status: 'HIT', ref, size: ref.size, reader: served, close: once(() => (open.close(), release())) };
     }
     reader?.close();
     release();
-    if (reader) this.dropCorrupt(ref.digest, id);
+    if (verdict === 'corrupt') this.dropCorrupt(ref.digest, id);
     return undefined;
   }
 

@@ -7,11 +7,12 @@
 //
 // When the disk cannot be written (full, read-only), downloads are passed through to clients uncached (BYPASS)
 // until a retry window has passed.
+import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { Logger } from '../../log.js';
 import { MirrorError } from '../../model/errors.js';
 import type { ArchiveRef } from '../../model/release.js';
-import { ArchiveRejectedError, type ArchiveReader, type ArchiveStore, type ArchiveWriter, type Expected } from '../../stores/archive-store.js';
+import { ArchiveRejectedError, checkCounted, type ArchiveReader, type ArchiveStore, type ArchiveWriter, type Expected } from '../../stores/archive-store.js';
 import type { Headers, UpstreamBody } from '../../upstreams/http.js';
 import { deferred } from '../single-flight.js';
 import type { ArchiveIndex } from './archive-index.js';
@@ -34,6 +35,17 @@ export interface Stream {
 }
 
 type FillStart = { readonly ref: ArchiveRef } | { readonly writer: ArchiveWriter; readonly size: number | undefined; readonly follow: () => () => void };
+
+/** What every archive's content must pass (e.g. being a zip): stored whole, and as far as a stream allows. */
+export interface ContentCheck {
+  /** Checks a whole file before it is stored; throws to refuse it. */
+  readonly file: NonNullable<Expected['check']>;
+  /** Checks a stream that is passed through uncached, from its size and last KEPT_TAIL bytes; throws to refuse it. */
+  readonly stream: (tail: Buffer, size: number) => Promise<void>;
+}
+
+/** How much of a passed-through download's end is kept for its content check (a zip's end records and directory). */
+const KEPT_TAIL = 1 << 20;
 
 export interface DiskProblem {
   readonly error: string;
@@ -61,14 +73,13 @@ export class ArchiveFiller {
     private readonly verifier: ArchiveVerifier,
     private readonly reclaimer: ArchiveReclaimer,
     private readonly log: Logger,
-    /** What every archive's content must pass (e.g. being a zip); throws to reject. */
-    private readonly contentCheck: Expected['check'],
+    private readonly contentCheck: ContentCheck | undefined,
     private readonly now: () => number = Date.now,
   ) {}
 
   /** The version's bytes for one client: following the fill under way or a new one; undefined once it is stored. */
   async stream(id: string, source: ArchiveSource, stored: () => Promise<boolean>): Promise<Stream | undefined> {
-    if (this.disk && this.now() < this.disk.retryAt) return this.passThrough(source);
+    if (this.disk && this.now() < this.disk.retryAt) return this.passThrough(source, id);
     try {
       let start = await (this.fills.get(id) ?? this.fill(id, source, stored));
       if ('writer' in start && start.writer.state === 'aborted') start = await this.fill(id, source, stored); // it failed: fetch again
@@ -77,7 +88,7 @@ export class ArchiveFiller {
       const unfollow = start.follow();
       return { status: 'MISS', size: start.size, reader: { read: (buf, pos) => reader.read(buf, pos), close: () => (reader.close(), unfollow()) } };
     } catch (err) {
-      if (err instanceof DiskError) return this.passThrough(source);
+      if (err instanceof DiskError) return this.passThrough(source, id);
       throw err;
     }
   }
@@ -112,7 +123,7 @@ export class ArchiveFiller {
         started.resolve({ writer, size: download.length, follow: () => followers.add() });
         try {
           await this.copy(download.body, writer);
-          const expected: Expected = { size: download.length, digests: statedDigests(download), check: this.contentCheck };
+          const expected: Expected = { size: download.length, digests: statedDigests(download), check: this.contentCheck?.file };
           let indexed: Promise<void> | undefined;
           await this.onDisk(() =>
             writer.commit(expected, (ref, stat) => {
@@ -140,10 +151,8 @@ export class ArchiveFiller {
     };
     const done = run()
       .catch((err: unknown) => {
-        const rejected = err instanceof ArchiveRejectedError;
-        if (rejected) this.rejected++;
-        started.reject(rejected ? new MirrorError('upstream-failed', `the upstream's archive for ${id} was refused: ${err.message}`) : err);
-        this.log.warn(rejected ? 'archive refused: not stored, the next request fetches it again' : 'archive fill failed', { id, error: (err as Error).message });
+        started.reject(err instanceof ArchiveRejectedError ? this.refused(id, err) : err);
+        if (!(err instanceof ArchiveRejectedError)) this.log.warn('archive fill failed', { id, error: (err as Error).message });
       })
       .finally(() => {
         forget();
@@ -157,27 +166,55 @@ export class ArchiveFiller {
     for await (const chunk of body) await this.onDisk(() => writer.write(chunk as Buffer));
   }
 
-  /** Runs a store operation; its failure marks the disk unusable for a while (logged once per condition). */
+  /** A refused download: counted and logged; the error its clients see. */
+  private refused(id: string, err: ArchiveRejectedError): MirrorError {
+    this.rejected++;
+    this.log.warn('archive refused: not stored, the next request fetches it again', { id, error: err.message });
+    return new MirrorError('upstream-failed', `the upstream's archive for ${id} was refused: ${err.message}`);
+  }
+
+  /** Runs a store operation; its failure marks the disk unusable for a while. */
   private async onDisk<T>(op: () => Promise<T>): Promise<T> {
     try {
       return await op();
     } catch (err) {
       if (err instanceof ArchiveRejectedError) throw err; // the download's fault, not the disk's
-      const error = `${(err as NodeJS.ErrnoException).code ?? 'error'}: ${(err as Error).message}`;
-      if (this.disk?.error !== error) this.log.warn('archive cache not writable; passing downloads through uncached', { error });
-      this.disk = { error, since: this.disk?.since ?? new Date(this.now()).toISOString(), retryAt: this.now() + DISK_RETRY_MS };
-      throw new DiskError(error, { cause: err });
+      throw this.diskFailed(err);
     }
   }
 
-  /** Streams the upstream's download straight to one client, caching nothing. */
-  private passThrough(source: ArchiveSource): Promise<Stream> {
+  /**
+   * The store failed (full, read-only, unreadable): downloads are passed through uncached until the retry window
+   * has passed. Logged once per condition; returns the error to throw.
+   */
+  diskFailed(err: unknown): Error {
+    const error = `${(err as NodeJS.ErrnoException).code ?? 'error'}: ${(err as Error).message}`;
+    if (this.disk?.error !== error) this.log.warn('archive cache not usable; passing downloads through uncached', { error });
+    this.disk = { error, since: this.disk?.since ?? new Date(this.now()).toISOString(), retryAt: this.now() + DISK_RETRY_MS };
+    return new DiskError(error, { cause: err });
+  }
+
+  /**
+   * Streams the upstream's download straight to one client, caching nothing, checked as far as a stream can be: its
+   * last chunk is held until its length, stated digests and (from its last megabyte) zip structure check out.
+   */
+  private passThrough(source: ArchiveSource, id: string): Promise<Stream> {
     const started = deferred<Stream>();
     source(async (download) => {
       refuseEncoded(download.headers);
-      started.resolve({ status: 'BYPASS', size: download.length, reader: streamReader(download.body) });
+      const validate = async (tail: Buffer, size: number, digest: string) => {
+        try {
+          checkCounted({ size: download.length, digests: statedDigests(download) }, size, digest);
+          await this.contentCheck?.stream(tail, size).catch((err: unknown) => {
+            throw new ArchiveRejectedError(`archive rejected: ${(err as Error).message}`);
+          });
+        } catch (err) {
+          throw err instanceof ArchiveRejectedError ? this.refused(id, err) : err;
+        }
+      };
+      started.resolve({ status: 'BYPASS', size: download.length, reader: heldBackReader(download.body, validate) });
       await new Promise((resolve) => download.body.once('close', resolve)); // the upstream slot is held until it is read or dropped
-    }).catch((err: unknown) => started.reject(err));
+    }).catch((err: unknown) => started.reject(err instanceof ArchiveRejectedError ? this.refused(id, err) : err));
     return started.promise;
   }
 }
@@ -234,17 +271,44 @@ export function statedDigests(download: ArchiveDownload): string[] {
   return [header, etag, ...(download.statedDigests ?? [])].filter((d): d is string => d !== undefined && SHA256.test(d)).map((d) => d.toLowerCase());
 }
 
-/** A stream read like an archive, copying its chunks into the caller's buffers. */
-function streamReader(stream: Readable): ArchiveReader {
+/**
+ * A stream read like an archive, copying its chunks into the caller's buffers, that holds its newest chunk back
+ * until the stream has ended and `validate` accepted it (given the last KEPT_TAIL bytes, the size and the sha256):
+ * like a fill's last byte, the end of a download reaches the client only once it is known to be right.
+ */
+function heldBackReader(stream: Readable, validate: (tail: Buffer, size: number, digest: string) => Promise<void>): ArchiveReader {
   stream.on('error', () => {}); // a failure reaches the reader through the iterator; destroy() must not crash us
   const chunks = stream[Symbol.asyncIterator]();
+  const hash = createHash('sha256');
+  const tail: Buffer[] = [];
+  let [tailBytes, size] = [0, 0];
+  let held: Buffer | undefined;
   let pending: Buffer = Buffer.alloc(0);
+  /** The next bytes the client may have (empty while only the held chunk came); undefined at the end. */
+  const next = async (): Promise<Buffer | undefined> => {
+    const { done, value } = await chunks.next();
+    if (done) {
+      if (held === undefined) return undefined;
+      await validate(Buffer.concat(tail), size, hash.digest('hex'));
+      [pending, held] = [held, undefined];
+      return pending;
+    }
+    const chunk = value as Buffer;
+    hash.update(chunk);
+    size += chunk.length;
+    tail.push(chunk);
+    tailBytes += chunk.length;
+    while (tailBytes - tail[0]!.length >= KEPT_TAIL) tailBytes -= tail.shift()!.length;
+    const out = held ?? Buffer.alloc(0);
+    held = chunk;
+    return out;
+  };
   return {
     async read(buf) {
-      if (pending.length === 0) {
-        const next = await chunks.next();
-        if (next.done) return 0;
-        pending = next.value as Buffer;
+      while (pending.length === 0) {
+        const bytes = await next();
+        if (bytes === undefined) return 0;
+        pending = bytes;
       }
       const n = pending.copy(buf);
       pending = pending.subarray(n);
