@@ -71,17 +71,27 @@ export async function get(url: string, headers: Record<string, string> = {}) {
 
 const children: ChildProcess[] = [];
 
-/** Runs `srm-mirror serve` (from src, via tsx) as its own process; resolves with its URL once it listens. */
-export function spawnMirror(args: string[]): Promise<{ child: ChildProcess; url: string }> {
+/**
+ * Runs `srm-mirror serve` (from src, via tsx) as its own process; resolves with its URL once it listens. `logs`
+ * keeps every stderr line, including any that is not one of the mirror's JSON lines (a crash's stack trace).
+ */
+export function spawnMirror(args: string[]): Promise<{ child: ChildProcess; url: string; logs: string[] }> {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', 'serve', '--host', '127.0.0.1', '--port', '0', ...args], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   children.push(child);
+  const logs: string[] = [];
   return new Promise((resolve, reject) => {
     createInterface({ input: child.stderr! }).on('line', (line) => {
       keepLog(line);
-      const url = (JSON.parse(line) as { url?: string }).url;
-      if (url) resolve({ child, url });
+      logs.push(line);
+      let url: string | undefined;
+      try {
+        url = (JSON.parse(line) as { url?: string }).url;
+      } catch {
+        return; // not a JSON line
+      }
+      if (url) resolve({ child, url, logs });
     });
     child.on('exit', (code) => reject(new Error(`mirror exited with ${code}`)));
   });
