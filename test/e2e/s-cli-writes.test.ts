@@ -12,6 +12,7 @@ const NAME = 'mirror-e2e-comp';
 const SAFETY_CODE = 'e2e-safety-code-7f3a9c';
 let fake: FakeUpstream;
 let mirror: TestMirror | undefined;
+let noMirror = '';
 let home: string;
 let pkg: string;
 
@@ -36,8 +37,9 @@ beforeAll(async () => {
   fake = await FakeUpstream.start();
   try {
     mirror = await startMirror(fake.v3, { host: '127.0.0.2', port: '80' });
-  } catch {
-    // Binding port 80 needs root (CI runs as root); the test below says so when it cannot run.
+  } catch (err) {
+    // Binding port 80 needs root (CI runs as root); the test below says so, and why, when it cannot run.
+    noMirror = err instanceof Error ? err.message : String(err);
   }
   home = await clientHome('http://127.0.0.2/v3');
   pkg = await packageDir();
@@ -62,7 +64,7 @@ function signedByClient(headers: Record<string, string | string[] | undefined>):
 
 describe('writes with the real s CLI through a mirror on port 80', () => {
   it('publish → detail → download → delete, with the client credentials passed through unchanged', async (ctx) => {
-    if (!mirror) ctx.skip('cannot listen on 127.0.0.2:80 here (needs root)');
+    if (!mirror) ctx.skip(`cannot listen on 127.0.0.2:80 here (needs root): ${noMirror}`);
 
     const withoutLogin = await runS(home, pkg, ['registry', 'publish']);
     expect(withoutLogin.code).toBe(1);

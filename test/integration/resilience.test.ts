@@ -283,7 +283,7 @@ describe('archives on disk', () => {
     }
     const status = (await get(`${m.url}/-/status`)).json() as { archives: { diskProblem?: { error: string } } };
     expect(status.archives.diskProblem?.error).toMatch(/ENOTDIR/);
-    expect(m.logs.filter((l) => l.includes('not writable'))).toHaveLength(1); // logged once per condition
+    expect(m.logs.filter((l) => l.includes('archive cache not usable'))).toHaveLength(1); // logged once per condition
     await rm(tmp);
     await mkdir(tmp);
   });
