@@ -262,6 +262,35 @@ describe('readers hold what they read', () => {
   });
 });
 
+describe('leases and shared archives', () => {
+  it('an archive two versions share stays while one of them is deleted', async () => {
+    const cache = cacheOf();
+    await readAll(await cache.open(ID, source));
+    await readAll(await cache.open('fc3@1.0.0-again', source)); // the same bytes under another version
+    await cache.drain(5_000);
+    await cache.unlink(ID);
+    expect(existsSync(store.file(sha256(ZIP)))).toBe(true);
+    const other = await cache.open('fc3@1.0.0-again', source);
+    expect([other.status, await readAll(other)]).toEqual(['HIT', ZIP]);
+    await cache.unlink('fc3@1.0.0-again');
+    expect(existsSync(store.file(sha256(ZIP)))).toBe(false); // the last version gone, the file goes
+    expect(cache.status().quota.usedBytes).toBe(0);
+  });
+
+  it('a file removed while several readers hold it goes with the last of them; releasing twice counts once', async () => {
+    const cache = cacheOf();
+    await readAll(await cache.open(ID, source));
+    const [a, b] = [await cache.open(ID, source), await cache.open(ID, source)];
+    await cache.reclaimer.remove(sha256(ZIP));
+    a.close();
+    a.close(); // a second close must not release b's lease
+    expect(existsSync(store.file(sha256(ZIP)))).toBe(true);
+    expect(await readAll(b)).toEqual(ZIP);
+    expect(existsSync(store.file(sha256(ZIP)))).toBe(false);
+    expect(cache.reclaimer.isLeased(sha256(ZIP))).toBe(false);
+  });
+});
+
 describe('a lost index', () => {
   it('collects and evicts nothing: every archive looks unreferenced then', async () => {
     const first = cacheOf();
