@@ -20,6 +20,7 @@ import { setMaxListeners } from 'node:events';
 import { Agent, request, type Dispatcher } from 'undici';
 import { FakeUpstream, sha256 } from '../test/fakes/upstream.js';
 import { componentZip } from '../test/fakes/zips.js';
+import { bigBody, rawRequest } from '../test/fakes/clients.js';
 import { percentile } from './load.js';
 import { freePort, PeakRss, start, stop, stopAll, waitReady, type Child } from './procs.js';
 import { ensureBuilt } from './world.js';
@@ -240,43 +241,8 @@ async function fetchWhole(url: string, o: { method?: Dispatcher.HttpMethod; head
 
 const label = (o: Outcome) => ('error' in o ? o.error : o.cache === '-' ? String(o.status) : `${o.status} ${o.cache}`);
 
-/** Over a raw socket: sends head (and body), collects the answer until close, `leaveAfter` bytes, or timeoutMs. */
-function raw(base: string, head: string, o: { body?: Buffer; leaveAfter?: number; timeoutMs?: number } = {}): Promise<{ status: number; how: 'closed' | 'left' | 'timeout' | 'error' }> {
-  const { hostname, port } = new URL(base);
-  return new Promise((resolve) => {
-    let text = '';
-    let received = 0;
-    const socket = connect(Number(port), hostname, () => {
-      socket.write(head);
-      if (o.body) socket.write(o.body);
-    });
-    const done = (how: 'closed' | 'left' | 'timeout' | 'error') => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve({ status: Number(/^HTTP\/1\.[01] (\d{3})/.exec(text)?.[1] ?? 0), how });
-    };
-    const timer = setTimeout(() => done('timeout'), o.timeoutMs ?? 5_000);
-    socket.on('data', (c: Buffer) => {
-      if (text.length < 256) text += c.toString('latin1', 0, 256);
-      received += c.length;
-      if (o.leaveAfter !== undefined && received >= o.leaveAfter) done('left');
-    });
-    socket.on('close', () => done('closed'));
-    socket.on('error', () => done('error'));
-  });
-}
+const raw = (base: string, head: string, o?: Parameters<typeof rawRequest>[2]) => rawRequest(base, head, o);
 
-function bigBody(size: number): Readable {
-  let sent = 0;
-  const chunk = Buffer.alloc(64 * 1024, 'a');
-  return new Readable({
-    read() {
-      if (sent >= size) return void this.push(null);
-      sent += chunk.length;
-      this.push(chunk);
-    },
-  });
-}
 
 /** Headers as a logged-in `s` client signs a publish (made-up credentials: the fake checks their shape only). */
 function signed(): Record<string, string> {

@@ -5,12 +5,12 @@
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
-import { connect } from 'node:net';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { componentZip } from '../fakes/zips.js';
+import { bigBody, rawRequest } from '../fakes/clients.js';
 import { FakeUpstream, sha256 } from '../fakes/upstream.js';
 import { killChildren, removeTempDirs, spawnMirror, tempDir, until } from '../helpers.js';
 
@@ -90,36 +90,7 @@ class Canary {
   }
 }
 
-/**
- * Sends `head` (and then `body`, if given) over a raw socket, and collects what comes back until the server closes,
- * `leaveAfter` bytes have arrived (then the client hangs up), or timeoutMs passes (then too).
- */
-function raw(head: string | Buffer, o: { body?: Buffer; leaveAfter?: number; timeoutMs?: number } = {}): Promise<{ status: number; received: number; text: string; how: 'closed' | 'left' | 'timeout' | 'error' }> {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    let received = 0;
-    const socket = connect(Number(port), hostname, () => {
-      socket.write(head);
-      if (o.body) socket.write(o.body);
-    });
-    const done = (how: 'closed' | 'left' | 'timeout' | 'error') => {
-      clearTimeout(timer);
-      socket.destroy();
-      const text = Buffer.concat(chunks).toString('latin1');
-      resolve({ status: Number(/^HTTP\/1\.[01] (\d{3})/.exec(text)?.[1] ?? 0), received, text, how });
-    };
-    const timer = setTimeout(() => done('timeout'), o.timeoutMs ?? 5_000);
-    socket.on('data', (c: Buffer) => {
-      if (received < 1 << 16) chunks.push(c);
-      received += c.length;
-      if (o.leaveAfter !== undefined && received >= o.leaveAfter) done('left');
-    });
-    socket.on('end', () => done('closed'));
-    socket.on('close', () => done('closed'));
-    socket.on('error', () => done('error'));
-  });
-}
+const raw = (head: string | Buffer, o?: Parameters<typeof rawRequest>[2]) => rawRequest(url, head, o);
 
 const host = () => new URL(url).host;
 
@@ -157,18 +128,6 @@ afterAll(async () => {
   await removeTempDirs();
 });
 
-/** A body of `size` bytes, made in 64 KiB chunks as it is read. */
-function bigBody(size: number): Readable {
-  let sent = 0;
-  const chunk = Buffer.alloc(64 * 1024, 'a');
-  return new Readable({
-    read() {
-      if (sent >= size) return void this.push(null);
-      sent += chunk.length;
-      this.push(chunk);
-    },
-  });
-}
 
 describe('a mirror process under hostile requests and upstream answers', () => {
   it('(a) repeated anonymous 50 MB publish bodies, the upstream refusing them at once (401)', async () => {

@@ -7,6 +7,7 @@ import { request } from 'undici';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli.js';
 import { componentZip } from '../fakes/zips.js';
+import { bigBody } from '../fakes/clients.js';
 import { FakeUpstream, sha256 } from '../fakes/upstream.js';
 import { get, recordSecrets, removeTempDirs, startMirror, until, type TestMirror } from '../helpers.js';
 
@@ -33,18 +34,6 @@ afterEach(async () => {
   await removeTempDirs();
 });
 
-/** A body of `size` bytes, produced in 64 KiB chunks as it is read. */
-function bigBody(size: number): Readable {
-  let sent = 0;
-  const chunk = Buffer.alloc(64 * 1024, 'a');
-  return new Readable({
-    read() {
-      if (sent >= size) return void this.push(null);
-      sent += chunk.length;
-      this.push(chunk);
-    },
-  });
-}
 
 describe('large anonymous uploads refused early by the upstream', () => {
   it('do not crash the server: the same server keeps answering', async () => {
