@@ -14,6 +14,8 @@ import type { ArchiveReader } from '../stores/archive-store.js';
 const CHUNK = 256 * 1024;
 
 export async function sendArchive(req: Request, res: Response, handle: ArchiveHandle, filename: string): Promise<void> {
+  // The client may have gone while the archive was looked up: then 'close' has been and gone, and would never come.
+  if (res.destroyed) return handle.close();
   res.once('close', handle.close);
   res.setHeader('x-cache', handle.status);
   res.setHeader('Content-Type', 'application/zip');
