@@ -264,7 +264,7 @@ const SHA256 = /^[0-9a-f]{64}$/i;
  * Every sha256 the upstream states for the bytes: an `x-checksum-sha256` header, the strong ETag of a chained
  * srm-mirror (its ETag is the archive's sha256), and the release metadata's digest.
  */
-export function statedDigests(download: ArchiveDownload): string[] {
+function statedDigests(download: ArchiveDownload): string[] {
   const one = (v: string | string[] | undefined) => (Array.isArray(v) ? v[0] : v)?.trim();
   const header = one(download.headers['x-checksum-sha256']);
   const etag = /^"([0-9a-f]{64})"$/i.exec(one(download.headers.etag) ?? '')?.[1];

@@ -54,10 +54,6 @@ export class ArchiveQuota {
     this.unsaved.add(digest);
   }
 
-  has(digest: string): boolean {
-    return this.archives.has(digest);
-  }
-
   /** What to evict to get back to the low-water mark: least recently used first, those `inUse` skipped. */
   victims(inUse: (digest: string) => boolean): string[] {
     if (!this.overQuota) return [];

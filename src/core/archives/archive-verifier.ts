@@ -7,7 +7,7 @@ import type { ArchiveReader, ArchiveStat, StoredReader } from '../../stores/arch
 import { SingleFlight } from '../single-flight.js';
 
 /** Timestamps coarser than this (1 s on some filesystems, NFS attribute caches) cannot hide a change from us. */
-export const RACY_MS = 2000;
+const RACY_MS = 2000;
 const CHUNK = 256 * 1024;
 
 /** Waits as long as reading `bytes` more may take at the allowed rate (the scrub's throttle). */
