@@ -71,6 +71,20 @@ export interface Config {
     /** Hash every whole-archive HIT while it is sent, holding its last bytes until the digest matches. */
     readonly verifyOnServe: boolean;
   };
+  /** Packages this mirror owns (see core/hosted): never read from, or sent to, the upstream. */
+  readonly hosted: {
+    /** Name patterns ("corp-*") of the v3 components that live here. */
+    readonly packages: readonly string[];
+    /** Hosted content may be read without credentials (false: by any user). */
+    readonly anonymousRead: boolean;
+    /** Generic-package owners besides each user's own name: group → its members. */
+    readonly groups: Readonly<Record<string, readonly string[]>>;
+    /** The GitLab API refuses a second file of the same name in a version (it keeps every one, newest served, otherwise). */
+    readonly rejectDuplicates: boolean;
+    readonly maxFileBytes: number;
+    /** All hosted bytes together at most; 0 = no limit. */
+    readonly maxSizeBytes: number;
+  };
   readonly prefetch: {
     readonly enabled: boolean;
     /** A cron expression (node-cron, 5 or 6 fields). */
@@ -196,6 +210,36 @@ const packageList: Parse<readonly string[]> = (v, s) => {
   throw new ConfigError(s, 'a list of package names such as ["fc3", "fc3-domain@0.0.9"]', v);
 };
 
+const NAME_PATTERN = /^[A-Za-z0-9*][A-Za-z0-9._*-]{0,127}$/;
+
+/** A JSON array of package-name patterns ("corp-*", "*-internal"), or a comma-separated string of them. */
+const namePatterns: Parse<readonly string[]> = (v, s) => {
+  const list = typeof v === 'string' ? v.split(',').map((x) => x.trim()).filter(Boolean) : v;
+  if (Array.isArray(list) && list.every((x) => typeof x === 'string' && NAME_PATTERN.test(x))) return list as string[];
+  throw new ConfigError(s, 'a list of package names, "*" matching any characters, such as ["corp-*", "tools"]', v);
+};
+
+const USER_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+/** A JSON object of group names to lists of user names (a JSON string of one, from the environment). */
+const groups: Parse<Readonly<Record<string, readonly string[]>>> = (v, s) => {
+  let value = v;
+  if (typeof v === 'string') {
+    try {
+      value = JSON.parse(v);
+    } catch {
+      // reported below
+    }
+  }
+  if (
+    value && typeof value === 'object' && !Array.isArray(value) &&
+    Object.entries(value).every(([g, members]) => USER_NAME.test(g) && Array.isArray(members) && members.every((m) => typeof m === 'string' && USER_NAME.test(m)))
+  ) {
+    return value as Record<string, string[]>;
+  }
+  throw new ConfigError(s, 'an object of group names to lists of user names, such as {"platform": ["alice", "ci-bot"]}', v);
+};
+
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
 /** "10m", "30s", "1h", "250ms", or a number of seconds. */
@@ -262,6 +306,12 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'cache.scrubSchedule', flag: 'scrub-schedule', env: ['SRM_MIRROR_SCRUB_SCHEDULE'], parse: cronExpression, help: 'when the scrub rehashes every archive (cron)' },
   { key: 'cache.scrubRate', target: 'cache.scrubRateBytes', flag: 'scrub-rate', env: ['SRM_MIRROR_SCRUB_RATE'], parse: bytes, help: 'bytes per second the scrub reads at most, e.g. 64MB (0: no limit)' },
   { key: 'cache.verifyOnServe', flag: 'verify-on-serve', env: ['SRM_MIRROR_VERIFY_ON_SERVE'], parse: bool, help: 'hash every cached archive while it is served (true or false)' },
+  { key: 'hosted.packages', flag: 'hosted-packages', env: ['SRM_MIRROR_HOSTED_PACKAGES'], parse: namePatterns, help: 'names of the components hosted here, comma-separated ("corp-*" allowed)' },
+  { key: 'hosted.anonymousRead', flag: 'hosted-anonymous-read', env: ['SRM_MIRROR_HOSTED_ANONYMOUS_READ'], parse: bool, help: 'hosted content readable without credentials (true or false)' },
+  { key: 'hosted.groups', env: ['SRM_MIRROR_HOSTED_GROUPS'], parse: groups, help: 'generic-package groups, as JSON {"group": ["user", ...]}' },
+  { key: 'hosted.rejectDuplicates', flag: 'hosted-reject-duplicates', env: ['SRM_MIRROR_HOSTED_REJECT_DUPLICATES'], parse: bool, help: 'the GitLab API refuses a file name already in the version' },
+  { key: 'hosted.maxFileSize', target: 'hosted.maxFileBytes', flag: 'hosted-max-file-size', env: ['SRM_MIRROR_HOSTED_MAX_FILE_SIZE'], parse: positiveBytes, help: 'largest hosted file, e.g. 1GB' },
+  { key: 'hosted.maxSize', target: 'hosted.maxSizeBytes', flag: 'hosted-max-size', env: ['SRM_MIRROR_HOSTED_MAX_SIZE'], parse: bytes, help: 'all hosted files together at most, e.g. 100GB (0: no limit)' },
   { key: 'cache.memorySize', target: 'cache.memorySizeBytes', flag: 'memory-size', env: ['SRM_MIRROR_MEMORY_SIZE'], parse: bytes, help: 'metadata kept parsed in memory, e.g. 64MB' },
 ];
 

@@ -108,14 +108,26 @@ const MAX_PENDING_BYTES = 4 << 20;
 const readAt = promisify(read);
 const READ_CHUNK = 256 * 1024;
 
-export class FsArchiveStore implements ArchiveStore {
-  private constructor(private readonly root: string) {}
+export interface FsArchiveStoreOptions {
+  /** Remove temp files a crash may have left (a server starting). */
+  readonly removeTempFiles?: boolean;
+  /**
+   * A commit resolves only once the file and its folder entry are on disk (fsync): for content that exists nowhere
+   * else (hosted packages). A cache does without: a torn file is caught by its hash and fetched again.
+   */
+  readonly durable?: boolean;
+}
 
-  /** Opens the store; with removeTempFiles (a server starting), temp files a crash may have left go first. */
-  static async open(root: string, { removeTempFiles = true } = {}): Promise<FsArchiveStore> {
+export class FsArchiveStore implements ArchiveStore {
+  private constructor(
+    private readonly root: string,
+    private readonly durable: boolean,
+  ) {}
+
+  static async open(root: string, { removeTempFiles = true, durable = false }: FsArchiveStoreOptions = {}): Promise<FsArchiveStore> {
     if (removeTempFiles) await rm(join(root, 'tmp'), { recursive: true, force: true });
     for (const dir of ['tmp', 'sha256', 'quarantine']) await mkdir(join(root, dir), { recursive: true });
-    return new FsArchiveStore(root);
+    return new FsArchiveStore(root, durable);
   }
 
   /** Where a committed archive's file is; the digest is checked, so no other string ever becomes a path. */
@@ -143,7 +155,7 @@ export class FsArchiveStore implements ArchiveStore {
   async createWriter(): Promise<ArchiveWriter> {
     const tempPath = join(this.root, 'tmp', `${randomUUID()}.part`);
     // Read and write: a commit's content check reads the temp file back.
-    return new FsArchiveWriter(this.path.bind(this), tempPath, await open(tempPath, 'wx+'));
+    return new FsArchiveWriter(this.path.bind(this), tempPath, await open(tempPath, 'wx+'), this.durable);
   }
 
   async delete(digest: string): Promise<void> {
@@ -237,6 +249,7 @@ class FsArchiveWriter implements ArchiveWriter {
     private readonly pathOf: (digest: string) => string,
     tempPath: string,
     private readonly file: FileHandle,
+    private readonly durable: boolean,
   ) {
     this.location = tempPath;
   }
@@ -294,8 +307,9 @@ class FsArchiveWriter implements ArchiveWriter {
     const ref = { digest, size: this.written };
     let stat: ArchiveStat;
     try {
-      // No fsync: a rename is atomic across a process crash, and after a power loss a torn file is caught by the
-      // hash check every archive gets before it is first served (and then fetched again).
+      // A cache needs no fsync: a rename is atomic across a process crash, and after a power loss a torn file is
+      // caught by the hash check every archive gets before it is first served (and then fetched again).
+      if (this.durable) await this.file.sync();
       await this.file.close();
       const target = this.pathOf(digest);
       await mkdir(join(target, '..'), { recursive: true });
@@ -312,6 +326,8 @@ class FsArchiveWriter implements ArchiveWriter {
     this.state = 'committed';
     moved?.(ref, stat);
     this.wake();
+    // The file's entry, and the shard folder's own entry (it may be new).
+    if (this.durable) for (const folder of [join(this.location, '..'), join(this.location, '..', '..')]) await syncFolder(folder);
     return { ref, stat };
   }
 
@@ -353,6 +369,16 @@ class FsArchiveWriter implements ArchiveWriter {
     const wakeups = this.wakeups;
     this.wakeups = [];
     for (const wake of wakeups) wake();
+  }
+}
+
+/** Puts a folder's entries (a rename into it) on disk. */
+async function syncFolder(path: string): Promise<void> {
+  const dir = await open(path, 'r');
+  try {
+    await dir.sync();
+  } finally {
+    await dir.close();
   }
 }
 

@@ -18,6 +18,8 @@ export interface MetadataStore {
   /** Writes all entries atomically. */
   putMany(entries: ReadonlyArray<readonly [string, unknown]>): Promise<void>;
   del(key: string): Promise<void>;
+  /** Applies puts and deletes atomically; `durable`: on disk (fsynced) before it resolves, not only handed to the OS. */
+  apply(batch: Batch, options?: { durable?: boolean }): Promise<void>;
   /** Keys (in order) that start with prefix. */
   keys(prefix: string): AsyncIterable<string>;
   /** Keys and documents (in key order) that start with prefix; a scan, not a use (it leaves any memory cache alone). */
@@ -25,6 +27,12 @@ export interface MetadataStore {
   /** The storage is failing (a corrupt block, an I/O error): since when and the last error; undefined when healthy. */
   problem(): MetadataProblem | undefined;
   close(): Promise<void>;
+}
+
+/** Writes applied together or not at all. */
+export interface Batch {
+  readonly put?: ReadonlyArray<readonly [string, unknown]>;
+  readonly del?: readonly string[];
 }
 
 export class DataFolderLockedError extends Error {
@@ -120,6 +128,11 @@ export class LevelMetadataStore implements MetadataStore {
 
   async del(key: string): Promise<void> {
     await this.watch(this.db.del(key));
+  }
+
+  async apply({ put = [], del = [] }: Batch, { durable = false } = {}): Promise<void> {
+    const ops = [...put.map(([key, value]) => ({ type: 'put' as const, key, value })), ...del.map((key) => ({ type: 'del' as const, key }))];
+    await this.watch(this.db.batch(ops, { sync: durable }));
   }
 
   async *keys(prefix: string): AsyncIterable<string> {
@@ -226,6 +239,14 @@ export class MemoryCachedStore implements MetadataStore {
 
   async del(key: string): Promise<void> {
     await this.written([key], this.inner.del(key), () => this.lru.delete(key));
+  }
+
+  async apply(batch: Batch, options?: { durable?: boolean }): Promise<void> {
+    const { put = [], del = [] } = batch;
+    await this.written([...put.map(([key]) => key), ...del], this.inner.apply(batch, options), () => {
+      for (const key of del) this.lru.delete(key);
+      for (const [key, value] of put) this.lru.set(key, { value });
+    });
   }
 
   keys(prefix: string): AsyncIterable<string> {

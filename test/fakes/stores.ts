@@ -1,7 +1,7 @@
 // A MetadataStore double in front of a real one: it can fail reads or writes on demand (as a corrupt block or a
 // failing disk does), hold a read or a write until the test lets it go (to set up an interleaving without sleeps),
 // and counts what it was asked.
-import type { MetadataProblem, MetadataStore } from '../../src/stores/metadata-store.js';
+import type { Batch, MetadataProblem, MetadataStore } from '../../src/stores/metadata-store.js';
 import { deferred } from '../../src/core/single-flight.js';
 
 export class ControlledStore implements MetadataStore {
@@ -62,6 +62,12 @@ export class ControlledStore implements MetadataStore {
   async del(key: string): Promise<void> {
     await this.writing();
     await this.inner.del(key);
+  }
+
+  async apply(batch: Batch, options?: { durable?: boolean }): Promise<void> {
+    await this.writing();
+    this.puts.push(...(batch.put ?? []).map(([k]) => k));
+    await this.inner.apply(batch, options);
   }
 
   keys(prefix: string): AsyncIterable<string> {
