@@ -16,6 +16,8 @@ import { ArchiveCache, type ScrubReport } from './core/archives/archive-cache.js
 import { realClock } from './core/archives/archive-scrub.js';
 import { rebuildIndex, type RecoveryReport } from './core/archives/archive-recovery.js';
 import { Follows } from './core/follows.js';
+import { Access } from './core/hosted/access.js';
+import { HostedBlobs } from './core/hosted/hosted-blobs.js';
 import { MetadataCache } from './core/metadata-cache.js';
 import { Registry } from './core/registry.js';
 import { opsFace } from './faces/ops.js';
@@ -120,6 +122,11 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
     clock: { ...realClock, now },
   });
   await archives.init();
+  // Hosted content: its own durable store, which nothing of the cache (quota, collection, scrub, repair) touches.
+  const hostedStore = await FsArchiveStore.open(join(config.dataDir, 'hosted'), { removeTempFiles: role === 'server', durable: true });
+  const hostedBlobs = new HostedBlobs(store, hostedStore, log, { maxFileBytes: config.hosted.maxFileBytes, maxTotalBytes: config.hosted.maxSizeBytes, now });
+  await hostedBlobs.init();
+  const access = new Access(config.hosted);
   const follows = await Follows.open(store, { followForMs: config.prefetch.followForMs, now });
   const metadataCache = new MetadataCache(store, { ...config.cache, staleAfterMs: config.upstream.staleAfterMs, now });
   const registry = new Registry(upstreamOver(http), metadataCache, archives, {

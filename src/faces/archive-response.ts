@@ -13,13 +13,21 @@ import type { ArchiveReader } from '../stores/archive-store.js';
 
 const CHUNK = 256 * 1024;
 
-export async function sendArchive(req: Request, res: Response, handle: ArchiveHandle, filename: string): Promise<void> {
+export interface SendOptions {
+  /** Default: application/zip (a component). */
+  readonly contentType?: string;
+  /** When the content was published (Last-Modified). */
+  readonly lastModified?: Date;
+}
+
+export async function sendArchive(req: Request, res: Response, handle: ArchiveHandle, filename: string, options: SendOptions = {}): Promise<void> {
   // The client may have gone while the archive was looked up: then 'close' has been and gone, and would never come.
   if (res.destroyed) return handle.close();
   res.once('close', handle.close);
   res.setHeader('x-cache', handle.status);
-  res.setHeader('Content-Type', 'application/zip');
+  res.setHeader('Content-Type', options.contentType ?? 'application/zip');
   res.setHeader('Content-Disposition', `attachment; filename="${filename.replace(/[^\w.@+-]/g, '_')}"`);
+  if (options.lastModified) res.setHeader('Last-Modified', options.lastModified.toUTCString());
   const { ref, reader } = handle;
   if (!ref) return send(req, res, reader, 200, 0, handle.size);
   const etag = `"${ref.digest}"`;
@@ -27,7 +35,7 @@ export async function sendArchive(req: Request, res: Response, handle: ArchiveHa
   res.setHeader('Cache-Control', 'public, max-age=31536000, immutable'); // a version's archive never changes
   res.setHeader('Accept-Ranges', 'bytes');
   // 304 whatever the request's Cache-Control says: no-cache asks us to check, and we did (Node's fetch sends it).
-  if (matches(req.headers['if-none-match'], etag)) {
+  if (matches(req.headers['if-none-match'], etag) || notModifiedSince(req.headers, options.lastModified)) {
     res.status(304).end();
     return;
   }
@@ -44,6 +52,13 @@ export async function sendArchive(req: Request, res: Response, handle: ArchiveHa
     return send(req, res, reader, 206, start, end - start + 1);
   }
   return send(req, res, reader, 200, 0, ref.size);
+}
+
+/** If-Modified-Since at or after the content's time, and no If-None-Match (which takes precedence, RFC 9110). */
+function notModifiedSince(headers: Request['headers'], lastModified: Date | undefined): boolean {
+  const since = headers['if-modified-since'];
+  if (!lastModified || since === undefined || headers['if-none-match'] !== undefined) return false;
+  return Math.floor(lastModified.getTime() / 1000) <= Date.parse(since) / 1000;
 }
 
 /** Whether an If-None-Match header names this (strong) ETag, compared weakly as RFC 9110 says, or is "*". */

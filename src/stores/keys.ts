@@ -13,6 +13,11 @@
 //   access:{sha256}                  ArchiveIndex: when an archive was last served (for the LRU quota)
 //   follow:{name}                    Follows: a package prefetch keeps warm
 //   prefetch:last                    Prefetcher: the summary of the last run
+//   hosted:blob:{sha256}:{ref}       HostedBlobs: a reference to a hosted blob (value: 1); the blob goes with its last
+//   hosted:component:{name}          HostedComponents: a hosted component's owner
+//   hosted:release:{name}:{version}  HostedComponents: one published version
+//   hosted:generic:{owner}/{name}/{version}    GenericPackages: one version and its files
+//   hosted:downloads:{owner}/{name}/{version}  GenericPackages: its download count
 import type { ListQuery } from '../model/release.js';
 
 export const key = {
@@ -28,6 +33,9 @@ export const key = {
   access: (digest: string) => `access:${digest}`,
   follow: (name: string) => `follow:${name}`,
   prefetchLast: 'prefetch:last',
+  hostedBlob: (digest: string, ref: string) => `hosted:blob:${digest}:${ref}`,
+  hostedComponent: (name: string) => `hosted:component:${name}`,
+  hostedRelease: (name: string, version: string) => `hosted:release:${name}:${version}`,
 } as const;
 
 /** Prefixes for key scans; `prefix.x(...)` is the start shared by every key `key.x(...)` can make. */
@@ -40,6 +48,9 @@ export const prefix = {
   digest: (digest?: string) => (digest === undefined ? 'digest:' : `digest:${digest}:`),
   access: 'access:',
   follow: 'follow:',
+  hostedBlob: (digest: string) => `hosted:blob:${digest}:`,
+  hostedComponent: 'hosted:component:',
+  hostedRelease: (name: string) => `hosted:release:${name}:`,
   /** Every MetadataCache document (what MetadataCache.sweep looks through). */
   documents: ['latest:', 'release:', 'page:', 'releases:', 'list:'],
 } as const;

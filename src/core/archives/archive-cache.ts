@@ -25,7 +25,8 @@ export type { ArchiveSource, ArchiveDownload, DiskProblem } from './archive-fill
 export type { ScrubReport } from './archive-scrub.js';
 
 export interface ArchiveHandle {
-  readonly status: 'HIT' | 'MISS' | 'BYPASS';
+  /** HOSTED: content this mirror owns (core/hosted), served like a HIT. */
+  readonly status: 'HIT' | 'MISS' | 'BYPASS' | 'HOSTED';
   /** The stored archive, for a HIT: its digest makes a strong ETag. */
   readonly ref: ArchiveRef | undefined;
   /** Bytes in all, when known (a HIT always; a download when the upstream said). */

@@ -1,0 +1,215 @@
+// The bytes of hosted content (published components, generic-package files): content-addressed files in their own
+// durable store, apart from the cache's archives, so that no quota, collection, scrub or repair of the cache ever
+// sees them. Content that exists nowhere else must survive a SIGKILL or a power cut the moment the client hears
+// 201, so a change is: the file fsynced and moved into place, then its records written in one fsynced batch.
+//
+// Files are shared: two files with the same bytes are one blob, with a reference per user of it
+// (hosted:blob:{digest}:{ref}). Changes run one at a time (they are short: the upload itself streams before), so
+// a blob is deleted only when its last reference went in a change that nothing can interleave with.
+import type { Readable } from 'node:stream';
+import type { Logger } from '../../log.js';
+import { MirrorError } from '../../model/errors.js';
+import type { ArchiveRef } from '../../model/release.js';
+import { ArchiveRejectedError, type ArchiveStore, type ArchiveWriter, type Expected } from '../../stores/archive-store.js';
+import { key, prefix } from '../../stores/keys.js';
+import type { MetadataStore } from '../../stores/metadata-store.js';
+import type { ArchiveHandle } from '../archives/archive-cache.js';
+import { ArchiveVerifier, sha256Of } from '../archives/archive-verifier.js';
+
+export interface HostedBlobsOptions {
+  /** Largest file (413 past it). */
+  readonly maxFileBytes: number;
+  /** All blobs together at most (403 past it, as Gitea answers); 0: no limit. */
+  readonly maxTotalBytes: number;
+  readonly now?: () => number;
+}
+
+/** An upload received into a temp file: hashed and counted, not yet content (see HostedChange.keep). */
+export class Upload {
+  constructor(
+    readonly size: number,
+    /** For HostedBlobs only. */
+    readonly writer: ArchiveWriter,
+  ) {}
+
+  /** Drops the temp file (an upload that was refused). Safe after it was kept. */
+  discard(): Promise<void> {
+    return this.writer.abort();
+  }
+}
+
+/** One change of hosted content: its writes become durable together when the change ends without throwing. */
+export interface HostedChange {
+  /** Makes an upload a blob (checked against `expected` first: a failure is a 400 with the reason) used by `ref`. */
+  keep(upload: Upload, ref: string, expected?: Expected): Promise<ArchiveRef>;
+  /** `ref` no longer uses the blob; the blob goes when nothing else does. */
+  release(digest: string, ref: string): void;
+  put(k: string, value: unknown): void;
+  del(k: string): void;
+}
+
+export class HostedBlobs {
+  private readonly verifier: ArchiveVerifier;
+  /** Bytes of each stored blob (for hosted.maxSize and the status). */
+  private readonly sizes = new Map<string, number>();
+  /** The change under way: the next waits for it. */
+  private tail: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly db: MetadataStore,
+    private readonly store: ArchiveStore,
+    private readonly log: Logger,
+    private readonly options: HostedBlobsOptions,
+  ) {
+    this.verifier = new ArchiveVerifier(options.now);
+  }
+
+  async init(): Promise<void> {
+    for await (const blob of this.store.list()) this.sizes.set(blob.digest, blob.size);
+  }
+
+  status(): { blobs: number; bytes: number } {
+    return { blobs: this.sizes.size, bytes: this.usedBytes };
+  }
+
+  private get usedBytes(): number {
+    let n = 0;
+    for (const size of this.sizes.values()) n += size;
+    return n;
+  }
+
+  /**
+   * Streams a request body into a temp file. Refused (and nothing kept) past hosted.maxFileSize (413, at once when
+   * the declared length says so) or when it would take the hosted bytes past hosted.maxSize (403).
+   */
+  async receive(body: Readable, declaredSize?: number): Promise<Upload> {
+    this.checkRoom(declaredSize ?? 0);
+    const writer = await this.store.createWriter();
+    try {
+      for await (const chunk of body as AsyncIterable<Buffer>) {
+        this.checkRoom(writer.written + chunk.length);
+        await writer.write(chunk);
+      }
+    } catch (err) {
+      await writer.abort();
+      throw err;
+    }
+    if (declaredSize !== undefined && writer.written !== declaredSize) {
+      await writer.abort();
+      throw new MirrorError('bad-request', `the upload ended after ${writer.written} of the ${declaredSize} bytes its Content-Length declared`);
+    }
+    return new Upload(writer.written, writer);
+  }
+
+  private checkRoom(size: number): void {
+    const { maxFileBytes, maxTotalBytes } = this.options;
+    if (size > maxFileBytes) throw new MirrorError('too-large', `the file is larger than ${maxFileBytes} bytes (hosted.maxFileSize)`);
+    if (maxTotalBytes > 0 && this.usedBytes + size > maxTotalBytes) {
+      throw new MirrorError('forbidden', `hosted storage is full: ${this.usedBytes} of ${maxTotalBytes} bytes used (hosted.maxSize)`);
+    }
+  }
+
+  /**
+   * Runs one change, alone. Its puts and deletes are applied in one fsynced batch after `fn` resolves, and only then
+   * are blobs nothing uses any more deleted; if `fn` throws, nothing is written and blobs it kept for nobody go.
+   */
+  change<T>(fn: (change: HostedChange) => Promise<T>): Promise<T> {
+    const run = this.tail.then(() => this.runChange(fn));
+    this.tail = run.catch(() => {});
+    return run;
+  }
+
+  private async runChange<T>(fn: (change: HostedChange) => Promise<T>): Promise<T> {
+    const put: Array<[string, unknown]> = [];
+    const del: string[] = [];
+    const touched = new Set<string>();
+    const change: HostedChange = {
+      keep: async (upload, ref, expected) => {
+        let kept: ArchiveRef;
+        try {
+          kept = (await upload.writer.commit(expected, (r, stat) => this.verifier.record(r.digest, stat))).ref;
+        } catch (err) {
+          if (err instanceof ArchiveRejectedError) throw new MirrorError('bad-request', err.message.replace(/^archive rejected: /, 'the upload was refused: '));
+          throw err;
+        }
+        this.sizes.set(kept.digest, kept.size);
+        touched.add(kept.digest);
+        put.push([key.hostedBlob(kept.digest, ref), 1]);
+        return kept;
+      },
+      release: (digest, ref) => {
+        touched.add(digest);
+        del.push(key.hostedBlob(digest, ref));
+      },
+      put: (k, value) => void put.push([k, value]),
+      del: (k) => void del.push(k),
+    };
+    let result: T;
+    try {
+      result = await fn(change);
+      await this.db.apply({ put, del }, { durable: true });
+    } catch (err) {
+      await this.deleteUnused(touched);
+      throw err;
+    }
+    await this.deleteUnused(touched);
+    return result;
+  }
+
+  /** Deletes the blobs among `digests` that no reference uses. */
+  private async deleteUnused(digests: Iterable<string>): Promise<void> {
+    for (const digest of digests) {
+      try {
+        if (await this.isUsed(digest)) continue;
+        this.sizes.delete(digest);
+        this.verifier.forget(digest);
+        await this.store.delete(digest);
+      } catch (err) {
+        this.log.warn('a hosted blob nothing uses could not be deleted', { digest, error: String(err) });
+      }
+    }
+  }
+
+  private async isUsed(digest: string): Promise<boolean> {
+    for await (const _ of this.db.keys(prefix.hostedBlob(digest))) return true;
+    return false;
+  }
+
+  /**
+   * Opens a blob to serve, checked first (hashed unless a verified version of the file vouches for it). A missing
+   * or corrupt blob is never served and never removed: it is logged as an error and answered 500 with the reason,
+   * for an operator to restore it from a backup.
+   */
+  async open(ref: ArchiveRef, what: string): Promise<ArchiveHandle> {
+    const reader = await this.store.open(ref.digest);
+    if (!reader) throw this.damaged(what, ref, 'its file is missing from the hosted store');
+    if (reader.stat.size !== ref.size || !(await this.verifier.check(ref.digest, reader))) {
+      reader.close();
+      throw this.damaged(what, ref, `its bytes no longer match their sha256 ${ref.digest}`);
+    }
+    return { status: 'HOSTED', ref, size: ref.size, reader, close: () => reader.close() };
+  }
+
+  /** Rehashes every blob; reports (never removes) the ones whose bytes do not match their name. */
+  async audit(): Promise<{ checked: number; corrupt: string[] }> {
+    const corrupt: string[] = [];
+    let checked = 0;
+    for await (const blob of this.store.list()) {
+      const reader = await this.store.open(blob.digest);
+      if (!reader) continue;
+      try {
+        checked++;
+        if ((await sha256Of(reader)) !== blob.digest) corrupt.push(blob.digest);
+      } finally {
+        reader.close();
+      }
+    }
+    for (const digest of corrupt) this.log.error('a hosted file is corrupt: it is kept and answered 500; restore it from a backup', { digest });
+    return { checked, corrupt };
+  }
+
+  private damaged(what: string, ref: ArchiveRef, why: string): MirrorError {
+    this.log.error('hosted content is damaged and is not served; restore it from a backup', { what, digest: ref.digest, why });
+    return new MirrorError('internal', `${what} is damaged and is not served (${why}); the mirror's operator must restore it`);
+  }
+}
