@@ -8,11 +8,10 @@
 // with it) and answered 413 or 408 when the answer has not started yet.
 import type { Request, Response } from 'express';
 import type { IncomingMessage } from 'node:http';
-import { pipeline as pipe, Transform, type Readable, type TransformCallback } from 'node:stream';
+import { pipeline as pipe, Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { Config } from '../config/config.js';
-import { MirrorError } from '../model/errors.js';
 import type { ForwardResponse, UpstreamHttp } from '../upstreams/http.js';
+import { guardedBody, tooLarge, type BodyLimits } from './request-body.js';
 
 /** Headers the `s` client signs requests with (PROTOCOL.md §1), plus standard auth. */
 const CREDENTIAL_HEADERS = ['token', 'sign_code', 'nonce', 'timestamp', 'authorization'];
@@ -27,8 +26,6 @@ export function hasCredentials(req: IncomingMessage): boolean {
 /** Sends the client's request upstream; its body (if any) flows through `tap` on the way, when given. */
 export type Forward = (req: Request, tap?: Transform) => Promise<ForwardResponse>;
 
-export type BodyLimits = Pick<Config['writes'], 'maxBodyBytes' | 'bodyTimeoutMs'>;
-
 /** upstreamBase is where the router's mount point goes upstream, e.g. "https://api.devsapp.cn/v3" for /v3. */
 export function forwarder(http: UpstreamHttp, upstreamBase: string, limits: BodyLimits): Forward {
   return async (req, tap) => {
@@ -37,12 +34,9 @@ export function forwarder(http: UpstreamHttp, upstreamBase: string, limits: Body
     const declared = Number(req.headers['content-length']);
     if (declared > limits.maxBodyBytes) {
       req.res?.setHeader('Connection', 'close'); // the body is not read: the connection cannot serve another request
-      throw tooLarge(limits.maxBodyBytes);
+      throw tooLarge(limits);
     }
-    const guard = new BodyGuard(limits);
-    // Not pipeline(req, ...): a failed guard must not destroy the request, whose socket still has to carry the 413.
-    req.pipe(guard);
-    req.once('error', (err) => guard.destroy(err)); // the client went away: abort the upstream request too
+    const guard = guardedBody(req, limits); // a client that goes away aborts the upstream request too
     const body = tap ? pipe(guard, tap, () => {}) : guard;
     try {
       return await forward(body);
@@ -81,62 +75,6 @@ export function sniffForm(limit = 64 * 1024): { stream: Transform; field: (name:
     },
   });
   return { stream, field: (name) => new URLSearchParams(Buffer.concat(head).toString('utf8')).get(name) ?? undefined };
-}
-
-/**
- * Passes a request body on while counting it and timing it: past maxBodyBytes, or when the reader wants more and
- * nothing arrives for bodyTimeoutMs (the clock runs only while the reader is flowing, so neither time waiting for
- * a slot nor the upstream's own backpressure is held against the client), it fails with the reason in `failure`.
- */
-class BodyGuard extends Transform {
-  failure: MirrorError | undefined;
-  private size = 0;
-  private timer: NodeJS.Timeout | undefined;
-
-  constructor(private readonly limits: BodyLimits) {
-    super();
-    this.on('resume', () => this.touch());
-    this.on('pause', () => this.stopTimer());
-    this.once('error', () => this.stopTimer()); // also keeps a failure from being an uncaught 'error'
-  }
-
-  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
-    this.size += chunk.length;
-    if (this.size > this.limits.maxBodyBytes) return done(this.fail(tooLarge(this.limits.maxBodyBytes)));
-    if (this.readableFlowing) this.touch();
-    done(null, chunk);
-  }
-
-  override _flush(done: TransformCallback): void {
-    this.stopTimer();
-    done();
-  }
-
-  override _destroy(err: Error | null, done: (err: Error | null) => void): void {
-    this.stopTimer();
-    done(err);
-  }
-
-  private touch(): void {
-    this.stopTimer();
-    if (this.writableEnded) return; // the client has sent it all: nothing more to wait for
-    const ms = this.limits.bodyTimeoutMs;
-    this.timer = setTimeout(() => this.destroy(this.fail(new MirrorError('client-timeout', `the request body stalled: nothing arrived for ${ms / 1000}s (writes.bodyTimeout)`))), ms);
-    this.timer.unref();
-  }
-
-  private stopTimer(): void {
-    clearTimeout(this.timer);
-  }
-
-  private fail(err: MirrorError): MirrorError {
-    this.failure ??= err;
-    return err;
-  }
-}
-
-function tooLarge(max: number): MirrorError {
-  return new MirrorError('too-large', `the request body is larger than ${max} bytes (writes.maxBodySize)`);
 }
 
 function pick(headers: Record<string, string | string[] | undefined>, names: readonly string[]) {
