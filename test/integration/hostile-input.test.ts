@@ -97,8 +97,9 @@ describe('hostile input', () => {
   it('none of them reached the upstream or wrote to the disk', async () => {
     expect(HOSTILE.length).toBeGreaterThanOrEqual(30);
     expect(fake.requests).toEqual([]);
-    const archives = join(mirror.dataDir, 'archives');
-    expect([...(await readdir(join(archives, 'sha256'))), ...(await readdir(join(archives, 'tmp')))]).toEqual([]);
-    expect((await readdir(mirror.dataDir)).sort()).toEqual(['archives', 'meta']);
+    for (const store of ['archives', 'hosted']) {
+      expect([...(await readdir(join(mirror.dataDir, store, 'sha256'))), ...(await readdir(join(mirror.dataDir, store, 'tmp')))]).toEqual([]);
+    }
+    expect((await readdir(mirror.dataDir)).sort()).toEqual(['archives', 'hosted', 'meta']);
   });
 });
