@@ -18,6 +18,8 @@ import { rebuildIndex, type RecoveryReport } from './core/archives/archive-recov
 import { Follows } from './core/follows.js';
 import { Access } from './core/hosted/access.js';
 import { HostedBlobs } from './core/hosted/hosted-blobs.js';
+import { HostedComponents } from './core/hosted/hosted-components.js';
+import { Users } from './core/hosted/users.js';
 import { MetadataCache } from './core/metadata-cache.js';
 import { Registry } from './core/registry.js';
 import { opsFace } from './faces/ops.js';
@@ -127,11 +129,16 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
   const hostedBlobs = new HostedBlobs(store, hostedStore, log, { maxFileBytes: config.hosted.maxFileBytes, maxTotalBytes: config.hosted.maxSizeBytes, now });
   await hostedBlobs.init();
   const access = new Access(config.hosted);
+  const users = await Users.open(config.dataDir, { now, log });
+  const hostedComponents = new HostedComponents(store, hostedBlobs, access, { patterns: config.hosted.packages, offline: config.offline, now });
+  const unread = await hostedComponents.init();
+  if (unread) log.error('the names of hosted components cannot be read from the metadata database: only hosted.packages mark names as hosted until it is repaired', { error: String(unread) });
   const follows = await Follows.open(store, { followForMs: config.prefetch.followForMs, now });
   const metadataCache = new MetadataCache(store, { ...config.cache, staleAfterMs: config.upstream.staleAfterMs, now });
   const registry = new Registry(upstreamOver(http), metadataCache, archives, {
     offline: config.offline,
     onRequested: config.prefetch.followRequested ? (name) => follows.add(name) : undefined,
+    hosted: hostedComponents,
     now,
   });
   // Prefetch shares the caches and the upstream queue, but always asks the upstream and waits behind live requests.
@@ -228,9 +235,17 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
     return run.startedAt;
   };
   app.use('/-', opsFace({ status, metrics, log, prefetchNow: config.offline ? undefined : prefetchNow, startVerify, adminToken: config.adminToken }));
-  app.use('/v3', v3Face({ registry, baseUrl, log, forward: isV3 && !config.offline ? forwarder(http, config.upstream.url, config.writes) : undefined }));
+  const hostedV3 = {
+    components: hostedComponents,
+    users,
+    access,
+    uploadLimits: { maxBodyBytes: config.hosted.maxFileBytes, bodyTimeoutMs: config.writes.bodyTimeoutMs, sizeSetting: 'hosted.maxFileSize' },
+    formLimits: config.writes,
+  };
+  const forward = isV3 && !config.offline ? forwarder(http, config.upstream.url, config.writes) : undefined;
+  app.use('/v3', v3Face({ registry, baseUrl, log, forward, hosted: hostedV3 }));
   app.use(srmFace({ registry, baseUrl, log }));
-  const hot = v3HotPath({ registry, baseUrl, log });
+  const hot = v3HotPath({ registry, baseUrl, hosted: hostedV3, log });
   const logAccess = log.enabled('debug') ? accessLog(log) : undefined;
   const handle: RequestListener = (req, res) => {
     // `s set registry http://host/v3/` makes clients ask for /v3//packages/...: the same path, whatever the slashes.

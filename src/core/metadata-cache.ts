@@ -15,7 +15,8 @@ import type { MetadataStore } from '../stores/metadata-store.js';
 import type { Validators } from '../upstreams/http.js';
 import type { Fetched } from '../upstreams/upstream.js';
 
-export type CacheStatus = 'HIT' | 'MISS' | 'REVALIDATED' | 'STALE' | 'OFFLINE' | 'BYPASS';
+/** HOSTED: content this mirror owns (core/hosted), never cached or fetched. */
+export type CacheStatus = 'HIT' | 'MISS' | 'REVALIDATED' | 'STALE' | 'OFFLINE' | 'BYPASS' | 'HOSTED';
 
 export interface Cached<T> {
   readonly value: T;

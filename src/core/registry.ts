@@ -2,6 +2,9 @@
 // stale-if-error), archives through the ArchiveCache. Every release the mirror learns of is also stored under
 // its own key, so that downloading it needs no further metadata request.
 //
+// Hosted names (core/hosted) are answered from hosted content only, before any of this: never from the cache, never
+// from the upstream. Package lists show the hosted packages a query matches first, then the upstream's.
+//
 // Offline (configured, or the upstream unreachable with nothing cached for the question) the answers come from
 // what the mirror has: only versions whose archives are cached are listed, and `latest` is the best of those, so
 // an offline answer never points at an archive the mirror cannot serve.
@@ -11,6 +14,7 @@ import { key, prefix } from '../stores/keys.js';
 import type { Validators } from '../upstreams/http.js';
 import type { Fetched, Upstream } from '../upstreams/upstream.js';
 import type { ArchiveCache, ArchiveHandle } from './archives/archive-cache.js';
+import type { HostedComponents } from './hosted/hosted-components.js';
 import type { Cached, MetadataCache } from './metadata-cache.js';
 import { newestFirst, pickLatest } from './versions.js';
 
@@ -23,6 +27,8 @@ export interface RegistryOptions {
   readonly alwaysRevalidate?: boolean;
   /** Told of each package a read found, e.g. to follow it. */
   readonly onRequested?: (name: string) => void;
+  /** The components this mirror hosts: their names never reach the upstream. */
+  readonly hosted?: HostedComponents;
   readonly now?: () => number;
 }
 
@@ -48,36 +54,56 @@ export class Registry {
   }
 
   latest(name: string): Promise<Cached<Release>> {
-    return this.read(key.latest(name), { name, learn: true, what: name }, (since) => this.upstream.latest(name, since), async () =>
-      pickLatest(await this.cachedReleases(name)),
+    return this.read(
+      key.latest(name),
+      { name, learn: true, what: name, hosted: async (h) => pickLatest(await h.releases(name)) },
+      (since) => this.upstream.latest(name, since),
+      async () => pickLatest(await this.cachedReleases(name)),
     );
   }
 
   release(name: string, version: string): Promise<Cached<Release>> {
     return this.read(
       key.release(name, version),
-      { name, what: `${name}@${version}` },
+      { name, what: `${name}@${version}`, hosted: (h) => h.release(name, version) },
       (since) => this.upstream.release(name, version, since),
       async () => (await this.cachedReleases(name)).find((r) => r.version === version),
     );
   }
 
   releasePage(name: string, page: number): Promise<Cached<Release[]>> {
-    return this.read(key.page(name, page), { name, learn: true, what: `page ${page} of ${name}` }, (since) => this.upstream.releasePage(name, page, since), async () =>
-      pageOf(await this.cachedReleases(name), page),
+    return this.read(
+      key.page(name, page),
+      { name, learn: true, what: `page ${page} of ${name}`, hosted: async (h) => pageOf(await h.releases(name), page) },
+      (since) => this.upstream.releasePage(name, page, since),
+      async () => pageOf(await this.cachedReleases(name), page),
     );
   }
 
   allReleases(name: string): Promise<Cached<Release[]>> {
-    return this.read(key.releases(name), { name, learn: true, what: `the releases of ${name}` }, (since) => this.upstream.allReleases(name, since), () =>
-      this.cachedReleases(name),
+    return this.read(
+      key.releases(name),
+      { name, learn: true, what: `the releases of ${name}`, hosted: (h) => h.releases(name) },
+      (since) => this.upstream.allReleases(name, since),
+      () => this.cachedReleases(name),
     );
   }
 
-  listPackages(query: ListQuery): Promise<Cached<PackageSummary[]>> {
-    return this.read(key.list(query), { what: 'that package list' }, (since) => this.upstream.listPackages(query, since), async () =>
-      pageOf(await this.knownPackages(query), query.page),
-    );
+  /** A page of the package list: the hosted packages the query matches first (on its first page), then the upstream's. */
+  async listPackages(query: ListQuery): Promise<Cached<PackageSummary[]>> {
+    const hosted = query.page === 1 || query.page === -1 ? ((await this.options.hosted?.summaries()) ?? []).filter((p) => matches(p, query)) : [];
+    let listed: Cached<PackageSummary[]>;
+    try {
+      listed = await this.read(key.list(query), { what: 'that package list' }, (since) => this.upstream.listPackages(query, since), async () =>
+        pageOf(await this.knownPackages(query), query.page),
+      );
+    } catch (err) {
+      if (hosted.length === 0) throw err;
+      return { value: hosted, status: 'HOSTED', age: 0 };
+    }
+    if (hosted.length === 0) return listed;
+    const names = new Set(hosted.map((p) => p.name));
+    return { ...listed, value: [...hosted, ...listed.value.filter((p) => !names.has(p.name))] };
   }
 
   /** How much the mirror knows: packages and versions with metadata. */
@@ -116,6 +142,7 @@ export class Registry {
   }
 
   async archive(name: string, version: string): Promise<ArchiveHandle> {
+    if (this.options.hosted?.isHosted(name)) return this.options.hosted.archive(name, version);
     const id = `${name}@${version}`;
     const handle = this.offline
       ? await this.archives.open(id, undefined)
@@ -130,14 +157,20 @@ export class Registry {
   /**
    * One read: from the cache (which asks the upstream when its copy is old), or offline from what the mirror has.
    * `about` names the package read (if one), says whether the releases of a fresh answer are stored under their own
-   * keys too (`learn`), and what to call it in an offline 404.
+   * keys too (`learn`), what to call it in a 404, and how to answer it when the package is hosted here.
    */
   private async read<T extends Release | Release[] | PackageSummary[]>(
     cacheKey: string,
-    about: { name?: string; learn?: boolean; what: string },
+    about: { name?: string; learn?: boolean; what: string; hosted?: (hosted: HostedComponents) => Promise<T | undefined> },
     fetch: (since?: Validators) => Promise<Fetched<T>>,
     local: () => Promise<T | undefined>,
   ): Promise<Cached<T>> {
+    const { hosted } = this.options;
+    if (about.name !== undefined && about.hosted && hosted?.isHosted(about.name)) {
+      const value = await about.hosted(hosted);
+      if (value === undefined) throw new MirrorError('not-found', `${about.what} is not published on this mirror (${about.name} is hosted here)`);
+      return { value, status: 'HOSTED', age: 0 };
+    }
     if (this.offline) {
       const value = await local();
       if (value === undefined) throw new MirrorError('not-found', `the mirror is offline and does not have ${about.what}`);
@@ -188,16 +221,19 @@ export class Registry {
       }
     }
     for (const name of await this.archives.packages()) if (!byName.has(name)) byName.set(name, { name });
-    const has = (value: unknown, wanted: string) => String(value ?? '').toLowerCase().includes(wanted.toLowerCase());
-    return [...byName.values()].filter((p) => {
-      const category = p.category as { id?: unknown; name?: unknown } | undefined;
-      return (
-        (!query.search || has(p.name, query.search) || has(p.description, query.search)) &&
-        (!query.tag || (Array.isArray(p.tags) && p.tags.includes(query.tag))) &&
-        (!query.category || String(category?.id) === query.category || category?.name === query.category)
-      );
-    });
+    return [...byName.values()].filter((p) => matches(p, query));
   }
+}
+
+/** Whether a package list entry matches a query's search text, tag and category, as the upstream filters. */
+function matches(p: PackageSummary, query: ListQuery): boolean {
+  const has = (value: unknown, wanted: string) => String(value ?? '').toLowerCase().includes(wanted.toLowerCase());
+  const category = p.category as { id?: unknown; name?: unknown } | undefined;
+  return (
+    (!query.search || has(p.name, query.search) || has(p.description, query.search)) &&
+    (!query.tag || (Array.isArray(p.tags) && p.tags.includes(query.tag))) &&
+    (!query.category || String(category?.id) === query.category || category?.name === query.category)
+  );
 }
 
 function pageOf<T>(items: T[], page: number): T[] {

@@ -23,12 +23,15 @@ export function hasCredentials(req: IncomingMessage): boolean {
   return CREDENTIAL_HEADERS.some((h) => req.headers[h] !== undefined);
 }
 
-/** Sends the client's request upstream; its body (if any) flows through `tap` on the way, when given. */
-export type Forward = (req: Request, tap?: Transform) => Promise<ForwardResponse>;
+/**
+ * Sends the client's request upstream; its body (if any; `body` when the request's was peeked at) flows through `tap`
+ * on the way, when given.
+ */
+export type Forward = (req: Request, options?: { tap?: Transform; body?: Readable }) => Promise<ForwardResponse>;
 
 /** upstreamBase is where the router's mount point goes upstream, e.g. "https://api.devsapp.cn/v3" for /v3. */
 export function forwarder(http: UpstreamHttp, upstreamBase: string, limits: BodyLimits): Forward {
-  return async (req, tap) => {
+  return async (req, { tap, body: source = req } = {}) => {
     const forward = (body?: Readable) => http.forward({ method: req.method, url: upstreamBase + req.url, headers: pick(req.headers, FORWARDED_HEADERS), body });
     if (req.method === 'GET' || req.method === 'HEAD') return forward();
     const declared = Number(req.headers['content-length']);
@@ -36,13 +39,13 @@ export function forwarder(http: UpstreamHttp, upstreamBase: string, limits: Body
       req.res?.setHeader('Connection', 'close'); // the body is not read: the connection cannot serve another request
       throw tooLarge(limits);
     }
-    const guard = guardedBody(req, limits); // a client that goes away aborts the upstream request too
+    const guard = guardedBody(source, limits); // a client that goes away aborts the upstream request too
     const body = tap ? pipe(guard, tap, () => {}) : guard;
     try {
       return await forward(body);
     } catch (err) {
       if (!guard.failure) throw err;
-      req.unpipe(guard);
+      source.unpipe(guard);
       req.res?.setHeader('Connection', 'close');
       throw guard.failure;
     }
@@ -56,25 +59,6 @@ export async function sendForwarded(res: Response, answer: ForwardResponse): Pro
   res.setHeader('Cache-Control', 'private, no-store');
   res.setHeader('x-cache', 'BYPASS');
   await pipeline(answer.body, res).catch(() => res.destroy());
-}
-
-/**
- * A request body's first `limit` bytes, kept while the body passes through unchanged, so that a url-encoded form
- * field near the start (publish step 1 sends `publish`, the publish.yaml, first) can be read without buffering.
- */
-export function sniffForm(limit = 64 * 1024): { stream: Transform; field: (name: string) => string | undefined } {
-  const head: Buffer[] = [];
-  let kept = 0;
-  const stream = new Transform({
-    transform(chunk: Buffer, _enc, done) {
-      if (kept < limit) {
-        head.push(chunk.subarray(0, limit - kept));
-        kept += Math.min(chunk.length, limit - kept);
-      }
-      done(null, chunk);
-    },
-  });
-  return { stream, field: (name) => new URLSearchParams(Buffer.concat(head).toString('utf8')).get(name) ?? undefined };
 }
 
 function pick(headers: Record<string, string | string[] | undefined>, names: readonly string[]) {

@@ -1,7 +1,6 @@
 // A client's request body, bounded: past maxBodyBytes, or when nothing arrives for bodyTimeoutMs while it is read,
 // it fails with the reason (413, 408), so that no upload can hold a slot, a file or memory without end.
-import type { IncomingMessage } from 'node:http';
-import { Transform, type TransformCallback } from 'node:stream';
+import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { MirrorError } from '../model/errors.js';
 
 export interface BodyLimits {
@@ -12,14 +11,60 @@ export interface BodyLimits {
 }
 
 /**
- * The request's body through a BodyGuard. Not pipeline(req, ...): a failed guard must not destroy the request, whose
- * socket still has to carry the 413 (answer it with `Connection: close`: the rest of the body is not read).
+ * A request's body (or what peekBody left of it) through a BodyGuard. Not pipeline(req, ...): a failed guard must not
+ * destroy the request, whose socket still has to carry the 413 (answer it with `Connection: close`).
  */
-export function guardedBody(req: IncomingMessage, limits: BodyLimits): BodyGuard {
+export function guardedBody(source: Readable, limits: BodyLimits): BodyGuard {
   const guard = new BodyGuard(limits);
-  req.pipe(guard);
-  req.once('error', (err) => guard.destroy(err)); // the client went away: whoever reads the body fails too
+  source.pipe(guard);
+  source.once('error', (err) => guard.destroy(err)); // the client went away: whoever reads the body fails too
   return guard;
+}
+
+/**
+ * Reads the start of a body until `enough` says so (or `max` bytes, or its end), to decide what to do with it, and
+ * gives back the whole body (those bytes, then the rest) to stream on. Nothing arriving for `idleMs` is a 408.
+ */
+export async function peekBody(source: Readable, enough: (head: Buffer) => boolean, max: number, idleMs: number): Promise<{ head: Buffer; body: Readable }> {
+  const chunks = source[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  const next = async () => {
+    let timer: NodeJS.Timeout | undefined;
+    const idle = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new MirrorError('client-timeout', `the request body stalled: nothing arrived for ${idleMs / 1000}s`)), idleMs);
+    });
+    try {
+      return await Promise.race([chunks.next(), idle]);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+  let head = Buffer.alloc(0);
+  let ended = false;
+  while (head.length < max && !enough(head)) {
+    const r = await next();
+    if (r.done) {
+      ended = true;
+      break;
+    }
+    head = Buffer.concat([head, r.value]);
+  }
+  async function* whole() {
+    if (head.length) yield head;
+    for (let r = ended ? undefined : await chunks.next(); r && !r.done; r = await chunks.next()) yield r.value;
+  }
+  return { head, body: Readable.from(whole(), { objectMode: false }) };
+}
+
+/** All of a body, at most `max` bytes (a 413 past it). */
+export async function readBody(body: Readable, max: number, what: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > max) throw new MirrorError('too-large', `${what} is larger than ${max} bytes`);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
 }
 
 /**

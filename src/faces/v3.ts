@@ -1,34 +1,62 @@
 // The v3 face: what the real `s` 3.x CLI calls (PROTOCOL.md §1). Every answer is uncompressed JSON in the
-// {request_id, body} envelope; errors carry a string body. Reads are rendering only (policy lives in the Registry);
-// writes and login go through to the upstream untouched, and a successful one updates the cache before the client
-// hears of it, so its next read already reflects it.
+// {request_id, body} envelope; errors carry a string body. Reads are rendering only (policy lives in the Registry).
+// Writes of hosted packages, and of users of this mirror, are answered here (core/hosted); other writes and login go
+// through to the upstream untouched, and a successful one updates the cache before the client hears of it, so its
+// next read already reflects it.
 import { randomUUID } from 'node:crypto';
 import { Router, type Request, type Response } from 'express';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Transform } from 'node:stream';
+import type { Access } from '../core/hosted/access.js';
+import type { HostedComponents } from '../core/hosted/hosted-components.js';
+import type { Users } from '../core/hosted/users.js';
 import type { Cached } from '../core/metadata-cache.js';
 import type { Registry } from '../core/registry.js';
 import type { Logger } from '../log.js';
 import { MirrorError, toMirrorError } from '../model/errors.js';
-import type { Release } from '../model/release.js';
+import { V3_PAGE_SIZE, type Release } from '../model/release.js';
 import * as valid from '../model/validate.js';
 import { sendArchive } from './archive-response.js';
 import { answerError, errorHandler } from './errors.js';
 import { sendJson, sendMetadata } from './json.js';
 import { v3Release, type BaseUrl } from './render.js';
-import { hasCredentials, sendForwarded, sniffForm, type Forward } from './forward.js';
+import { hasCredentials, sendForwarded, type Forward } from './forward.js';
+import { guardedBody, peekBody, readBody, type BodyLimits } from './request-body.js';
+
+/** What the v3 face needs of hosting: the hosted components, who callers are, and what they may do. */
+export interface HostedV3 {
+  readonly components: HostedComponents;
+  readonly users: Pick<Users, 'authenticate' | 'reset'>;
+  readonly access: Access;
+  /** Limits of a zip uploaded to the mirror (hosted.maxFileSize), and of a publish form (writes.*). */
+  readonly uploadLimits: BodyLimits;
+  readonly formLimits: BodyLimits;
+}
+
+/** A publish form's first field (publish.yaml, which names the package) is looked for in this many bytes. */
+const FORM_PEEK = 64 * 1024;
+/** A publish form read whole (text files: publish.yaml, readme, version notes) is at most this large. */
+const FORM_MAX = 16 << 20;
 
 export interface V3FaceOptions {
   readonly registry: Registry;
   readonly baseUrl: BaseUrl;
   /** Passes requests to a v3 upstream untouched; undefined when there is none to pass them to (offline, srm). */
   readonly forward: Forward | undefined;
+  readonly hosted: HostedV3;
   readonly log: Logger;
 }
 
-export function v3Face({ registry, baseUrl, forward, log }: V3FaceOptions): Router {
+export function v3Face({ registry, baseUrl, forward, hosted, log }: V3FaceOptions): Router {
   const router = Router();
   const name = (req: Request) => valid.packageName(req.params.name as string);
+  const caller = (req: Request) => hosted.users.authenticate(req.headers);
+  const isHosted = (req: Request) => typeof req.params.name === 'string' && hosted.components.isHosted(req.params.name);
+
+  // Reads of hosted packages need a user when hosted.anonymousRead is false (writes check their own).
+  router.use('/packages/:name', async (req, _res, next) => {
+    if ((req.method === 'GET' || req.method === 'HEAD') && isHosted(req)) hosted.access.read(await caller(req));
+    next();
+  });
 
   /**
    * Private content: the anonymous mirror may not see it, the caller may. When the shared cache's anonymous read
@@ -37,7 +65,7 @@ export function v3Face({ registry, baseUrl, forward, log }: V3FaceOptions): Rout
    */
   const orPrivate = async (req: Request, res: Response, err: unknown): Promise<void> => {
     const e = toMirrorError(err);
-    if (forward && hasCredentials(req) && (e.kind === 'not-found' || e.kind === 'unauthorized')) return sendForwarded(res, await forward(req));
+    if (forward && hasCredentials(req) && !isHosted(req) && (e.kind === 'not-found' || e.kind === 'unauthorized')) return sendForwarded(res, await forward(req));
     throw e;
   };
 
@@ -97,39 +125,81 @@ export function v3Face({ registry, baseUrl, forward, log }: V3FaceOptions): Rout
     await sendArchive(req, res, handle, `${pkg}-${version}.zip`);
   });
 
-  /**
-   * A write (or login) passed to the upstream. `plan` may tap the body (to read it on the way) and says how the
-   * cache follows an upstream success; that is applied before the client gets the answer.
-   */
-  const write =
-    (plan?: (req: Request) => { tap?: Transform; applied: () => Promise<void> }) => async (req: Request, res: Response) => {
-      if (!forward) {
-        const why = registry.offline ? 'the mirror is offline' : 'the mirror has no v3 upstream';
-        throw new MirrorError('unavailable', `${why}: ${req.method} ${req.path} needs the upstream registry`);
-      }
-      const planned = plan?.(req);
-      const answer = await forward(req, planned?.tap);
-      if (answer.status >= 200 && answer.status < 300) await planned?.applied();
-      await sendForwarded(res, answer);
-    };
+  /** Passes a write to the upstream, or says why it cannot be. */
+  const upstreamOnly = (req: Request): Forward => {
+    if (forward) return forward;
+    const why = registry.offline ? 'the mirror is offline' : 'the mirror has no v3 upstream';
+    throw new MirrorError('unavailable', `${why}: ${req.method} ${req.path} needs the upstream registry`);
+  };
 
-  router.post(
-    '/packages/releases',
-    write(() => {
-      const form = sniffForm();
-      return { tap: form.stream, applied: () => registry.published(publishedName(form.field('publish'))) };
-    }),
-  );
-  router.delete(
-    '/packages/:name/release/tags/:version',
-    write((req) => {
-      const [pkg, version] = [name(req), valid.version(req.params.version as string)];
-      return { applied: () => registry.deleted(pkg, version) };
-    }),
-  );
-  router.post('/user/token', write());
-  router.get('/user/check', write());
-  router.get('/package/user', write());
+  /**
+   * Publish, step 1. Answered here when the package is hosted, the caller is a user of this mirror, or there is no
+   * upstream to pass it to (offline: every publish is hosted); otherwise passed through. The form's first field
+   * (publish.yaml) is read before anything is sent on, so that a hosted name never reaches the upstream.
+   */
+  router.post('/packages/releases', async (req, res) => {
+    const { head, body } = await peekBody(req, (h) => h.includes(0x26 /* & */), FORM_PEEK, hosted.formLimits.bodyTimeoutMs);
+    const firstFieldWhole = head.includes(0x26) || head.length < FORM_PEEK;
+    const named = firstFieldWhole ? publishedName(new URLSearchParams(head.toString('utf8')).get('publish') ?? undefined) : undefined;
+    const user = await caller(req);
+    if (!forward || user || (named !== undefined && hosted.components.isHosted(named))) {
+      const form = await readBody(guardedBody(body, hosted.formLimits), FORM_MAX, 'the publish form').catch((err: unknown) => {
+        res.setHeader('Connection', 'close'); // the rest of the body is not read
+        throw err;
+      });
+      const token = await hosted.components.beginPublish(user, new URLSearchParams(form.toString('utf8')));
+      return sendJson(res, 200, envelope(JSON.stringify({ url: `${baseUrl(req)}/v3/uploads/${token}` })));
+    }
+    const answer = await forward(req, { body });
+    if (answer.status >= 200 && answer.status < 300) await registry.published(named);
+    await sendForwarded(res, answer);
+  });
+
+  /** Publish, step 2: the zip, to the one-time URL step 1 gave (the client sends no credentials with it). */
+  router.put('/uploads/:token', async (req, res) => {
+    const guard = guardedBody(req, hosted.uploadLimits);
+    const declared = req.headers['content-length'] === undefined ? undefined : Number(req.headers['content-length']);
+    let published: { name: string; version: string };
+    try {
+      published = await hosted.components.finishPublish(req.params.token as string, guard, declared);
+    } catch (err) {
+      req.unpipe(guard);
+      res.setHeader('Connection', 'close'); // the body may not have been read whole
+      throw guard.failure ?? err;
+    }
+    log.info('published', { ...published });
+    sendJson(res, 201, envelope(JSON.stringify({ name: published.name, tag_name: published.version })));
+  });
+
+  router.delete('/packages/:name/release/tags/:version', async (req, res) => {
+    const [pkg, version] = [name(req), valid.version(req.params.version as string)];
+    if (hosted.components.isHosted(pkg) || !forward) {
+      await hosted.components.remove(await caller(req), pkg, version);
+      log.info('deleted', { name: pkg, version });
+      return sendJson(res, 200, envelope(JSON.stringify({ name: pkg, tag_name: version })));
+    }
+    const answer = await upstreamOnly(req)(req);
+    if (answer.status >= 200 && answer.status < 300) await registry.deleted(pkg, version);
+    await sendForwarded(res, answer);
+  });
+
+  /** `login --retoken`: a user of this mirror gets a new secret; anyone else's request goes to the upstream. */
+  router.post('/user/token', async (req, res) => {
+    const user = await caller(req);
+    if (!user) return sendForwarded(res, await upstreamOnly(req)(req));
+    sendJson(res, 200, envelope(JSON.stringify({ safety_code: await hosted.users.reset(user.name) })));
+  });
+
+  /** `registry list --private`: a user of this mirror gets the hosted packages it owns. */
+  router.get('/package/user', async (req, res) => {
+    const user = await caller(req);
+    if (!user) return sendForwarded(res, await upstreamOnly(req)(req));
+    const page = valid.page(req.query.page);
+    const owned = await hosted.components.summaries(user.name);
+    sendJson(res, 200, envelope(JSON.stringify(page === -1 ? owned : owned.slice((page - 1) * V3_PAGE_SIZE, page * V3_PAGE_SIZE))));
+  });
+
+  router.get('/user/check', async (req, res) => sendForwarded(res, await upstreamOnly(req)(req)));
 
   router.use((req: Request) => {
     throw new MirrorError('not-found', `no such v3 endpoint: ${req.method} ${req.path}`);
@@ -173,12 +243,13 @@ const HOT_ROUTE = /^\/v3\/packages\/([^/?]+)\/release\/(?:latest|tags\/([^/?]+))
  * Same registry, rendering and errors as the routes above, which still serve everything else: other methods,
  * queries, and requests with credentials (they may need private pass-through).
  */
-export function v3HotPath({ registry, baseUrl, log }: Pick<V3FaceOptions, 'registry' | 'baseUrl' | 'log'>) {
+export function v3HotPath({ registry, baseUrl, hosted, log }: Pick<V3FaceOptions, 'registry' | 'baseUrl' | 'hosted' | 'log'>) {
   return (req: IncomingMessage, res: ServerResponse): boolean => {
     const match = req.method === 'GET' && !hasCredentials(req) ? HOT_ROUTE.exec(req.url ?? '') : null;
     if (!match) return false;
     (async () => {
       const name = valid.packageName(valid.decodeSegment(match[1]!));
+      if (hosted.components.isHosted(name)) hosted.access.read(undefined); // this request carries no credentials
       const version = match[2] === undefined ? undefined : valid.version(valid.decodeSegment(match[2]));
       const [cached, body] = await releaseAnswer(registry, name, version, baseUrl(req));
       sendCached(req, res, cached, body);

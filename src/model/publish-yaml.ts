@@ -3,6 +3,11 @@
 // no YAML library): indented keys belong to nested maps and are skipped, and anything it cannot read plainly (block
 // scalars, flow maps, anchors, a key given twice) gives no identity rather than a guess.
 
+/** A zip entry that is a component's publish.yaml: at the top, or in the one folder a zip of a folder has. */
+export const isPublishYaml = (entry: string) => entry === 'publish.yaml' || entry.endsWith('/publish.yaml');
+/** A publish.yaml larger than this is not read (real ones are a few KB). */
+export const MAX_PUBLISH_YAML = 1 << 20;
+
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const VERSION = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/;
 /** A top-level key: at the start of the line, then a colon followed by a space or the end of the line. */

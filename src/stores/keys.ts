@@ -50,7 +50,7 @@ export const prefix = {
   follow: 'follow:',
   hostedBlob: (digest: string) => `hosted:blob:${digest}:`,
   hostedComponent: 'hosted:component:',
-  hostedRelease: (name: string) => `hosted:release:${name}:`,
+  hostedRelease: (name?: string) => (name === undefined ? 'hosted:release:' : `hosted:release:${name}:`),
   /** Every MetadataCache document (what MetadataCache.sweep looks through). */
   documents: ['latest:', 'release:', 'page:', 'releases:', 'list:'],
 } as const;

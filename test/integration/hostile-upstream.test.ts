@@ -68,8 +68,11 @@ function signed(): Record<string, string> {
 
 const FORM = { 'content-type': 'application/x-www-form-urlencoded' };
 
-/** A request body that sends `first` and then nothing more (until the test ends it by aborting). */
-function trickle(first = 'publish=Name%3A%20fc3%0A'): Readable {
+/**
+ * A request body that sends `first` and then nothing more (until the test ends it by aborting). The form's first
+ * field is whole, so the mirror knows the package is not hosted and passes the request on.
+ */
+function trickle(first = 'publish=Name%3A%20fc3%0A&readme='): Readable {
   return new Readable({
     read() {
       if (first) this.push(first);

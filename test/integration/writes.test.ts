@@ -148,16 +148,16 @@ describe('the cache follows writes', () => {
 
 describe('when the upstream cannot be reached', () => {
   it.each([
-    ['POST', '/v3/packages/releases'],
-    ['DELETE', '/v3/packages/fc3/release/tags/1.0.0'],
-    ['POST', '/v3/user/token'],
-    ['GET', '/v3/user/check?token=x'],
-  ])('offline, %s %s answers 503 at once, saying why', async (method, path) => {
+    ['POST', '/v3/packages/releases', 401, /needs the credentials of a user of this mirror/],
+    ['DELETE', '/v3/packages/fc3/release/tags/1.0.0', 401, /needs the credentials of a user of this mirror/],
+    ['POST', '/v3/user/token', 503, /offline/],
+    ['GET', '/v3/user/check?token=x', 503, /offline/],
+  ])('offline, %s %s answers %i at once, saying why (publish and delete are hosted: an upstream account is no user here)', async (method, path, status, why) => {
     const offline = await startMirror(fake.v3, { offline: true });
     try {
       const res = await send(method, offline.url + path, { ...signed(), ...form }, method === 'POST' ? publishForm('fc3', '2.0.0') : undefined);
-      expect(res.status).toBe(503);
-      expect((JSON.parse(res.text) as { body: string }).body).toMatch(/offline/);
+      expect(res.status).toBe(status);
+      expect((JSON.parse(res.text) as { body: string }).body).toMatch(why);
       expect(fake.requests).toEqual([]);
     } finally {
       await offline.close();

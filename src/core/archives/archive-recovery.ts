@@ -2,7 +2,7 @@
 // (`srm-mirror repair`). A component's zip carries its publish.yaml, whose Name and Version say which version the
 // archive is. Every archive is hashed first; what is corrupt, or cannot be attributed to exactly one version, is
 // moved to quarantine (kept, never served, removed only by `srm-mirror gc --quarantine`), never deleted.
-import { componentIdentity } from '../../model/publish-yaml.js';
+import { componentIdentity, isPublishYaml, MAX_PUBLISH_YAML } from '../../model/publish-yaml.js';
 import { readZipEntry } from '../../model/zip.js';
 import type { ArchiveStore } from '../../stores/archive-store.js';
 import type { ArchiveIndex } from './archive-index.js';
@@ -19,9 +19,6 @@ export interface RecoveryReport {
   /** Versions whose archive file is gone (forgotten: fetched again when online). */
   readonly forgotten: string[];
 }
-
-/** The largest publish.yaml read from an archive. */
-const MAX_PUBLISH_YAML = 1 << 20;
 
 export async function rebuildIndex(store: ArchiveStore, index: ArchiveIndex): Promise<RecoveryReport> {
   const report = { archives: 0, recovered: [] as string[], indexed: 0, quarantined: [] as Array<{ digest: string; reason: string }>, forgotten: [] as string[] };
@@ -53,7 +50,7 @@ async function attribute(store: ArchiveStore, index: ArchiveIndex, digest: strin
   try {
     if ((await sha256Of(reader)) !== digest) return 'corrupt: its bytes do not match its digest';
     if ((await index.versionsOf(digest)).length > 0) return 'indexed';
-    const yaml = await readZipEntry(reader, reader.stat.size, (name) => name === 'publish.yaml' || name.endsWith('/publish.yaml'), MAX_PUBLISH_YAML).catch(
+    const yaml = await readZipEntry(reader, reader.stat.size, isPublishYaml, MAX_PUBLISH_YAML).catch(
       (err: unknown) => (err as Error).message,
     );
     if (typeof yaml === 'string') return `not a readable zip: ${yaml}`;

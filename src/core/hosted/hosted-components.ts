@@ -1,0 +1,242 @@
+// Components that live on this mirror: published into it with `s registry publish`, never read from or sent to the
+// upstream. A name is hosted when it matches hosted.packages, or once it was published here (offline, every
+// publish is hosted). Its first publisher owns it; versions are immutable.
+//
+// Publishing is the `s` client's two steps: the signed form (checked here: the user, the publish.yaml, the name,
+// the version) gets a one-time upload URL, and the PUT of the zip to it stores the version (a valid zip whose own
+// publish.yaml, if it has one, names the same component and version), durably, before it is answered.
+import { randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { MirrorError } from '../../model/errors.js';
+import { publishSpec, type PublishSpec } from '../../model/publish-spec.js';
+import { componentIdentity, isPublishYaml, MAX_PUBLISH_YAML } from '../../model/publish-yaml.js';
+import type { ArchiveRef, PackageSummary, Release } from '../../model/release.js';
+import { readZipEntry, checkZip } from '../../model/zip.js';
+import { key, prefix } from '../../stores/keys.js';
+import type { MetadataStore } from '../../stores/metadata-store.js';
+import type { ArchiveHandle } from '../archives/archive-cache.js';
+import { newestFirst } from '../versions.js';
+import type { Access, Caller } from './access.js';
+import type { HostedBlobs } from './hosted-blobs.js';
+
+/** How long an upload URL handed out by step 1 stays good. */
+const UPLOAD_TTL_MS = 15 * 60_000;
+/** Upload URLs waiting at most (each is a few hundred bytes): past it, expired ones go, then the oldest. */
+const MAX_PENDING_UPLOADS = 1000;
+
+/** A hosted component: its owner and what `s registry list` shows of it (from its newest publish). */
+interface ComponentRecord {
+  readonly owner: string;
+  readonly createdAt: string;
+  readonly type: string;
+  readonly description: string;
+  readonly category: string | undefined;
+  readonly provider: readonly string[];
+  readonly tags: readonly string[];
+}
+
+/** A published version. */
+interface ReleaseRecord extends ArchiveRef {
+  readonly version: string;
+  readonly createdAt: string;
+  readonly body: string;
+  readonly description: string;
+  readonly publisher: string;
+}
+
+interface PendingUpload {
+  readonly spec: PublishSpec;
+  readonly body: string;
+  readonly caller: Caller;
+  readonly expires: number;
+}
+
+export interface HostedComponentsOptions {
+  /** hosted.packages: name patterns, "*" for any characters. */
+  readonly patterns: readonly string[];
+  /** Offline, every publish is hosted. */
+  readonly offline: boolean;
+  readonly now?: () => number;
+}
+
+export class HostedComponents {
+  /** Names published here (their records exist), kept in memory: every read asks isHosted. */
+  private readonly published = new Set<string>();
+  private readonly uploads = new Map<string, PendingUpload>();
+  private readonly patterns: RegExp[];
+  private readonly now: () => number;
+
+  constructor(
+    private readonly db: MetadataStore,
+    private readonly blobs: HostedBlobs,
+    private readonly access: Access,
+    private readonly options: HostedComponentsOptions,
+  ) {
+    // Case-insensitive: "Corp-x" must not slip past "corp-*" to an upstream that may not tell them apart.
+    this.patterns = options.patterns.map((p) => new RegExp(`^${p.split('*').map(escapeRegExp).join('.*')}$`, 'i'));
+    this.now = options.now ?? Date.now;
+  }
+
+  /** Reads the names published here; resolves with the error when the database cannot say (then only hosted.packages apply). */
+  async init(): Promise<unknown> {
+    try {
+      for await (const k of this.db.keys(prefix.hostedComponent)) this.published.add(k.slice(prefix.hostedComponent.length));
+    } catch (err) {
+      return err;
+    }
+    return undefined;
+  }
+
+  /** Whether a name lives here: answered from hosted content only, never read from or sent to the upstream. */
+  isHosted(name: string): boolean {
+    return this.published.has(name) || this.patterns.some((p) => p.test(name));
+  }
+
+  /** Its versions, newest first (none: the name is hosted, nothing is published yet). */
+  async releases(name: string): Promise<Release[]> {
+    const out: Release[] = [];
+    for await (const [, r] of this.db.entries<ReleaseRecord>(prefix.hostedRelease(name))) out.push(asRelease(r));
+    return out.sort(newestFirst);
+  }
+
+  async release(name: string, version: string): Promise<Release | undefined> {
+    const r = await this.db.get<ReleaseRecord>(key.hostedRelease(name, version));
+    return r && asRelease(r);
+  }
+
+  async archive(name: string, version: string): Promise<ArchiveHandle> {
+    const r = await this.db.get<ReleaseRecord>(key.hostedRelease(name, version));
+    if (!r) throw new MirrorError('not-found', `${name}@${version} is not published on this mirror`);
+    return this.blobs.open(r, `the archive of ${name}@${version}`);
+  }
+
+  /** Every hosted component with a version, as `s registry list` shows them; or only those `owner` owns. */
+  async summaries(owner?: string): Promise<PackageSummary[]> {
+    const out: PackageSummary[] = [];
+    for await (const [k, c] of this.db.entries<ComponentRecord>(prefix.hostedComponent)) {
+      const name = k.slice(prefix.hostedComponent.length);
+      if (owner !== undefined && c.owner !== owner) continue;
+      if ((await this.releases(name)).length === 0) continue;
+      out.push({
+        name,
+        type: c.type,
+        description: c.description,
+        provider: c.provider,
+        tags: c.tags,
+        category: c.category === undefined ? undefined : { name: c.category },
+        user: { username: c.owner },
+        show: true,
+      });
+    }
+    return out;
+  }
+
+  async inventory(): Promise<{ packages: number; versions: number }> {
+    let versions = 0;
+    for await (const _ of this.db.keys(prefix.hostedRelease())) versions++;
+    return { packages: this.published.size, versions };
+  }
+
+  /**
+   * Publish, step 1: the caller may publish, the form's publish.yaml is valid, its name is hosted here (or the mirror
+   * is offline), owned by nobody else, and the version is new. Resolves with the one-time upload token.
+   */
+  async beginPublish(caller: Caller | undefined, form: URLSearchParams): Promise<string> {
+    const spec = publishSpec(form.get('publish') ?? undefined);
+    const what = `publishing ${spec.name}@${spec.version}`;
+    const user = this.access.publish(caller, what);
+    if (!this.options.offline && !this.isHosted(spec.name)) {
+      throw new MirrorError('forbidden', `${spec.name} is not hosted on this mirror (hosted.packages): it belongs to the upstream registry, publish it there`);
+    }
+    await this.checkPublishable(user, spec);
+    this.prune();
+    const token = randomBytes(24).toString('base64url');
+    this.uploads.set(token, { spec, body: form.get('version_body') ?? '', caller: user, expires: this.now() + UPLOAD_TTL_MS });
+    return token;
+  }
+
+  /** Publish, step 2: the zip for an upload token (used once, whatever the outcome). */
+  async finishPublish(token: string, body: Readable, declaredSize?: number): Promise<{ name: string; version: string }> {
+    const pending = this.uploads.get(token);
+    this.uploads.delete(token);
+    if (!pending || pending.expires < this.now()) throw new MirrorError('not-found', 'this upload URL is unknown, used or expired: publish again');
+    const { spec, caller } = pending;
+    const upload = await this.blobs.receive(body, declaredSize);
+    try {
+      await this.blobs.change(async (change) => {
+        await this.checkPublishable(caller, spec); // again: another publish may have won meanwhile
+        const id = `${spec.name}@${spec.version}`;
+        const ref = await change.keep(upload, `component:${id}`, { check: (content, size) => checkComponentZip(content, size, spec) });
+        const owner = (await this.db.get<ComponentRecord>(key.hostedComponent(spec.name)))?.owner ?? caller.name;
+        const createdAt = new Date(this.now()).toISOString();
+        change.put(key.hostedComponent(spec.name), {
+          owner,
+          createdAt,
+          type: spec.type,
+          description: spec.description,
+          category: spec.category,
+          provider: spec.provider,
+          tags: spec.tags,
+        } satisfies ComponentRecord);
+        change.put(key.hostedRelease(spec.name, spec.version), {
+          ...ref,
+          version: spec.version,
+          createdAt,
+          body: pending.body,
+          description: spec.description,
+          publisher: caller.name,
+        } satisfies ReleaseRecord);
+      });
+    } finally {
+      await upload.discard(); // nothing if it was kept
+    }
+    this.published.add(spec.name);
+    return { name: spec.name, version: spec.version };
+  }
+
+  /** `s registry delete`: the owner or an admin removes a version. */
+  async remove(caller: Caller | undefined, name: string, version: string): Promise<void> {
+    await this.blobs.change(async (change) => {
+      const component = await this.db.get<ComponentRecord>(key.hostedComponent(name));
+      const release = await this.db.get<ReleaseRecord>(key.hostedRelease(name, version));
+      this.access.write(caller, component?.owner ?? caller?.name ?? '', `deleting ${name}@${version}`);
+      if (!release) throw new MirrorError('not-found', `${name}@${version} is not published on this mirror`);
+      change.del(key.hostedRelease(name, version));
+      change.release(release.digest, `component:${name}@${version}`);
+    });
+  }
+
+  /** Throws unless `caller` may publish this version now: owner (or a new name), and a new version. */
+  private async checkPublishable(caller: Caller, spec: PublishSpec): Promise<void> {
+    const component = await this.db.get<ComponentRecord>(key.hostedComponent(spec.name));
+    if (component) this.access.write(caller, component.owner, `publishing ${spec.name}`);
+    if (await this.db.get(key.hostedRelease(spec.name, spec.version))) {
+      throw new MirrorError('conflict', `${spec.name}@${spec.version} is already published: versions are immutable, publish a new version`);
+    }
+  }
+
+  private prune(): void {
+    const now = this.now();
+    for (const [token, u] of this.uploads) if (u.expires < now) this.uploads.delete(token);
+    while (this.uploads.size >= MAX_PENDING_UPLOADS) this.uploads.delete(this.uploads.keys().next().value!);
+  }
+}
+
+/** A valid zip, whose own publish.yaml (when it has one) names the component and version of the form. */
+async function checkComponentZip(content: Parameters<typeof checkZip>[0], size: number, spec: PublishSpec): Promise<void> {
+  await checkZip(content, size);
+  const yaml = await readZipEntry(content, size, isPublishYaml, MAX_PUBLISH_YAML);
+  if (yaml === undefined) return;
+  const id = componentIdentity(yaml.toString('utf8'));
+  if (!id || id.name !== spec.name || id.version !== spec.version) {
+    throw new Error(`the zip's publish.yaml names ${id ? `${id.name}@${id.version}` : 'no readable Name and Version'}, not ${spec.name}@${spec.version}`);
+  }
+}
+
+function asRelease(r: ReleaseRecord): Release {
+  return { version: r.version, createdAt: r.createdAt, body: r.body, archiveUrl: '', fields: { description: r.description, sha256: r.digest } };
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
