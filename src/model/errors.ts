@@ -7,6 +7,8 @@ export type ErrorKind =
   /** The mirror refuses it whoever asks (e.g. an ops endpoint with no admin token configured). */
   | 'forbidden'
   | 'not-found'
+  /** It already exists (a user, a hosted version or file) and would be replaced. */
+  | 'conflict'
   /** A client's request body is larger than the mirror passes on. */
   | 'too-large'
   /** A client stopped sending its request body. */
@@ -23,6 +25,7 @@ const STATUS: Record<ErrorKind, number> = {
   unauthorized: 401,
   forbidden: 403,
   'not-found': 404,
+  conflict: 409,
   'too-large': 413,
   'client-timeout': 408,
   'not-supported': 501,
