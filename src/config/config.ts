@@ -219,7 +219,8 @@ const namePatterns: Parse<readonly string[]> = (v, s) => {
   throw new ConfigError(s, 'a list of package names, "*" matching any characters, such as ["corp-*", "tools"]', v);
 };
 
-const USER_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+/** A user (or group) name of hosted packages: the users file (core/hosted/users) and hosted.groups share it. */
+export const USER_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 /** A JSON object of group names to lists of user names (a JSON string of one, from the environment). */
 const groups: Parse<Readonly<Record<string, readonly string[]>>> = (v, s) => {
