@@ -85,20 +85,23 @@ export class HostedBlobs {
   async receive(body: Readable, declaredSize?: number): Promise<Upload> {
     this.checkRoom(declaredSize ?? 0);
     const writer = await this.store.createWriter();
+    // Counted here, not by writer.written: that is what is on disk so far, and the disk writes trail behind.
+    let received = 0;
     try {
       for await (const chunk of body as AsyncIterable<Buffer>) {
-        this.checkRoom(writer.written + chunk.length);
+        received += chunk.length;
+        this.checkRoom(received);
         await writer.write(chunk);
       }
     } catch (err) {
       await writer.abort();
       throw err;
     }
-    if (declaredSize !== undefined && writer.written !== declaredSize) {
+    if (declaredSize !== undefined && received !== declaredSize) {
       await writer.abort();
-      throw new MirrorError('bad-request', `the upload ended after ${writer.written} of the ${declaredSize} bytes its Content-Length declared`);
+      throw new MirrorError('bad-request', `the upload ended after ${received} of the ${declaredSize} bytes its Content-Length declared`);
     }
-    return new Upload(writer.written, writer);
+    return new Upload(received, writer);
   }
 
   private checkRoom(size: number): void {
