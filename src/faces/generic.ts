@@ -90,7 +90,7 @@ export function giteaGenericFace(o: GenericFaceOptions): Router {
         mayWrite(caller, at);
         const invalid = giteaInvalid(at, file);
         if (invalid) throw new MirrorError('bad-request', invalid);
-        if (await o.packages.file(at, file)) throw refusedBody(req, new MirrorError('conflict', 'package file already exists'));
+        if (await o.packages.file(at, file)) throw new MirrorError('conflict', 'package file already exists'); // before its body is stored
         await receive(o, req, at, file, 'refuse');
         res.status(201).end();
         return;
@@ -110,6 +110,7 @@ export function giteaGenericFace(o: GenericFaceOptions): Router {
   });
   router.use(
     errorHandler(o.log, (res, e) => {
+      closeIfUnread(res);
       if (e.status === 401) res.setHeader('WWW-Authenticate', REALM);
       res.status(e.status).type('text/plain; charset=utf-8').send(e.message);
     }),
@@ -226,7 +227,7 @@ export function gitlabGenericFace(o: GenericFaceOptions): Router {
       const owner = gitlabProject(at.owner);
       o.access.write(caller, owner, `writing packages of ${owner}`);
       const where = { ...at, owner };
-      if (o.rejectDuplicates && (await o.packages.file(where, file))) throw refusedBody(req, duplicate());
+      if (o.rejectDuplicates && (await o.packages.file(where, file))) throw duplicate(); // before its body is stored
       const added = await receive(o, req, where, file, duplicates).catch((err: unknown) => {
         throw err instanceof MirrorError && err.kind === 'conflict' ? duplicate() : err;
       });
@@ -246,6 +247,7 @@ export function gitlabGenericFace(o: GenericFaceOptions): Router {
   });
   router.use(
     errorHandler(o.log, (res, e) => {
+      closeIfUnread(res);
       const body = e instanceof ParamError ? { error: e.message } : { message: gitlabMessage(e) };
       sendJson(res, e.status, JSON.stringify(body));
     }),
@@ -292,10 +294,12 @@ function ownerName(value: string, notFound: string): string {
   return value;
 }
 
-/** A request answered before its body was read: the connection cannot carry another request. */
-function refusedBody<E>(req: Request, err: E): E {
-  if (!req.complete) req.res?.setHeader('Connection', 'close');
-  return err;
+/**
+ * An error answered before the request's body was all read (a refused upload) closes the connection: it cannot
+ * carry another request, and reading the rest only to drop it would let a refused client go on sending.
+ */
+function closeIfUnread(res: Response): void {
+  if (!res.req.complete) res.setHeader('Connection', 'close');
 }
 
 /**
@@ -306,7 +310,10 @@ async function receive(o: GenericFaceOptions, req: Request, at: GenericCoords, f
   const guard = guardedBody(req, o.body);
   const upload = await o.packages.receive(guard, contentLength(req)).catch((err: unknown) => {
     req.unpipe(guard);
-    throw refusedBody(req, guard.failure ?? err);
+    if (guard.failure) throw guard.failure;
+    // The client went away mid-body: nobody is left to answer, and it is no fault of the mirror's.
+    if (req.destroyed) throw new MirrorError('bad-request', 'the client went away before its upload ended');
+    throw err;
   });
   return o.packages.add(at, fileName, upload, duplicates);
 }

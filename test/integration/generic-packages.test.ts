@@ -3,6 +3,7 @@
 // limits, shared blobs, damage and durability. None of it ever reaches the upstream.
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import { connect } from 'node:net';
 import { readdir, readFile, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -11,7 +12,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Users } from '../../src/core/hosted/users.js';
 import { bigBody, rawRequest } from '../fakes/clients.js';
 import { FakeUpstream } from '../fakes/upstream.js';
-import { killChildren, manualClock, recordSecrets, removeTempDirs, spawnMirror, startMirror, tempDir, type TestMirror } from '../helpers.js';
+import { killChildren, manualClock, recordSecrets, removeTempDirs, spawnMirror, startMirror, tempDir, until, type TestMirror } from '../helpers.js';
 
 let fake: FakeUpstream;
 let mirror: TestMirror;
@@ -425,6 +426,37 @@ describe('limits', () => {
     expect(await tempsOn(m)).toEqual([]);
     expect(await blobsOn(m)).toHaveLength(1);
   });
+});
+
+it('a refused upload is answered before its body is read, on a connection then closed', async () => {
+  const big = () => bigBody(5_000_000);
+  const gitea = `${mirror.url}/api/packages/alice/generic/p/1/f.bin`;
+  for (const [url, headers] of [
+    [gitea, {}],
+    [`${mirror.url}/api/v4/projects/alice/packages/generic/p/1/f.bin`, {}],
+    [`${mirror.url}/api/packages/alice/generic/p%7C/1/f.bin`, auth.alice!],
+  ] as const) {
+    const res = await send('PUT', url, headers, big());
+    expect([res.status >= 400, res.headers['connection']]).toEqual([true, 'close']);
+  }
+  expect((await send('PUT', gitea, auth.alice, 'first')).status).toBe(201);
+  const conflict = await send('PUT', gitea, auth.alice, big());
+  expect([conflict.status, conflict.headers['connection']]).toEqual([409, 'close']);
+  expect(await tempsOn(mirror)).toEqual([]);
+});
+
+it('a client gone mid-upload leaves nothing behind and is no error of the mirror', async () => {
+  const { hostname, port } = new URL(mirror.url);
+  const socket = connect(Number(port), hostname);
+  await new Promise<void>((resolve) => socket.once('connect', resolve));
+  socket.write(`PUT /api/packages/alice/generic/p/1/f.bin HTTP/1.1\r\nHost: x\r\nAuthorization: ${auth.alice!.authorization}\r\nContent-Length: 100000\r\n\r\n`);
+  socket.write(Buffer.alloc(10_000));
+  await until(async () => (await tempsOn(mirror)).length === 1);
+  socket.destroy();
+  await until(async () => (await tempsOn(mirror)).length === 0);
+  await until(() => mirror.logs.some((l) => l.includes('"path":"/api/packages/alice/generic/p/1/f.bin"')));
+  expect(mirror.logs.filter((l) => /"level":"(error|warn)"/.test(l))).toEqual([]);
+  expect((await send('GET', `${mirror.url}/api/packages/alice/generic/p/1/f.bin`)).status).toBe(404);
 });
 
 it('a corrupted blob answers 500 with the reason, and is still there afterwards', async () => {

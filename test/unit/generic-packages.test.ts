@@ -8,6 +8,7 @@ import { GenericPackages, type GenericCoords } from '../../src/core/hosted/gener
 import { HostedBlobs } from '../../src/core/hosted/hosted-blobs.js';
 import { createLogger } from '../../src/log.js';
 import { MirrorError } from '../../src/model/errors.js';
+import type { ArchiveRef } from '../../src/model/release.js';
 import type { ArchiveReader } from '../../src/stores/archive-store.js';
 import { FsArchiveStore } from '../../src/stores/archive-store.js';
 import { LevelMetadataStore } from '../../src/stores/metadata-store.js';
@@ -18,13 +19,24 @@ const AT: GenericCoords = { owner: 'alice', name: 'tool', version: '1.0.0' };
 let dir: string;
 let db: LevelMetadataStore;
 let packages: GenericPackages;
+let blobs: RacingBlobs;
+
+/** HostedBlobs with a hook that runs just before a blob is opened (to put a delete in between). */
+class RacingBlobs extends HostedBlobs {
+  beforeOpen: (() => Promise<unknown>) | undefined;
+
+  override async open(ref: ArchiveRef, what: string) {
+    await this.beforeOpen?.();
+    return super.open(ref, what);
+  }
+}
 const clock = manualClock(Date.parse('2026-11-21T10:00:00Z'));
 
 /** Opens the stores in `dir` (again). */
 async function open(): Promise<void> {
   db = await LevelMetadataStore.open(join(dir, 'meta'));
   const store = await FsArchiveStore.open(join(dir, 'hosted'), { durable: true });
-  const blobs = new HostedBlobs(db, store, createLogger('error', { write: () => {} }), { maxFileBytes: 1 << 20, maxTotalBytes: 0, now: clock.now });
+  blobs = new RacingBlobs(db, store, createLogger('error', { write: () => {} }), { maxFileBytes: 1 << 20, maxTotalBytes: 0, now: clock.now });
   await blobs.init();
   packages = new GenericPackages(db, blobs, clock.now);
 }
@@ -155,6 +167,19 @@ it('20 parallel uploads into a new version all land: one version, 20 files, 20 i
   expect(new Set(added.map((a) => a.version.id)).size).toBe(1);
   expect(new Set(version.files.map((f) => f.id)).size).toBe(20);
   for (let i = 0; i < 20; i++) expect(await served(`f${i}`)).toBe(`file ${i}`);
+});
+
+it('a file deleted between its look-up and its open is missing (404), not damaged (500)', async () => {
+  await put('a', 'x');
+  blobs.beforeOpen = () => packages.deleteVersion(AT);
+  expect(await packages.open(AT, 'a')).toBeUndefined();
+  blobs.beforeOpen = undefined;
+  await put('a', 'y');
+  blobs.beforeOpen = async () => {
+    await packages.deleteVersion(AT);
+    await put('a', 'z'); // and put again: another file of the same name
+  };
+  expect(await packages.open(AT, 'a')).toBeUndefined();
 });
 
 describe('download counts', () => {
