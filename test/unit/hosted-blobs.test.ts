@@ -40,3 +40,19 @@ it('a body shorter than its declared length is refused (400)', async () => {
 it('a body growing past hosted.maxFileSize is refused (413) however far the disk writes trail', async () => {
   await expect(blobs.receive(chunks(11, 10_000))).rejects.toMatchObject({ status: 413 });
 });
+
+it('hosted.maxSize counts the blobs kept and frees what a release deleted', async () => {
+  const full = new HostedBlobs(db, await FsArchiveStore.open(join(await tempDir(), 'hosted'), { durable: true }), createLogger('error', { write: () => {} }), {
+    maxFileBytes: 100_000,
+    maxTotalBytes: 25_000,
+  });
+  const first = await full.receive(chunks(2, 10_000));
+  const { digest } = await full.change((c) => c.keep(first, 'one'));
+  expect(full.status()).toEqual({ blobs: 1, bytes: 20_000 });
+  await expect(full.receive(Readable.from([Buffer.alloc(10_000, 'b')]))).rejects.toMatchObject({ status: 403 });
+  await full.change(async (c) => c.release(digest, 'one'));
+  expect(full.status()).toEqual({ blobs: 0, bytes: 0 });
+  const second = await full.receive(Readable.from([Buffer.alloc(10_000, 'b')]));
+  await full.change((c) => c.keep(second, 'two'));
+  expect(full.status()).toEqual({ blobs: 1, bytes: 10_000 });
+});
