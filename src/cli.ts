@@ -1,13 +1,16 @@
-// The command line: `srm-mirror serve | prefetch | status | verify | gc`, each taking the config flags. The cache
-// commands work on the data folder directly; while a server holds it they refuse, saying what to do instead.
+// The command line: `srm-mirror serve | prefetch | status | verify | repair | gc | user`, each taking the config
+// flags. The cache commands work on the data folder directly; while a server holds it they refuse, saying what to
+// do instead. `user` edits only the users file, which a running server rereads, so it works beside one.
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createMirror, type Mirror, type MirrorStatus } from './app.js';
 import { ConfigError, loadConfig, SETTINGS, type Config } from './config/config.js';
 import type { ScrubReport } from './core/archives/archive-cache.js';
+import { Users, type Role } from './core/hosted/users.js';
 import { parseTarget, type PrefetchProgress, type PrefetchSummary } from './jobs/prefetch.js';
 import { createLogger } from './log.js';
+import { MirrorError } from './model/errors.js';
 import { srmPackage, version as validVersion } from './model/validate.js';
 import { startServer } from './server.js';
 import { DataFolderLockedError, MetadataDamagedError } from './stores/metadata-store.js';
@@ -177,7 +180,70 @@ const COMMANDS: Record<string, Command> = {
       });
     },
   },
+  user: {
+    summary: 'the users of hosted packages: add one (its secret is printed once), list them, remove one, or give one a new secret',
+    usage: 'srm-mirror user add NAME [--role reader|publisher|admin] | list | remove NAME | reset NAME [options]',
+    options: { role: { type: 'string', help: 'with add: reader, publisher (the default) or admin' } },
+    positionals: true,
+    run: manageUsers,
+  },
 };
+
+const USER_ACTIONS: Record<string, { takesName: boolean }> = { add: { takesName: true }, list: { takesName: false }, remove: { takesName: true }, reset: { takesName: true } };
+
+async function manageUsers(config: Config, flags: Flags, args: string[], out: Output): Promise<number> {
+  const [action, name, ...extra] = args;
+  const misuse = (why: string) => {
+    out.error(`srm-mirror user: ${why}\nusage: ${COMMANDS.user!.usage}\n`);
+    return 2;
+  };
+  const spec = action === undefined ? undefined : USER_ACTIONS[action];
+  if (!spec) return misuse(action === undefined ? 'say what to do: add, list, remove or reset' : `unknown action ${JSON.stringify(action)}`);
+  if (spec.takesName && name === undefined) return misuse(`${action} needs a user name`);
+  if (extra.length || (!spec.takesName && name !== undefined)) return misuse(`too many arguments for ${action}`);
+  if (flags.role !== undefined && action !== 'add') return misuse('--role goes with add only');
+  const users = await Users.open(config.dataDir, { log: createLogger('warn') });
+  try {
+    switch (action) {
+      case 'add': {
+        const role = (flags.role ?? 'publisher') as Role;
+        const secret = await users.add(name!, role);
+        out.write(`added ${name} (${role}). Its secret, shown this once only:\n\n  ${secret}\n\n${howToUse(name!, secret)}`);
+        return 0;
+      }
+      case 'reset': {
+        const secret = await users.reset(name!);
+        out.write(`new secret of ${name} (the old one no longer works), shown this once only:\n\n  ${secret}\n\n${howToUse(name!, secret)}`);
+        return 0;
+      }
+      case 'remove':
+        if (!(await users.remove(name!))) throw new MirrorError('not-found', `no user ${JSON.stringify(name)}`);
+        out.write(`removed ${name}: its secret no longer works\n`);
+        return 0;
+      default: {
+        const list = await users.list();
+        if (list.length === 0) out.write(`no users yet (${users.file}); add one with: srm-mirror user add NAME\n`);
+        const width = Math.max(4, ...list.map((u) => u.name.length));
+        if (list.length) out.write([`${'NAME'.padEnd(width)}  ROLE       CREATED`, ...list.map((u) => `${u.name.padEnd(width)}  ${u.role.padEnd(9)}  ${u.createdAt}`)].join('\n') + '\n');
+        return 0;
+      }
+    }
+  } catch (err) {
+    if (err instanceof MirrorError && err.kind === 'bad-request') return misuse(err.message);
+    if (err instanceof MirrorError && (err.kind === 'not-found' || err.kind === 'conflict')) {
+      out.error(`srm-mirror user ${action}: ${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  }
+}
+
+function howToUse(name: string, secret: string): string {
+  return (
+    `with the s CLI (its registry set to this mirror):  s registry login --token ${secret}\n` +
+    `with curl or another HTTP client (Basic auth):      curl -u ${name}:${secret} ...\n`
+  );
+}
 
 /** Opens the data folder for a cache command, and closes it after. */
 async function withMirror<T>(config: Config, fn: (mirror: Mirror) => Promise<T>): Promise<T> {

@@ -5,7 +5,7 @@ import { chmod, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import type { IncomingHttpHeaders } from 'node:http';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { NonceMemory } from '../../src/core/hosted/credentials.js';
+import { NonceMemory, readCredential, verifySigned, type SignedCredential } from '../../src/core/hosted/credentials.js';
 import { Users } from '../../src/core/hosted/users.js';
 import { createLogger } from '../../src/log.js';
 import { MirrorError } from '../../src/model/errors.js';
@@ -263,5 +263,15 @@ describe('NonceMemory', () => {
     expect(memory.record('e', 2000, 1001)).toBe('full'); // b lives until 1001, inclusive
     expect(memory.record('e', 2000, 1002)).toBe('recorded');
     expect(memory.size).toBe(3);
+  });
+
+  it('when full, refuses a signed request with a reason saying so', () => {
+    const secret = 'a-secret-of-thirty-two-characters';
+    const memory = new NonceMemory(1);
+    const check = () => verifySigned(readCredential(signed(secret)) as SignedCredential, { name: 'alice', secret }, clock.now(), memory);
+    check();
+    expect(check).toThrow(/too many signed requests in the last 5 minutes/);
+    clock.advance(5 * 60_000 + 1000);
+    expect(check).not.toThrow();
   });
 });
