@@ -189,17 +189,13 @@ function gitlabRoute(path: string): { at: GenericCoords; file: string } | undefi
   if (rest.length !== 3) {
     // A ".." between the slashes of the path itself (sent unnormalized) is traversal too, not another route.
     if (rest.some((s) => s === '.' || s === '..')) throw new ParamError('path should be a valid file path');
-    return undefined; // (GitLab 17's {path} between version and file is not supported)
+    return undefined; // (the {path} newer GitLab allows between version and file is not supported here)
   }
-  const [name, version, file] = rest as [string, string, string];
-  return {
-    at: {
-      owner: segs[0]!,
-      name: gitlabChecked('package_name', name, GITLAB_NAME, true),
-      version: gitlabChecked('package_version', version, GITLAB_VERSION, false),
-    },
-    file: gitlabChecked('file_name', file, GITLAB_FILE, true),
-  };
+  // The parameters first, then the project, as GitLab does (Grape validates before the endpoint looks it up).
+  const name = gitlabChecked('package_name', rest[0]!, GITLAB_NAME, true);
+  const version = gitlabChecked('package_version', rest[1]!, GITLAB_VERSION, false);
+  const file = gitlabChecked('file_name', rest[2]!, GITLAB_FILE, true);
+  return { at: { owner: gitlabProject(segs[0]!), name, version }, file };
 }
 
 /** GitLab's spelling of an error (`bad_request!(reason)`, `forbidden!`, ...): "<status> <text>[ - reason]". */
@@ -224,11 +220,9 @@ export function gitlabGenericFace(o: GenericFaceOptions): Router {
       const { at, file } = route;
       const select = queryParam(req, 'select', ['package_file']);
       queryParam(req, 'status', ['default', 'hidden']);
-      const owner = gitlabProject(at.owner);
-      o.access.write(caller, owner, `writing packages of ${owner}`);
-      const where = { ...at, owner };
-      if (o.rejectDuplicates && (await o.packages.file(where, file))) throw duplicate(); // before its body is stored
-      const added = await receive(o, req, where, file, duplicates).catch((err: unknown) => {
+      o.access.write(caller, at.owner, `writing packages of ${at.owner}`);
+      if (o.rejectDuplicates && (await o.packages.file(at, file))) throw duplicate(); // before its body is stored
+      const added = await receive(o, req, at, file, duplicates).catch((err: unknown) => {
         throw err instanceof MirrorError && err.kind === 'conflict' ? duplicate() : err;
       });
       if (select === 'package_file') return sendJson(res, 200, JSON.stringify(packageFileJson(added.version, added.file)));
@@ -237,10 +231,9 @@ export function gitlabGenericFace(o: GenericFaceOptions): Router {
     if (req.method !== 'GET' && req.method !== 'HEAD') return next();
     const route = gitlabRoute(req.path);
     if (!route) return next();
-    const at = { ...route.at, owner: gitlabProject(route.at.owner) };
     const caller = await o.authenticate(req);
     o.access.read(caller);
-    return serve(o, req, res, caller, at, route.file, () => '', (file) => ({ 'X-Checksum-SHA256': file.digest }));
+    return serve(o, req, res, caller, route.at, route.file, () => '', (file) => ({ 'X-Checksum-SHA256': file.digest }));
   });
   router.use(() => {
     throw new MirrorError('not-found', 'Not Found');
