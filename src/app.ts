@@ -1,13 +1,13 @@
 // The composition root: builds the stores, the upstream, the caches and the faces from a Config. The layers,
 // from the outside in:
-//   faces (v3, srm, ops; express routers, rendering only)
-//     → Registry (use cases)
+//   faces (v3, srm, ops, generic packages; express routers, rendering only)
+//     → Registry (use cases); GenericPackages → HostedBlobs (hosted content, its own durable store); Users, Access
 //       → MetadataCache (freshness, single-flight, stale-if-error) → MemoryCachedStore (LRU) → LevelMetadataStore
 //       → ArchiveCache (index, validated fills, verification, leases and quota, scrub) → FsArchiveStore (sha256)
 //       → Upstream adapter (serverless-v3 | srm) → UpstreamHttp (undici Agent + p-queue + circuit breaker)
 //   jobs: Prefetcher (cron) over the same Registry, its upstream requests at background priority; the scrub (cron)
 import express from 'express';
-import type { RequestListener } from 'node:http';
+import type { IncomingMessage, RequestListener } from 'node:http';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from './config/config.js';
@@ -17,6 +17,7 @@ import { realClock } from './core/archives/archive-scrub.js';
 import { rebuildIndex, type RecoveryReport } from './core/archives/archive-recovery.js';
 import { Follows } from './core/follows.js';
 import { Access } from './core/hosted/access.js';
+import { GenericPackages, type GenericInventory } from './core/hosted/generic-packages.js';
 import { HostedBlobs } from './core/hosted/hosted-blobs.js';
 import { HostedComponents } from './core/hosted/hosted-components.js';
 import { Users } from './core/hosted/users.js';
@@ -24,6 +25,7 @@ import { MetadataCache } from './core/metadata-cache.js';
 import { Registry } from './core/registry.js';
 import { opsFace } from './faces/ops.js';
 import { forwarder } from './faces/forward.js';
+import { giteaGenericFace, giteaPackageApi, gitlabGenericFace } from './faces/generic.js';
 import { srmFace } from './faces/srm.js';
 import { baseUrlOf } from './faces/render.js';
 import { v3Face, v3HotPath } from './faces/v3.js';
@@ -45,6 +47,8 @@ export interface Mirror {
   readonly registry: Registry;
   readonly archives: ArchiveCache;
   readonly prefetcher: Prefetcher;
+  /** The users of hosted content (data/users.json). */
+  readonly users: Users;
   /** Whether the archive index is intact, or was lost with the metadata database and awaits `srm-mirror repair`. */
   readonly metadataIndex: IndexState;
   /** What a scheduled prefetch covers: the configured packages and those clients asked for. */
@@ -74,6 +78,8 @@ export interface MirrorStatus {
   readonly metadataProblem: MetadataProblem | undefined;
   readonly upstream: { readonly url: string; readonly type: string; readonly circuit: CircuitStatus; readonly requests: { running: number; waiting: number } };
   readonly archives: ReturnType<ArchiveCache['status']>;
+  /** Hosted content: blobs and their bytes on disk; generic packages as listed (undefined while the database fails). */
+  readonly hosted: ReturnType<HostedBlobs['status']> & { readonly generic: GenericInventory | undefined };
   readonly prefetch: {
     readonly enabled: boolean;
     readonly schedule: string;
@@ -133,6 +139,7 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
   const hostedComponents = new HostedComponents(store, hostedBlobs, access, { patterns: config.hosted.packages, offline: config.offline, now });
   const unread = await hostedComponents.init();
   if (unread) log.error('the names of hosted components cannot be read from the metadata database: only hosted.packages mark names as hosted until it is repaired', { error: String(unread) });
+  const generic = new GenericPackages(store, hostedBlobs, now);
   const follows = await Follows.open(store, { followForMs: config.prefetch.followForMs, now });
   const metadataCache = new MetadataCache(store, { ...config.cache, staleAfterMs: config.upstream.staleAfterMs, now });
   const registry = new Registry(upstreamOver(http), metadataCache, archives, {
@@ -164,6 +171,7 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
     metadataProblem: store.problem(),
     upstream: { url: config.upstream.url, type: config.upstream.type, circuit: http.circuit, requests: http.pending },
     archives: archives.status(),
+    hosted: { ...hostedBlobs.status(), generic: await generic.inventory().catch(() => undefined) }, // a failing store is shown above
     prefetch: {
       enabled: config.prefetch.enabled && !config.offline,
       schedule: config.prefetch.schedule,
@@ -243,13 +251,25 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
     formLimits: config.writes,
   };
   const forward = isV3 && !config.offline ? forwarder(http, config.upstream.url, config.writes) : undefined;
+  const genericFaces = {
+    packages: generic,
+    access,
+    authenticate: (req: IncomingMessage) => users.authenticate(req.headers),
+    log,
+    body: { maxBodyBytes: config.hosted.maxFileBytes, bodyTimeoutMs: config.writes.bodyTimeoutMs, sizeSetting: 'hosted.maxFileSize' },
+    rejectDuplicates: config.hosted.rejectDuplicates,
+  };
+  app.use('/api/packages', giteaGenericFace(genericFaces));
+  app.use('/api/v1/packages', giteaPackageApi(genericFaces));
+  app.use('/api/v4/projects', gitlabGenericFace(genericFaces));
   app.use('/v3', v3Face({ registry, baseUrl, log, forward, hosted: hostedV3 }));
   app.use(srmFace({ registry, baseUrl, log }));
   const hot = v3HotPath({ registry, baseUrl, hosted: hostedV3, log });
   const logAccess = log.enabled('debug') ? accessLog(log) : undefined;
   const handle: RequestListener = (req, res) => {
     // `s set registry http://host/v3/` makes clients ask for /v3//packages/...: the same path, whatever the slashes.
-    if (req.url?.includes('//')) {
+    // Not under /api/, where an empty segment is an (invalid) name: collapsing it would name another thing.
+    if (req.url?.includes('//') && !req.url.startsWith('/api/')) {
       const q = req.url.indexOf('?');
       req.url = q < 0 ? req.url.replace(/\/{2,}/g, '/') : req.url.slice(0, q).replace(/\/{2,}/g, '/') + req.url.slice(q);
     }
@@ -263,6 +283,7 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
     registry,
     archives,
     prefetcher,
+    users,
     metadataIndex: metadata.index,
     prefetchTargets,
     prefetchNow,

@@ -85,7 +85,7 @@ const COMMANDS: Record<string, Command> = {
     },
   },
   status: {
-    summary: 'packages, versions, archives, bytes on disk, quota and the last prefetch run',
+    summary: 'packages, versions, archives, bytes on disk, quota, hosted content and the last prefetch run',
     usage: 'srm-mirror status [--json] [options]',
     options: { json: { type: 'boolean', help: 'print JSON (the same as GET /-/status)' } },
     async run(config, flags, _args, out) {
@@ -95,14 +95,16 @@ const COMMANDS: Record<string, Command> = {
           out.write(`${JSON.stringify(s, null, 2)}\n`);
           return 0;
         }
-        const { metadata, archives, prefetch } = s;
+        const { metadata, archives, hosted, prefetch } = s;
         const quota = archives.quota.maxBytes ? `${size(archives.quota.maxBytes)} quota` : 'no quota';
+        const generic = hosted.generic ? `${hosted.generic.packages} generic package(s), ${hosted.generic.versions} version(s), ${hosted.generic.files} file(s)` : 'generic packages unreadable';
         out.write(
           [
             `data folder    ${config.dataDir}`,
             `packages       ${metadata.packages} known, ${prefetch.followed} followed`,
             `versions       ${metadata.versions} with metadata`,
             `archives       ${archives.quota.archives}, ${size(archives.quota.usedBytes)} on disk (${quota})`,
+            `hosted         ${generic}; ${hosted.blobs} blob(s), ${size(hosted.bytes)} on disk`,
             `last prefetch  ${prefetch.lastRun ? describeRun(prefetch.lastRun) : 'never'}`,
           ].join('\n') + '\n',
         );

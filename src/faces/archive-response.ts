@@ -18,6 +18,8 @@ export interface SendOptions {
   readonly contentType?: string;
   /** When the content was published (Last-Modified). */
   readonly lastModified?: Date;
+  /** Default: public and immutable (a component version's archive never changes). */
+  readonly cacheControl?: string;
 }
 
 export async function sendArchive(req: Request, res: Response, handle: ArchiveHandle, filename: string, options: SendOptions = {}): Promise<void> {
@@ -32,7 +34,7 @@ export async function sendArchive(req: Request, res: Response, handle: ArchiveHa
   if (!ref) return send(req, res, reader, 200, 0, handle.size);
   const etag = `"${ref.digest}"`;
   res.setHeader('ETag', etag);
-  res.setHeader('Cache-Control', 'public, max-age=31536000, immutable'); // a version's archive never changes
+  res.setHeader('Cache-Control', options.cacheControl ?? 'public, max-age=31536000, immutable');
   res.setHeader('Accept-Ranges', 'bytes');
   // 304 whatever the request's Cache-Control says: no-cache asks us to check, and we did (Node's fetch sends it).
   if (matches(req.headers['if-none-match'], etag) || notModifiedSince(req.headers, options.lastModified)) {

@@ -16,8 +16,9 @@
 //   hosted:blob:{sha256}:{ref}       HostedBlobs: a reference to a hosted blob (value: 1); the blob goes with its last
 //   hosted:component:{name}          HostedComponents: a hosted component's owner
 //   hosted:release:{name}:{version}  HostedComponents: one published version
-//   hosted:generic:{owner}/{name}/{version}    GenericPackages: one version and its files
-//   hosted:downloads:{owner}/{name}/{version}  GenericPackages: its download count
+//   hosted:generic:{owner}/{name}/{version}    GenericPackages: one version and its files ({ id, createdAt, files })
+//   hosted:downloads:{owner}/{name}/{version}  GenericPackages: its download count (a number)
+//   hosted:generic-ids                         GenericPackages: the last numeric id given to a version or a file
 import type { ListQuery } from '../model/release.js';
 
 export const key = {
@@ -36,6 +37,9 @@ export const key = {
   hostedBlob: (digest: string, ref: string) => `hosted:blob:${digest}:${ref}`,
   hostedComponent: (name: string) => `hosted:component:${name}`,
   hostedRelease: (name: string, version: string) => `hosted:release:${name}:${version}`,
+  hostedGeneric: (owner: string, name: string, version: string) => `hosted:generic:${owner}/${name}/${version}`,
+  hostedDownloads: (owner: string, name: string, version: string) => `hosted:downloads:${owner}/${name}/${version}`,
+  hostedGenericIds: 'hosted:generic-ids',
 } as const;
 
 /** Prefixes for key scans; `prefix.x(...)` is the start shared by every key `key.x(...)` can make. */
@@ -51,6 +55,7 @@ export const prefix = {
   hostedBlob: (digest: string) => `hosted:blob:${digest}:`,
   hostedComponent: 'hosted:component:',
   hostedRelease: (name?: string) => (name === undefined ? 'hosted:release:' : `hosted:release:${name}:`),
+  hostedGeneric: 'hosted:generic:',
   /** Every MetadataCache document (what MetadataCache.sweep looks through). */
   documents: ['latest:', 'release:', 'page:', 'releases:', 'list:'],
 } as const;

@@ -50,8 +50,9 @@ export interface HostedChange {
 
 export class HostedBlobs {
   private readonly verifier: ArchiveVerifier;
-  /** Bytes of each stored blob (for hosted.maxSize and the status). */
+  /** Bytes of each stored blob (for hosted.maxSize and the status), and their sum. */
   private readonly sizes = new Map<string, number>();
+  private usedBytes = 0;
   /** The change under way: the next waits for it. */
   private tail: Promise<unknown> = Promise.resolve();
 
@@ -65,17 +66,22 @@ export class HostedBlobs {
   }
 
   async init(): Promise<void> {
-    for await (const blob of this.store.list()) this.sizes.set(blob.digest, blob.size);
+    for await (const blob of this.store.list()) this.setSize(blob.digest, blob.size);
   }
 
   status(): { blobs: number; bytes: number } {
     return { blobs: this.sizes.size, bytes: this.usedBytes };
   }
 
-  private get usedBytes(): number {
-    let n = 0;
-    for (const size of this.sizes.values()) n += size;
-    return n;
+  // The sum is kept rather than added up: hosted.maxSize is checked on every chunk of every upload.
+  private setSize(digest: string, size: number): void {
+    this.usedBytes += size - (this.sizes.get(digest) ?? 0);
+    this.sizes.set(digest, size);
+  }
+
+  private dropSize(digest: string): void {
+    this.usedBytes -= this.sizes.get(digest) ?? 0;
+    this.sizes.delete(digest);
   }
 
   /**
@@ -85,20 +91,23 @@ export class HostedBlobs {
   async receive(body: Readable, declaredSize?: number): Promise<Upload> {
     this.checkRoom(declaredSize ?? 0);
     const writer = await this.store.createWriter();
+    // Counted here, not by writer.written: that is what is on disk so far, and the disk writes trail behind.
+    let received = 0;
     try {
       for await (const chunk of body as AsyncIterable<Buffer>) {
-        this.checkRoom(writer.written + chunk.length);
+        received += chunk.length;
+        this.checkRoom(received);
         await writer.write(chunk);
       }
     } catch (err) {
       await writer.abort();
       throw err;
     }
-    if (declaredSize !== undefined && writer.written !== declaredSize) {
+    if (declaredSize !== undefined && received !== declaredSize) {
       await writer.abort();
-      throw new MirrorError('bad-request', `the upload ended after ${writer.written} of the ${declaredSize} bytes its Content-Length declared`);
+      throw new MirrorError('bad-request', `the upload ended after ${received} of the ${declaredSize} bytes its Content-Length declared`);
     }
-    return new Upload(writer.written, writer);
+    return new Upload(received, writer);
   }
 
   private checkRoom(size: number): void {
@@ -132,7 +141,7 @@ export class HostedBlobs {
           if (err instanceof ArchiveRejectedError) throw new MirrorError('bad-request', err.message.replace(/^archive rejected: /, 'the upload was refused: '));
           throw err;
         }
-        this.sizes.set(kept.digest, kept.size);
+        this.setSize(kept.digest, kept.size);
         touched.add(kept.digest);
         put.push([key.hostedBlob(kept.digest, ref), 1]);
         return kept;
@@ -161,7 +170,7 @@ export class HostedBlobs {
     for (const digest of digests) {
       try {
         if (await this.isUsed(digest)) continue;
-        this.sizes.delete(digest);
+        this.dropSize(digest);
         this.verifier.forget(digest);
         await this.store.delete(digest);
       } catch (err) {
