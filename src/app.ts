@@ -79,7 +79,11 @@ export interface MirrorStatus {
   readonly upstream: { readonly url: string; readonly type: string; readonly circuit: CircuitStatus; readonly requests: { running: number; waiting: number } };
   readonly archives: ReturnType<ArchiveCache['status']>;
   /** Hosted content: blobs and their bytes on disk; generic packages as listed (undefined while the database fails). */
-  readonly hosted: ReturnType<HostedBlobs['status']> & { readonly generic: GenericInventory | undefined };
+  /** Content this mirror owns; undefined parts: the metadata database cannot say (see metadataProblem). */
+  readonly hosted: ReturnType<HostedBlobs['status']> & {
+    readonly components: Awaited<ReturnType<HostedComponents['inventory']>> | undefined;
+    readonly generic: GenericInventory | undefined;
+  };
   readonly prefetch: {
     readonly enabled: boolean;
     readonly schedule: string;
@@ -171,7 +175,12 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
     metadataProblem: store.problem(),
     upstream: { url: config.upstream.url, type: config.upstream.type, circuit: http.circuit, requests: http.pending },
     archives: archives.status(),
-    hosted: { ...hostedBlobs.status(), generic: await generic.inventory().catch(() => undefined) }, // a failing store is shown above
+    hosted: {
+      ...hostedBlobs.status(),
+      // A failing store is shown in metadataProblem.
+      components: await hostedComponents.inventory().catch(() => undefined),
+      generic: await generic.inventory().catch(() => undefined),
+    },
     prefetch: {
       enabled: config.prefetch.enabled && !config.offline,
       schedule: config.prefetch.schedule,

@@ -97,6 +97,7 @@ const COMMANDS: Record<string, Command> = {
         }
         const { metadata, archives, hosted, prefetch } = s;
         const quota = archives.quota.maxBytes ? `${size(archives.quota.maxBytes)} quota` : 'no quota';
+        const components = hosted.components ? `${hosted.components.packages} component(s), ${hosted.components.versions} version(s)` : 'components unreadable';
         const generic = hosted.generic ? `${hosted.generic.packages} generic package(s), ${hosted.generic.versions} version(s), ${hosted.generic.files} file(s)` : 'generic packages unreadable';
         out.write(
           [
@@ -104,7 +105,7 @@ const COMMANDS: Record<string, Command> = {
             `packages       ${metadata.packages} known, ${prefetch.followed} followed`,
             `versions       ${metadata.versions} with metadata`,
             `archives       ${archives.quota.archives}, ${size(archives.quota.usedBytes)} on disk (${quota})`,
-            `hosted         ${generic}; ${hosted.blobs} blob(s), ${size(hosted.bytes)} on disk`,
+            `hosted         ${components}; ${generic}; ${hosted.blobs} blob(s), ${size(hosted.bytes)} on disk`,
             `last prefetch  ${prefetch.lastRun ? describeRun(prefetch.lastRun) : 'never'}`,
           ].join('\n') + '\n',
         );

@@ -91,7 +91,7 @@ describe('srm-mirror status', () => {
     expect(r.stdout).toMatch(/packages\s+1 known/);
     expect(r.stdout).toMatch(/versions\s+\d+ with metadata/);
     expect(r.stdout).toMatch(/archives\s+1, 50\.\d KB on disk \(1\.0 GB quota\)/);
-    expect(r.stdout).toMatch(/hosted\s+0 generic package\(s\), 0 version\(s\), 0 file\(s\); 0 blob\(s\), 0 B on disk/);
+    expect(r.stdout).toMatch(/hosted\s+0 component\(s\), 0 version\(s\); 0 generic package\(s\), 0 version\(s\), 0 file\(s\); 0 blob\(s\), 0 B on disk/);
     expect(r.stdout).toMatch(/last prefetch .*\(cli\): 1 package\(s\) checked, 1 archive\(s\) fetched/);
     const json = JSON.parse((await run(on('status', '--json'))).stdout) as { archives: { quota: { usedBytes: number } } };
     expect(json.archives.quota.usedBytes).toBe(ZIP.length);

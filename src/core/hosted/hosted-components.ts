@@ -131,10 +131,16 @@ export class HostedComponents {
     return out;
   }
 
-  async inventory(): Promise<{ packages: number; versions: number }> {
-    let versions = 0;
-    for await (const _ of this.db.keys(prefix.hostedRelease())) versions++;
-    return { packages: this.published.size, versions };
+  /** Hosted components with a version, their versions and the bytes of their archives. */
+  async inventory(): Promise<{ packages: number; versions: number; bytes: number }> {
+    const packages = new Set<string>();
+    let [versions, bytes] = [0, 0];
+    for await (const [k, r] of this.db.entries<ReleaseRecord>(prefix.hostedRelease())) {
+      packages.add(k.slice(prefix.hostedRelease().length, k.lastIndexOf(':')));
+      versions++;
+      bytes += r.size;
+    }
+    return { packages: packages.size, versions, bytes };
   }
 
   /**
