@@ -13,12 +13,12 @@ import { join } from 'node:path';
 import type { Config } from './config/config.js';
 import cron from 'node-cron';
 import { ArchiveCache, type ScrubReport } from './core/archives/archive-cache.js';
-import { realClock } from './core/archives/archive-scrub.js';
+import { rateLimit, realClock } from './core/archives/archive-scrub.js';
 import { rebuildIndex, type RecoveryReport } from './core/archives/archive-recovery.js';
 import { Follows } from './core/follows.js';
 import { Access } from './core/hosted/access.js';
 import { GenericPackages, type GenericInventory } from './core/hosted/generic-packages.js';
-import { HostedBlobs } from './core/hosted/hosted-blobs.js';
+import { HostedBlobs, type HostedAudit } from './core/hosted/hosted-blobs.js';
 import { HostedComponents } from './core/hosted/hosted-components.js';
 import { Users } from './core/hosted/users.js';
 import { MetadataCache } from './core/metadata-cache.js';
@@ -56,7 +56,7 @@ export interface Mirror {
   /** Runs prefetch over the followed packages now (or joins the run under way). */
   prefetchNow(trigger: string): Promise<PrefetchSummary>;
   /** Rehashes every archive now (or joins the scrub under way); with repair, removes what else is off. */
-  verifyNow(trigger: string, repair: boolean): Promise<ScrubReport>;
+  verifyNow(trigger: string, repair: boolean): Promise<VerifyReport>;
   /** Rebuilds the archive index from the archive files, then marks the index intact (`srm-mirror repair`). */
   rebuildArchiveIndex(): Promise<RecoveryReport>;
   status(): Promise<MirrorStatus>;
@@ -67,6 +67,9 @@ export interface Mirror {
    */
   close(graceMs?: number, serverClosed?: Promise<void>): Promise<void>;
 }
+
+/** A scrub of the cached archives, then an audit of the hosted files (which reports, and never removes). */
+export type VerifyReport = ScrubReport & { readonly hosted: HostedAudit };
 
 /** What GET /-/status and `srm-mirror status` show. */
 export interface MirrorStatus {
@@ -166,8 +169,13 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
   };
   const prefetchNow = (trigger: string) => prefetcher.run(prefetchTargets(), { trigger });
   // A server's temp files are fills under way: only a command on a stopped mirror reports (and removes) them.
-  const verifyNow = (trigger: string, repair: boolean) =>
-    archives.scrub(role === 'server' ? { trigger, repair } : { trigger, repair, tempFiles: true, unthrottled: true });
+  // Hosted files are rehashed after the archives, at the same rate; what is corrupt is reported, never removed.
+  const auditHosted = (unthrottled = false) =>
+    hostedBlobs.audit(unthrottled || !config.cache.scrubRateBytes ? undefined : rateLimit(config.cache.scrubRateBytes, { ...realClock, now }));
+  const verifyNow = async (trigger: string, repair: boolean) => {
+    const report = await archives.scrub(role === 'server' ? { trigger, repair } : { trigger, repair, tempFiles: true, unthrottled: true });
+    return { ...report, hosted: await auditHosted(role !== 'server') };
+  };
   const status = async (): Promise<MirrorStatus> => ({
     dataDir: config.dataDir,
     offline: config.offline,
@@ -248,7 +256,7 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
   const baseUrl = baseUrlOf(config.publicUrl, config.trustProxy);
   const startVerify = (repair: boolean) => {
     const run = archives.scrubber.start({ trigger: 'http', repair });
-    run.done.catch((err: unknown) => log.error('scrub failed', { error: String(err) }));
+    run.done.then(() => auditHosted()).catch((err: unknown) => log.error('scrub failed', { error: String(err) }));
     return run.startedAt;
   };
   app.use('/-', opsFace({ status, metrics, log, prefetchNow: config.offline ? undefined : prefetchNow, startVerify, adminToken: config.adminToken }));

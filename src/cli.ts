@@ -4,9 +4,8 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { createMirror, type Mirror, type MirrorStatus } from './app.js';
+import { createMirror, type Mirror, type MirrorStatus, type VerifyReport } from './app.js';
 import { ConfigError, loadConfig, SETTINGS, type Config } from './config/config.js';
-import type { ScrubReport } from './core/archives/archive-cache.js';
 import { Users, type Role } from './core/hosted/users.js';
 import { parseTarget, type PrefetchProgress, type PrefetchSummary } from './jobs/prefetch.js';
 import { createLogger } from './log.js';
@@ -119,7 +118,7 @@ const COMMANDS: Record<string, Command> = {
     options: { repair: { type: 'boolean', help: 'also remove orphaned archives, versions whose file is missing, and leftover temp files' } },
     async run(config, flags, _args, out) {
       const repair = flags.repair === true;
-      let report: ScrubReport;
+      let report: VerifyReport;
       try {
         report = await withMirror(config, (mirror) => mirror.verifyNow('cli', repair));
       } catch (err) {
@@ -136,8 +135,11 @@ const COMMANDS: Record<string, Command> = {
       out.write(`checked ${report.archives} archives (${size(report.bytes)})\n`);
       for (const [what, items] of problems) for (const item of items) out.write(`${repair ? 'removed' : 'found'} ${what}: ${item}\n`);
       const count = problems.reduce((n, [, items]) => n + items.length, report.corrupt.length);
+      // Hosted files exist nowhere else: a corrupt one is never removed, and no --repair fixes it.
+      out.write(`checked ${report.hosted.checked} hosted file(s)\n`);
+      for (const digest of report.hosted.corrupt) out.write(`CORRUPT hosted file (kept, answered 500; restore it from a backup): ${digest}\n`);
       out.write(count === 0 ? 'all good\n' : repair ? `repaired ${count} problem(s)\n` : `${count} problem(s); run with --repair to remove them\n`);
-      return count > 0 && !repair ? 1 : 0;
+      return (count > 0 && !repair) || report.hosted.corrupt.length > 0 ? 1 : 0;
     },
   },
   repair: {
@@ -294,12 +296,13 @@ async function askServerToPrefetch(config: Config, names: string[], out: Output)
  * `verify` while a server holds the data folder: the server runs (or joins) a scrub at its scrub rate, and its
  * report is read from /-/status once that run is over (polled: a scrub can outlast any one HTTP request).
  */
-async function askServerToVerify(config: Config, repair: boolean, sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))): Promise<ScrubReport> {
+async function askServerToVerify(config: Config, repair: boolean, sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))): Promise<VerifyReport> {
   const { startedAt } = (await askServer(config, 'POST', `/-/verify${repair ? '?repair=true' : ''}`)) as { startedAt: string };
   for (;;) {
     const status = (await askServer(config, 'GET', '/-/status')) as MirrorStatus;
-    const last = status.archives.scrub.lastRun;
-    if (last?.startedAt === startedAt) return last;
+    const [last, hosted] = [status.archives.scrub.lastRun, status.hosted.lastAudit];
+    // The hosted audit follows the archives' scrub: the run is over once an audit started no earlier than it.
+    if (last?.startedAt === startedAt && hosted && hosted.startedAt >= startedAt) return { ...last, hosted };
     await sleep(500);
   }
 }

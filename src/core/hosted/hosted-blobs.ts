@@ -14,7 +14,16 @@ import { ArchiveRejectedError, type ArchiveStore, type ArchiveWriter, type Expec
 import { key, prefix } from '../../stores/keys.js';
 import type { MetadataStore } from '../../stores/metadata-store.js';
 import type { ArchiveHandle } from '../archives/archive-cache.js';
-import { ArchiveVerifier, sha256Of } from '../archives/archive-verifier.js';
+import { ArchiveVerifier, sha256Of, type Throttle } from '../archives/archive-verifier.js';
+import { SingleFlight } from '../single-flight.js';
+
+/** What the last audit of hosted blobs found. */
+export interface HostedAudit {
+  readonly startedAt: string;
+  readonly checked: number;
+  /** Blobs whose bytes no longer match their digest (kept; answered 500). */
+  readonly corrupt: readonly string[];
+}
 
 export interface HostedBlobsOptions {
   /** Largest file (413 past it). */
@@ -53,6 +62,8 @@ export class HostedBlobs {
   /** Bytes of each stored blob (for hosted.maxSize and the status), and their sum. */
   private readonly sizes = new Map<string, number>();
   private usedBytes = 0;
+  private lastAudit: HostedAudit | undefined;
+  private readonly auditing = new SingleFlight<HostedAudit>();
   /** The change under way: the next waits for it. */
   private tail: Promise<unknown> = Promise.resolve();
 
@@ -69,8 +80,8 @@ export class HostedBlobs {
     for await (const blob of this.store.list()) this.setSize(blob.digest, blob.size);
   }
 
-  status(): { blobs: number; bytes: number } {
-    return { blobs: this.sizes.size, bytes: this.usedBytes };
+  status(): { blobs: number; bytes: number; lastAudit: HostedAudit | undefined } {
+    return { blobs: this.sizes.size, bytes: this.usedBytes, lastAudit: this.lastAudit };
   }
 
   // The sum is kept rather than added up: hosted.maxSize is checked on every chunk of every upload.
@@ -199,8 +210,16 @@ export class HostedBlobs {
     return { status: 'HOSTED', ref, size: ref.size, reader, close: () => reader.close() };
   }
 
-  /** Rehashes every blob; reports (never removes) the ones whose bytes do not match their name. */
-  async audit(): Promise<{ checked: number; corrupt: string[] }> {
+  /**
+   * Rehashes every blob (at the scrub's rate, with `throttle`); reports the ones whose bytes do not match their name,
+   * loudly, and never removes them: a hosted file exists nowhere else, so only its operator may decide.
+   */
+  audit(throttle?: Throttle): Promise<HostedAudit> {
+    return this.auditing.run('audit', () => this.runAudit(throttle));
+  }
+
+  private async runAudit(throttle?: Throttle): Promise<HostedAudit> {
+    const startedAt = new Date(this.options.now?.() ?? Date.now()).toISOString();
     const corrupt: string[] = [];
     let checked = 0;
     for await (const blob of this.store.list()) {
@@ -208,13 +227,14 @@ export class HostedBlobs {
       if (!reader) continue;
       try {
         checked++;
-        if ((await sha256Of(reader)) !== blob.digest) corrupt.push(blob.digest);
+        if ((await sha256Of(reader, throttle)) !== blob.digest) corrupt.push(blob.digest);
       } finally {
         reader.close();
       }
     }
     for (const digest of corrupt) this.log.error('a hosted file is corrupt: it is kept and answered 500; restore it from a backup', { digest });
-    return { checked, corrupt };
+    this.lastAudit = { startedAt, checked, corrupt };
+    return this.lastAudit;
   }
 
   private damaged(what: string, ref: ArchiveRef, why: string): MirrorError {
