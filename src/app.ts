@@ -20,11 +20,13 @@ import { Access } from './core/hosted/access.js';
 import { GenericPackages, type GenericInventory } from './core/hosted/generic-packages.js';
 import { HostedBlobs, type HostedAudit } from './core/hosted/hosted-blobs.js';
 import { HostedComponents } from './core/hosted/hosted-components.js';
+import { DownloadLinks } from './core/hosted/download-links.js';
 import { Users } from './core/hosted/users.js';
 import { MetadataCache } from './core/metadata-cache.js';
 import { Registry } from './core/registry.js';
 import { opsFace } from './faces/ops.js';
 import { forwarder } from './faces/forward.js';
+import { HostedReads } from './faces/hosted-reads.js';
 import { giteaGenericFace, giteaPackageApi, gitlabGenericFace } from './faces/generic.js';
 import { srmFace } from './faces/srm.js';
 import { baseUrlOf } from './faces/render.js';
@@ -260,10 +262,12 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
     return run.startedAt;
   };
   app.use('/-', opsFace({ status, metrics, log, prefetchNow: config.offline ? undefined : prefetchNow, startVerify, adminToken: config.adminToken }));
+  const reads = new HostedReads(hostedComponents, users, access, new DownloadLinks(now));
   const hostedV3 = {
     components: hostedComponents,
     users,
     access,
+    reads,
     uploadLimits: { maxBodyBytes: config.hosted.maxFileBytes, bodyTimeoutMs: config.writes.bodyTimeoutMs, sizeSetting: 'hosted.maxFileSize' },
     formLimits: config.writes,
   };
@@ -280,7 +284,7 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
   app.use('/api/v1/packages', giteaPackageApi(genericFaces));
   app.use('/api/v4/projects', gitlabGenericFace(genericFaces));
   app.use('/v3', v3Face({ registry, baseUrl, log, forward, hosted: hostedV3 }));
-  app.use(srmFace({ registry, baseUrl, log }));
+  app.use(srmFace({ registry, baseUrl, reads, log }));
   const hot = v3HotPath({ registry, baseUrl, hosted: hostedV3, log });
   const logAccess = log.enabled('debug') ? accessLog(log) : undefined;
   const handle: RequestListener = (req, res) => {

@@ -21,38 +21,39 @@ export function baseUrlOf(publicUrl: string | undefined, trustProxy: boolean): B
   };
 }
 
-export function v3ZipballUrl(base: string, name: string, version: string): string {
-  return `${base}/v3/packages/${encodeURIComponent(name)}/zipball/${encodeURIComponent(version)}`;
+/** `query`: a download link's signature (see core/hosted/download-links.ts), or ''. */
+export function v3ZipballUrl(base: string, name: string, version: string, query = ''): string {
+  return `${base}/v3/packages/${encodeURIComponent(name)}/zipball/${encodeURIComponent(version)}${query && `?${query}`}`;
 }
 
 export function srmPackagePath(pkg: string): string {
   return pkg.split('/').map(encodeURIComponent).join('/');
 }
 
-export function srmZipballUrl(base: string, pkg: string, version: string): string {
-  return `${base}/${srmPackagePath(pkg)}/zipball/${encodeURIComponent(version)}`;
+export function srmZipballUrl(base: string, pkg: string, version: string, query = ''): string {
+  return `${base}/${srmPackagePath(pkg)}/zipball/${encodeURIComponent(version)}${query && `?${query}`}`;
 }
 
 /** A v3 release: the upstream's own fields as they came, with the mirror's zipball_url (and `name` for one release). */
-export function v3Release(r: Release, base: string, name: string, withName: boolean): Record<string, unknown> {
+export function v3Release(r: Release, base: string, name: string, withName: boolean, query = ''): Record<string, unknown> {
   return {
     ...r.fields,
     ...(withName ? { name } : {}),
     tag_name: r.version,
     created_at: r.createdAt,
-    zipball_url: v3ZipballUrl(base, name, r.version),
+    zipball_url: v3ZipballUrl(base, name, r.version, query),
   };
 }
 
 /** An SRM release: the spec's fields (GitHub's prerelease/draft flags kept where the upstream had them). */
-export function srmRelease(r: Release, base: string, pkg: string): Record<string, unknown> {
+export function srmRelease(r: Release, base: string, pkg: string, query = ''): Record<string, unknown> {
   const flags = Object.fromEntries(
     (['prerelease', 'draft'] as const).filter((k) => typeof r.fields[k] === 'boolean').map((k) => [k, r.fields[k]]),
   );
   return {
     tag_name: r.version,
     created_at: r.createdAt,
-    zipball_url: srmZipballUrl(base, pkg, r.version),
+    zipball_url: srmZipballUrl(base, pkg, r.version, query),
     body: r.body,
     ...flags,
   };

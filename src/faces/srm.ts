@@ -11,6 +11,7 @@ import * as valid from '../model/validate.js';
 import { sendArchive } from './archive-response.js';
 import { srmPackagePath, srmRelease, type BaseUrl } from './render.js';
 import { errorHandler } from './errors.js';
+import type { HostedReads } from './hosted-reads.js';
 import { sendJson, sendMetadata } from './json.js';
 
 /** First path segments that belong to other faces. */
@@ -43,28 +44,30 @@ function parseSrmPath(path: string): SrmRoute | undefined {
   return undefined;
 }
 
-export function srmFace({ registry, baseUrl, log }: { registry: Registry; baseUrl: BaseUrl; log: Logger }) {
+export function srmFace({ registry, baseUrl, reads, log }: { registry: Registry; baseUrl: BaseUrl; reads: HostedReads; log: Logger }) {
   const send = (res: Response, cached: Cached<unknown>, body: unknown) => sendMetadata(res.req, res, cached, body);
 
   const handle = async (req: Request, res: Response, next: NextFunction) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') return next();
     const route = parseSrmPath(req.path);
     if (!route) return next();
+    await reads.check(req, route.pkg, route.kind === 'zipball' ? { version: route.version, query: req.query } : undefined);
     const base = baseUrl(req);
+    const release = (r: Release) => srmRelease(r, base, route.pkg, reads.linkQuery(route.pkg, r.version));
     switch (route.kind) {
       case 'latest': {
         const cached = await registry.latest(route.pkg);
-        return send(res, cached, srmRelease(cached.value, base, route.pkg));
+        return send(res, cached, release(cached.value));
       }
       case 'tag': {
         const cached = await registry.release(route.pkg, route.version);
-        return send(res, cached, srmRelease(cached.value, base, route.pkg));
+        return send(res, cached, release(cached.value));
       }
       case 'releases': {
         const paging = pagingOf(req);
         const cached = await registry.allReleases(route.pkg);
         const page = paginate(res, cached.value, paging, `${base}/${srmPackagePath(route.pkg)}/releases`);
-        return send(res, cached, page.map((r) => srmRelease(r, base, route.pkg)));
+        return send(res, cached, page.map(release));
       }
       case 'zipball':
         return sendArchive(req, res, await registry.archive(route.pkg, route.version), `${route.pkg}-${route.version}.zip`);

@@ -20,6 +20,7 @@ import { answerError, errorHandler } from './errors.js';
 import { sendJson, sendMetadata } from './json.js';
 import { v3Release, type BaseUrl } from './render.js';
 import { hasCredentials, sendForwarded, type Forward } from './forward.js';
+import type { HostedReads } from './hosted-reads.js';
 import { guardedBody, peekBody, readBody, type BodyLimits } from './request-body.js';
 
 /** What the v3 face needs of hosting: the hosted components, who callers are, and what they may do. */
@@ -27,6 +28,7 @@ export interface HostedV3 {
   readonly components: HostedComponents;
   readonly users: Pick<Users, 'authenticate' | 'reset'>;
   readonly access: Access;
+  readonly reads: HostedReads;
   /** Limits of a zip uploaded to the mirror (hosted.maxFileSize), and of a publish form (writes.*). */
   readonly uploadLimits: BodyLimits;
   readonly formLimits: BodyLimits;
@@ -52,11 +54,15 @@ export function v3Face({ registry, baseUrl, forward, hosted, log }: V3FaceOption
   const caller = (req: Request) => hosted.users.authenticate(req.headers);
   const isHosted = (req: Request) => typeof req.params.name === 'string' && hosted.components.isHosted(req.params.name);
 
-  // Reads of hosted packages need a user when hosted.anonymousRead is false (writes check their own).
+  // Reads of hosted packages need a user, or a download link, when hosted.anonymousRead is false (writes check their own).
   router.use('/packages/:name', async (req, _res, next) => {
-    if ((req.method === 'GET' || req.method === 'HEAD') && isHosted(req)) hosted.access.read(await caller(req));
+    if (req.method === 'GET' || req.method === 'HEAD') {
+      const zipball = /^\/zipball\/([^/]+)$/.exec(req.path);
+      await hosted.reads.check(req, req.params.name as string, zipball ? { version: valid.decodeSegment(zipball[1]!), query: req.query } : undefined);
+    }
     next();
   });
+  const link = (name: string, version: string) => hosted.reads.linkQuery(name, version);
 
   /**
    * Private content: the anonymous mirror may not see it, the caller may. When the shared cache's anonymous read
@@ -97,19 +103,19 @@ export function v3Face({ registry, baseUrl, forward, hosted, log }: V3FaceOption
 
   router.get(
     '/packages/:name/release/latest',
-    read((req, base) => releaseAnswer(registry, name(req), undefined, base)),
+    read((req, base) => releaseAnswer(registry, name(req), undefined, base, link)),
   );
 
   router.get(
     '/packages/:name/release/tags/:version',
-    read((req, base) => releaseAnswer(registry, name(req), valid.version(req.params.version as string), base)),
+    read((req, base) => releaseAnswer(registry, name(req), valid.version(req.params.version as string), base, link)),
   );
 
   router.get(
     '/packages/:name/release',
     read(async (req, base) => {
       const cached = await registry.releasePage(name(req), valid.page(req.query.page));
-      return [cached, cached.value.map((r) => v3Release(r, base, name(req), false))];
+      return [cached, cached.value.map((r) => v3Release(r, base, name(req), false, link(name(req), r.version)))];
     }),
   );
 
@@ -217,9 +223,15 @@ function publishedName(yaml: string | undefined): string | undefined {
 }
 
 /** One release, latest (version undefined) or pinned, as `s` reads it. */
-async function releaseAnswer(registry: Registry, name: string, version: string | undefined, base: string): Promise<[Cached<Release>, unknown]> {
+async function releaseAnswer(
+  registry: Registry,
+  name: string,
+  version: string | undefined,
+  base: string,
+  link: (name: string, version: string) => string = () => '',
+): Promise<[Cached<Release>, unknown]> {
   const cached = version === undefined ? await registry.latest(name) : await registry.release(name, version);
-  return [cached, v3Release(cached.value, base, name, true)];
+  return [cached, v3Release(cached.value, base, name, true, link(name, cached.value.version))];
 }
 
 /** The {request_id, body} envelope around a body's JSON. */

@@ -98,4 +98,26 @@ describe('an air-gapped site publishes its own component with the real s CLI (mi
 
     expect(fake.requests).toEqual([]); // the upstream was never asked
   });
+
+  it('with hosted.anonymousRead false, a logged-in client resolves and runs it (through a signed download link); an anonymous one is refused', async (ctx) => {
+    if (!mirror) ctx.skip(`cannot listen on 127.0.0.4:80 here (needs root): ${noMirror}`);
+    const closed = await startMirror('http://127.0.0.1:9/v3', { host: '127.0.0.4', port: '80', offline: true, 'hosted-anonymous-read': 'false' });
+    try {
+      const reader = await closed.mirror.users.add('bob', 'publisher');
+      recordSecrets(reader, createHash('md5').update(reader).digest('hex'));
+      const registry = 'http://127.0.0.4/v3';
+      const home = await clientHome(registry);
+      expect((await runS(home, await packageDir(), ['registry', 'login', '--token', reader])).code).toBe(0);
+      expect((await runS(home, await packageDir(), ['registry', 'publish'])).stdout).toContain(`Publish package ${NAME}@0.0.1 success.`);
+
+      const app = await project([NAME]);
+      const loggedIn = await runS(home, app, ['deploy', '--silent', '-o', 'json']);
+      expect(loggedIn.stdout).toContain('HOSTED@0.0.1 deploy resource=r0');
+      const anonymous = await runS(await clientHome(registry), app, ['deploy', '--silent', '-o', 'json']);
+      expect(anonymous.stdout).not.toContain('HOSTED@0.0.1 deploy');
+      expect(anonymous.code).not.toBe(0);
+    } finally {
+      await closed.close();
+    }
+  });
 });

@@ -17,6 +17,11 @@ export interface AccessRules {
 export class Access {
   constructor(private readonly rules: AccessRules) {}
 
+  /** Whether reading hosted content needs a user (hosted.anonymousRead false). */
+  get readNeedsUser(): boolean {
+    return !this.rules.anonymousRead;
+  }
+
   /** Reading hosted content: anyone, or any user when hosted.anonymousRead is false. */
   read(caller: Caller | undefined): void {
     if (!caller && !this.rules.anonymousRead) throw needCredentials('reading hosted packages');
