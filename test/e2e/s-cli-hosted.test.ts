@@ -2,12 +2,10 @@
 // gone), so every publish is hosted on the mirror itself. The CLI drops the port from POST and DELETE URLs
 // (PROTOCOL.md), so the mirror listens on port 80 of its own loopback address.
 import { createHash } from 'node:crypto';
-import { mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FakeUpstream } from '../fakes/upstream.js';
-import { recordSecrets, removeTempDirs, startMirror, tempDir, type TestMirror } from '../helpers.js';
-import { clientHome, project, runS } from './s-cli.js';
+import { recordSecrets, removeTempDirs, startMirror, type TestMirror } from '../helpers.js';
+import { clientHome, project, publishableFolder, runS } from './s-cli.js';
 
 const NAME = 'corp-e2e-tool';
 const REGISTRY = 'http://127.0.0.3/v3';
@@ -16,22 +14,6 @@ let mirror: TestMirror | undefined;
 let noMirror = '';
 let secret = '';
 
-/** A package the CLI's publish checks accept (Edition 3.0.0, the required fields, Commands, src/). */
-async function packageDir(): Promise<string> {
-  const dir = await tempDir('srm-s-hosted-package-');
-  await writeFile(
-    join(dir, 'publish.yaml'),
-    `Edition: 3.0.0\nType: Component\nName: ${NAME}\nProvider:\n  - 其它\nVersion: 0.0.1\nDescription: an internal tool, hosted on the mirror\n` +
-      `Category: 其它\nService: {}\nCommands:\n  deploy: Print a line\nEffective: Public\nParameters: {}\n`,
-  );
-  await writeFile(join(dir, 'readme.md'), `# ${NAME}\n`);
-  await mkdir(join(dir, 'src'));
-  await writeFile(
-    join(dir, 'src', 'index.js'),
-    `module.exports = class { async deploy(inputs) { console.log('HOSTED@0.0.1 deploy resource=' + inputs.resource.name); return {}; } };\n`,
-  );
-  return dir;
-}
 
 beforeAll(async () => {
   fake = await FakeUpstream.start();
@@ -57,7 +39,7 @@ describe('an air-gapped site publishes its own component with the real s CLI (mi
   it('login → publish → detail → a second home resolves and runs it → list --private → same version refused → delete', async (ctx) => {
     if (!mirror) ctx.skip(`cannot listen on 127.0.0.3:80 here (needs root): ${noMirror}`);
     const home = await clientHome(REGISTRY);
-    const pkg = await packageDir();
+    const pkg = await publishableFolder(NAME, 'HOSTED');
 
     // Missing and wrong secrets are refused; the client prints the mirror's reason.
     const anonymous = await runS(home, pkg, ['registry', 'publish']);
@@ -107,8 +89,8 @@ describe('an air-gapped site publishes its own component with the real s CLI (mi
       recordSecrets(reader, createHash('md5').update(reader).digest('hex'));
       const registry = 'http://127.0.0.4/v3';
       const home = await clientHome(registry);
-      expect((await runS(home, await packageDir(), ['registry', 'login', '--token', reader])).code).toBe(0);
-      expect((await runS(home, await packageDir(), ['registry', 'publish'])).stdout).toContain(`Publish package ${NAME}@0.0.1 success.`);
+      expect((await runS(home, await publishableFolder(NAME, 'HOSTED'), ['registry', 'login', '--token', reader])).code).toBe(0);
+      expect((await runS(home, await publishableFolder(NAME, 'HOSTED'), ['registry', 'publish'])).stdout).toContain(`Publish package ${NAME}@0.0.1 success.`);
 
       const app = await project([NAME]);
       const loggedIn = await runS(home, app, ['deploy', '--silent', '-o', 'json']);

@@ -1,12 +1,10 @@
 // Publishing, listing, downloading and deleting with the real `s` CLI through the mirror. The CLI drops the port
 // from POST and DELETE URLs (PROTOCOL.md), so the mirror listens on port 80 of its own loopback address.
 import { createHash } from 'node:crypto';
-import { mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FakeUpstream } from '../fakes/upstream.js';
-import { recordSecrets, removeTempDirs, startMirror, tempDir, type TestMirror } from '../helpers.js';
-import { clientHome, project, runS } from './s-cli.js';
+import { recordSecrets, removeTempDirs, startMirror, type TestMirror } from '../helpers.js';
+import { clientHome, project, publishableFolder, runS } from './s-cli.js';
 
 const NAME = 'mirror-e2e-comp';
 const SAFETY_CODE = 'e2e-safety-code-7f3a9c';
@@ -16,22 +14,6 @@ let noMirror = '';
 let home: string;
 let pkg: string;
 
-/** A package the CLI's publish checks accept (Edition 3.0.0, the required fields, Commands, src/). */
-async function packageDir(): Promise<string> {
-  const dir = await tempDir('srm-s-package-');
-  await writeFile(
-    join(dir, 'publish.yaml'),
-    `Edition: 3.0.0\nType: Component\nName: ${NAME}\nProvider:\n  - 其它\nVersion: 0.0.1\nDescription: published through srm-mirror\n` +
-      `Category: 其它\nService: {}\nCommands:\n  deploy: Print a line\nEffective: Public\nParameters: {}\n`,
-  );
-  await writeFile(join(dir, 'readme.md'), `# ${NAME}\n`);
-  await mkdir(join(dir, 'src'));
-  await writeFile(
-    join(dir, 'src', 'index.js'),
-    `module.exports = class { async deploy(inputs) { console.log('PUBLISHED@0.0.1 deploy resource=' + inputs.resource.name); return {}; } };\n`,
-  );
-  return dir;
-}
 
 beforeAll(async () => {
   fake = await FakeUpstream.start();
@@ -42,7 +24,7 @@ beforeAll(async () => {
     noMirror = err instanceof Error ? err.message : String(err);
   }
   home = await clientHome('http://127.0.0.2/v3');
-  pkg = await packageDir();
+  pkg = await publishableFolder(NAME, 'PUBLISHED');
   recordSecrets(SAFETY_CODE, createHash('md5').update(SAFETY_CODE).digest('hex'));
 });
 

@@ -53,6 +53,26 @@ export function deployableZip(name: string, version: string, opts: { topFolder?:
   return componentZip(name, version, { files, topFolder: opts.topFolder });
 }
 
+/**
+ * A component folder the CLI's publish checks accept (Edition 3.0.0, the required fields, Commands, src/), version
+ * 0.0.1, whose deploy prints `{marker}@0.0.1 deploy resource=NAME`.
+ */
+export async function publishableFolder(name: string, marker: string): Promise<string> {
+  const dir = await tempDir('srm-s-package-');
+  await writeFile(
+    join(dir, 'publish.yaml'),
+    `Edition: 3.0.0\nType: Component\nName: ${name}\nProvider:\n  - 其它\nVersion: 0.0.1\nDescription: published through srm-mirror\n` +
+      `Category: 其它\nService: {}\nCommands:\n  deploy: Print a line\nEffective: Public\nParameters: {}\n`,
+  );
+  await writeFile(join(dir, 'readme.md'), `# ${name}\n`);
+  await mkdir(join(dir, 'src'));
+  await writeFile(
+    join(dir, 'src', 'index.js'),
+    `module.exports = class { async deploy(inputs) { console.log('${marker}@0.0.1 deploy resource=' + inputs.resource.name); return {}; } };\n`,
+  );
+  return dir;
+}
+
 /** A project folder whose s.yaml uses `components` (e.g. "demo-comp", "other-comp@0.0.2"), one resource each. */
 export async function project(components: string[]): Promise<string> {
   const dir = await tempDir('srm-s-project-');
