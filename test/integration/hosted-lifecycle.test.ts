@@ -101,6 +101,9 @@ describe('hosted content and the cache lifecycle', () => {
     expect(report.hosted).toMatchObject({ checked: 1, corrupt: [sha256(HOSTED)] });
     expect((await m.mirror.status()).hosted.lastAudit?.corrupt).toEqual([sha256(HOSTED)]);
     expect(m.logs.some((l) => l.includes('a hosted file is corrupt'))).toBe(true);
+    const metrics = (await get(`${m.url}/-/metrics`)).body.toString();
+    expect(metrics).toMatch(/^srm_mirror_hosted_corrupt 1$/m);
+    expect(metrics).toMatch(new RegExp(`^srm_mirror_hosted_bytes ${HOSTED.length}$`, 'm'));
     expect(await readdir(join(m.dataDir, 'hosted', 'sha256', sha256(HOSTED).slice(0, 2)))).toEqual([sha256(HOSTED)]);
   });
 });
