@@ -5,6 +5,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createMirror, type Mirror, type MirrorStatus, type VerifyReport } from './app.js';
+import type { BundleEvent, OnEvent } from './bundles/progress.js';
 import { ConfigError, loadConfig, SETTINGS, type Config } from './config/config.js';
 import { Users, type Role } from './core/hosted/users.js';
 import { parseTarget, type PrefetchProgress, type PrefetchSummary } from './jobs/prefetch.js';
@@ -276,6 +277,43 @@ async function askServer(config: Config, method: 'GET' | 'POST', path: string): 
   const body = (await res.json().catch(() => ({}))) as { message?: string };
   if (!res.ok) throw new Error(`the server at ${url} answered ${res.status}${body.message ? `: ${body.message}` : ''}`);
   return body;
+}
+
+/**
+ * Asks the running server to do a long job (export, import) and prints its NDJSON events as they come; resolves with
+ * the job's summary, or throws with the server's reason.
+ */
+export async function askServerStreaming(config: Config, path: string, body: unknown, onEvent: OnEvent): Promise<Record<string, unknown>> {
+  const url = serverUrl(config, path);
+  let res: Response;
+  try {
+    res = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(config.adminToken ? { authorization: `Bearer ${config.adminToken}` } : {}) },
+      body: JSON.stringify(body),
+    });
+  } catch (err) {
+    throw new Error(`could not reach the server at ${url}: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  if (!res.ok || !res.body) {
+    const answer = (await res.json().catch(() => ({}))) as { message?: string };
+    throw new Error(`the server at ${url} answered ${res.status}${answer.message ? `: ${answer.message}` : ''}`);
+  }
+  let summary: Record<string, unknown> | undefined;
+  let rest = '';
+  for await (const chunk of res.body as AsyncIterable<Uint8Array>) {
+    rest += Buffer.from(chunk).toString('utf8');
+    const lines = rest.split('\n');
+    rest = lines.pop() ?? '';
+    for (const line of lines.filter(Boolean)) {
+      const event = JSON.parse(line) as BundleEvent | { type: 'error'; message: string };
+      if (event.type === 'error') throw new Error(`the server failed: ${event.message}`);
+      if (event.type === 'summary') summary = event.summary;
+      onEvent(event);
+    }
+  }
+  if (!summary) throw new Error(`the server at ${url} ended its answer before the job's summary`);
+  return summary;
 }
 
 /** `prefetch` while a server holds the data folder: the server is asked to run prefetch. */

@@ -1,8 +1,9 @@
 // The ops face: health, status, Prometheus metrics, and prefetch and verify triggers for operators and load balancers.
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { Router, type Request, type RequestHandler } from 'express';
+import { Router, type Request, type RequestHandler, type Response } from 'express';
+import type { OnEvent } from '../bundles/progress.js';
 import type { Logger } from '../log.js';
-import { MirrorError } from '../model/errors.js';
+import { MirrorError, toMirrorError } from '../model/errors.js';
 import { errorHandler } from './errors.js';
 
 export interface OpsFaceOptions {
@@ -35,6 +36,24 @@ export function requireAdmin(adminToken: string | undefined): RequestHandler {
     }
     next();
   };
+}
+
+/**
+ * Runs a long job for an HTTP caller and streams its events as NDJSON (one BundleEvent a line), so that a command
+ * asking the server (export, import) shows the same progress as when it does the work itself. A failure after the
+ * answer began is sent as a last {"type":"error"} line; the job ends with its 'summary' event.
+ */
+export async function streamEvents(res: Response, job: (onEvent: OnEvent) => Promise<void>): Promise<void> {
+  res.status(200).setHeader('Content-Type', 'application/x-ndjson');
+  res.setHeader('Cache-Control', 'no-store');
+  const send = (line: unknown) => void (res.destroyed || res.write(`${JSON.stringify(line)}\n`));
+  try {
+    await job(send);
+  } catch (err) {
+    const e = toMirrorError(err);
+    send({ type: 'error', status: e.status, message: e.kind === 'internal' ? (err as Error).message : e.message });
+  }
+  res.end();
 }
 
 export function opsFace({ status, metrics, prefetchNow, startVerify, log, adminToken }: OpsFaceOptions): Router {
