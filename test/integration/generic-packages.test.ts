@@ -366,7 +366,7 @@ it('one storage: what GitLab put Gitea serves, and the other way round', async (
   expect((await send('DELETE', `${mirror.url}/api/packages/alice/generic/shared/1.0/gl.bin`, auth.alice)).status).toBe(204);
   expect((await send('GET', `${mirror.url}/api/v4/projects/alice/packages/generic/shared/1.0/gl.bin`)).status).toBe(404);
   const status = (await send('GET', `${mirror.url}/-/status`)).json() as { hosted: { blobs: number; bytes: number; generic: unknown } };
-  expect(status.hosted).toEqual({ blobs: 1, bytes: 2000, generic: { packages: 1, versions: 1, files: 1, bytes: 2000 } });
+  expect(status.hosted).toEqual({ blobs: 1, bytes: 2000, components: { packages: 0, versions: 0, bytes: 0 }, generic: { packages: 1, versions: 1, files: 1, bytes: 2000 } });
 });
 
 describe('blobs on disk', () => {
