@@ -272,7 +272,11 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
   app.use('/api/v1/packages', giteaPackageApi(genericFaces));
   app.use('/api/v4/projects', gitlabGenericFace(genericFaces));
   app.use('/v3', v3Face({ registry, baseUrl, log, forward, hosted: hostedV3 }));
-  app.use(srmFace({ registry, baseUrl, log }));
+  // Hosted components read on the SRM face follow hosted.anonymousRead, as on the v3 face.
+  const mayReadSrm = async (req: IncomingMessage, pkg: string) => {
+    if (hostedComponents.isHosted(pkg)) access.read(await users.authenticate(req.headers));
+  };
+  app.use(srmFace({ registry, baseUrl, log, mayRead: mayReadSrm }));
   const hot = v3HotPath({ registry, baseUrl, hosted: hostedV3, log });
   const logAccess = log.enabled('debug') ? accessLog(log) : undefined;
   const handle: RequestListener = (req, res) => {

@@ -43,13 +43,22 @@ function parseSrmPath(path: string): SrmRoute | undefined {
   return undefined;
 }
 
-export function srmFace({ registry, baseUrl, log }: { registry: Registry; baseUrl: BaseUrl; log: Logger }) {
+export interface SrmFaceOptions {
+  readonly registry: Registry;
+  readonly baseUrl: BaseUrl;
+  readonly log: Logger;
+  /** Throws unless the request may read the package (hosted packages: hosted.anonymousRead). */
+  readonly mayRead?: (req: Request, pkg: string) => Promise<void>;
+}
+
+export function srmFace({ registry, baseUrl, log, mayRead }: SrmFaceOptions) {
   const send = (res: Response, cached: Cached<unknown>, body: unknown) => sendMetadata(res.req, res, cached, body);
 
   const handle = async (req: Request, res: Response, next: NextFunction) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') return next();
     const route = parseSrmPath(req.path);
     if (!route) return next();
+    await mayRead?.(req, route.pkg);
     const base = baseUrl(req);
     switch (route.kind) {
       case 'latest': {
