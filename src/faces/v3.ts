@@ -85,12 +85,15 @@ export function v3Face({ registry, baseUrl, forward, hosted, log }: V3FaceOption
   router.get(
     '/packages/releases',
     read(async (req) => {
-      const cached = await registry.listPackages({
+      const query = {
         page: valid.page(req.query.page),
         category: valid.queryText('category', req.query.category),
         tag: valid.queryText('tag', req.query.tag),
         search: valid.queryText('search', req.query.search),
-      });
+      };
+      // Hosted packages are listed to those who may read them (hosted.anonymousRead); credentials are looked at only then.
+      const withHosted = hosted.access.mayRead(undefined) || hosted.access.mayRead(await caller(req));
+      const cached = await registry.listPackages(query, { withHosted });
       return [cached, cached.value];
     }),
   );
