@@ -176,11 +176,14 @@ export function v3Face({ registry, baseUrl, forward, hosted, log }: V3FaceOption
 
   router.delete('/packages/:name/release/tags/:version', async (req, res) => {
     const [pkg, version] = [name(req), valid.version(req.params.version as string)];
+    const user = await caller(req);
     if (hosted.components.isHosted(pkg) || !forward) {
-      await hosted.components.remove(await caller(req), pkg, version);
+      await hosted.components.remove(user, pkg, version);
       log.info('deleted', { name: pkg, version });
       return sendJson(res, 200, envelope(JSON.stringify({ name: pkg, tag_name: version })));
     }
+    // A user of this mirror signs with a secret of this mirror: its headers are never sent to the upstream.
+    if (user) throw new MirrorError('forbidden', `${pkg} is not hosted on this mirror (hosted.packages): it belongs to the upstream registry, delete it there`);
     const answer = await upstreamOnly(req)(req);
     if (answer.status >= 200 && answer.status < 300) await registry.deleted(pkg, version);
     await sendForwarded(res, answer);
