@@ -13,6 +13,7 @@ import type { Cached } from '../core/metadata-cache.js';
 import type { Registry } from '../core/registry.js';
 import type { Logger } from '../log.js';
 import { MirrorError, toMirrorError } from '../model/errors.js';
+import { publishSpecName } from '../model/publish-spec.js';
 import { V3_PAGE_SIZE, type Release } from '../model/release.js';
 import * as valid from '../model/validate.js';
 import { sendArchive } from './archive-response.js';
@@ -143,9 +144,9 @@ export function v3Face({ registry, baseUrl, forward, hosted, log }: V3FaceOption
   router.post('/packages/releases', async (req, res) => {
     const { head, body } = await peekBody(req, (h) => h.includes(0x26 /* & */), FORM_PEEK, hosted.formLimits.bodyTimeoutMs);
     const firstFieldWhole = head.includes(0x26) || head.length < FORM_PEEK;
-    const named = firstFieldWhole ? publishedName(new URLSearchParams(head.toString('utf8')).get('publish') ?? undefined) : undefined;
+    const named = firstFieldWhole ? publishedNames(new URLSearchParams(head.toString('utf8')).get('publish') ?? undefined) : [];
     const user = await caller(req);
-    if (!forward || user || (named !== undefined && hosted.components.isHosted(named))) {
+    if (!forward || user || named.some((n) => hosted.components.isHosted(n))) {
       const form = await readBody(guardedBody(body, hosted.formLimits), FORM_MAX, 'the publish form').catch((err: unknown) => {
         res.setHeader('Connection', 'close'); // the rest of the body is not read
         throw err;
@@ -154,7 +155,7 @@ export function v3Face({ registry, baseUrl, forward, hosted, log }: V3FaceOption
       return sendJson(res, 200, envelope(JSON.stringify({ url: `${baseUrl(req)}/v3/uploads/${token}` })));
     }
     const answer = await forward(req, { body });
-    if (answer.status >= 200 && answer.status < 300) await registry.published(named);
+    if (answer.status >= 200 && answer.status < 300) await registry.published(named[0]);
     await sendForwarded(res, answer);
   });
 
@@ -216,10 +217,14 @@ export function v3Face({ registry, baseUrl, forward, hosted, log }: V3FaceOption
   return router;
 }
 
-/** The package a publish.yaml names (`Name: fc3`); undefined when it cannot be read. */
-function publishedName(yaml: string | undefined): string | undefined {
-  const name = yaml && /^Name:\s*["']?([A-Za-z0-9][A-Za-z0-9._-]*)/m.exec(yaml)?.[1];
-  return name || undefined;
+/**
+ * The package a publish.yaml names (`Name: fc3`), read as a line and as YAML (which also reads a quoted, folded or
+ * flow-style Name, as the upstream would): every reading found, the YAML one first; none when it cannot be read.
+ */
+function publishedNames(yaml: string | undefined): string[] {
+  if (!yaml) return [];
+  const lines = [...yaml.matchAll(/^Name:\s*["']?([A-Za-z0-9][A-Za-z0-9._-]*)/gm)].map((m) => m[1]); // every one: a duplicate key is no YAML
+  return [...new Set([publishSpecName(yaml), ...lines].filter((n): n is string => !!n))];
 }
 
 /** One release, latest (version undefined) or pinned, as `s` reads it. */
