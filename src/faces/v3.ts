@@ -61,12 +61,16 @@ export function v3Face({ registry, baseUrl, forward, hosted, log }: V3FaceOption
 
   /**
    * Private content: the anonymous mirror may not see it, the caller may. When the shared cache's anonymous read
-   * failed with 404/401/403 and the caller sent credentials, the caller's request is passed through with them,
-   * never cached; otherwise the error stands.
+   * failed with 404/401/403 and the caller sent credentials of an account of the upstream, the caller's request is
+   * passed through with them, never cached; otherwise the error stands. Credentials of this mirror (a user's signed
+   * headers, Basic, tokens), right or wrong, are never sent to the upstream.
    */
   const orPrivate = async (req: Request, res: Response, err: unknown): Promise<void> => {
     const e = toMirrorError(err);
-    if (forward && hasCredentials(req) && !isHosted(req) && (e.kind === 'not-found' || e.kind === 'unauthorized')) return sendForwarded(res, await forward(req));
+    const upstreamAccount = async () => (await caller(req).catch(() => true)) === undefined;
+    if (forward && hasCredentials(req) && !isHosted(req) && (e.kind === 'not-found' || e.kind === 'unauthorized') && (await upstreamAccount())) {
+      return sendForwarded(res, await forward(req));
+    }
     throw e;
   };
 
