@@ -22,11 +22,19 @@ export function createLogger(level: LogLevel, out: { write(line: string): unknow
   return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), enabled: (l) => RANK[l] >= RANK[level] };
 }
 
-/** One debug line per answered request: method, path (never the query, which may hold a login token), status. */
+/**
+ * A request's path as it may be logged: never the query (it may hold a login token), and never the token of a
+ * one-time upload URL (/v3/uploads/{token}, publish step 2: whoever has it may upload the version).
+ */
+export function loggedPath(url: string | undefined): string {
+  return (url ?? '').split('?')[0]!.replace(/^((?:\/v3)?\/uploads\/)[^/]+/, '$1***');
+}
+
+/** One debug line per answered request: method, path (see loggedPath), status. */
 export function accessLog(log: Logger) {
   return (req: IncomingMessage, res: ServerResponse) => {
     const start = process.hrtime.bigint();
-    const path = (req.url ?? '').split('?')[0];
+    const path = loggedPath(req.url);
     res.on('close', () => {
       const ms = Number(process.hrtime.bigint() - start) / 1e6;
       log.debug('request', { method: req.method, path, status: res.statusCode, cache: res.getHeader('x-cache'), ms: Math.round(ms * 10) / 10 });

@@ -5,6 +5,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
 import { request } from 'undici';
 import { loadConfig } from '../src/config/config.js';
 import { createLogger } from '../src/log.js';
@@ -67,6 +68,21 @@ export async function get(url: string, headers: Record<string, string> = {}) {
     return Array.isArray(v) ? v.join(', ') : (v ?? null);
   };
   return { status: res.statusCode, headers: { get: header }, body, json: () => JSON.parse(body.toString()) as unknown };
+}
+
+export interface Answer {
+  readonly status: number;
+  readonly headers: Record<string, string | string[] | undefined>;
+  readonly body: Buffer;
+  readonly text: string;
+  json(): unknown;
+}
+
+/** Any request with exactly the headers given, returning the whole body. */
+export async function send(method: string, url: string, headers: Record<string, string> = {}, body?: string | Buffer | Readable): Promise<Answer> {
+  const res = await request(url, { method: method as 'GET', headers, body });
+  const buf = Buffer.from(await res.body.arrayBuffer());
+  return { status: res.statusCode, headers: res.headers, body: buf, text: buf.toString(), json: () => JSON.parse(buf.toString()) as unknown };
 }
 
 const children: ChildProcess[] = [];

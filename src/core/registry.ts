@@ -89,9 +89,15 @@ export class Registry {
     );
   }
 
-  /** A page of the package list: the hosted packages the query matches first (on its first page), then the upstream's. */
-  async listPackages(query: ListQuery): Promise<Cached<PackageSummary[]>> {
-    const hosted = query.page === 1 || query.page === -1 ? ((await this.options.hosted?.summaries()) ?? []).filter((p) => matches(p, query)) : [];
+  /**
+   * A page of the package list: the hosted packages the query matches first (on its first page; only when the caller
+   * may read them, `withHosted`), then the upstream's, less any entry whose name is hosted here (its reads are
+   * answered from hosted content, never by the upstream: listing the upstream's package under it would mislead).
+   */
+  async listPackages(query: ListQuery, { withHosted = true }: { withHosted?: boolean } = {}): Promise<Cached<PackageSummary[]>> {
+    const h = this.options.hosted;
+    const firstPage = query.page === 1 || query.page === -1;
+    const hosted = withHosted && firstPage ? ((await h?.summaries()) ?? []).filter((p) => matches(p, query)) : [];
     let listed: Cached<PackageSummary[]>;
     try {
       listed = await this.read(key.list(query), { what: 'that package list' }, (since) => this.upstream.listPackages(query, since), async () =>
@@ -101,9 +107,9 @@ export class Registry {
       if (hosted.length === 0) throw err;
       return { value: hosted, status: 'HOSTED', age: 0 };
     }
-    if (hosted.length === 0) return listed;
-    const names = new Set(hosted.map((p) => p.name));
-    return { ...listed, value: [...hosted, ...listed.value.filter((p) => !names.has(p.name))] };
+    if (!h) return listed;
+    const upstream = listed.value.filter((p) => typeof p.name !== 'string' || !h.isHosted(p.name));
+    return upstream.length === listed.value.length && hosted.length === 0 ? listed : { ...listed, value: [...hosted, ...upstream] };
   }
 
   /** How much the mirror knows: packages and versions with metadata. */

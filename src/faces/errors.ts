@@ -2,7 +2,7 @@
 // own format. Internal errors are logged with their cause; a client only ever sees the message, never a stack.
 import type { ErrorRequestHandler, Response } from 'express';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Logger } from '../log.js';
+import { loggedPath, type Logger } from '../log.js';
 import { MirrorError, toMirrorError } from '../model/errors.js';
 
 /** Any error as a MirrorError: express's own (malformed URL escapes, ...) carry a 4xx status; ours are MirrorErrors. */
@@ -17,7 +17,7 @@ export function httpError(err: unknown): MirrorError {
 /** Answers a failed request: logged when it is ours or the upstream's, rendered in the face's format. */
 export function answerError<R extends ServerResponse>(log: Logger, req: IncomingMessage, res: R, err: unknown, render: (res: R, err: MirrorError) => void): void {
   const e = httpError(err);
-  const path = (req.url ?? '').split('?')[0];
+  const path = loggedPath(req.url);
   if (e.kind === 'internal') log.error('internal error', { method: req.method, path, error: describe(e.cause) });
   else if (e.status >= 500) log.warn('upstream problem', { method: req.method, path, error: e.message });
   // Too late for an error answer: cut the connection so the client cannot take a partial body for a whole one.

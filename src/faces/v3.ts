@@ -13,6 +13,7 @@ import type { Cached } from '../core/metadata-cache.js';
 import type { Registry } from '../core/registry.js';
 import type { Logger } from '../log.js';
 import { MirrorError, toMirrorError } from '../model/errors.js';
+import { publishSpecName } from '../model/publish-spec.js';
 import { V3_PAGE_SIZE, type Release } from '../model/release.js';
 import * as valid from '../model/validate.js';
 import { sendArchive } from './archive-response.js';
@@ -66,12 +67,16 @@ export function v3Face({ registry, baseUrl, forward, hosted, log }: V3FaceOption
 
   /**
    * Private content: the anonymous mirror may not see it, the caller may. When the shared cache's anonymous read
-   * failed with 404/401/403 and the caller sent credentials, the caller's request is passed through with them,
-   * never cached; otherwise the error stands.
+   * failed with 404/401/403 and the caller sent credentials of an account of the upstream, the caller's request is
+   * passed through with them, never cached; otherwise the error stands. Credentials of this mirror (a user's signed
+   * headers, Basic, tokens), right or wrong, are never sent to the upstream.
    */
   const orPrivate = async (req: Request, res: Response, err: unknown): Promise<void> => {
     const e = toMirrorError(err);
-    if (forward && hasCredentials(req) && !isHosted(req) && (e.kind === 'not-found' || e.kind === 'unauthorized')) return sendForwarded(res, await forward(req));
+    const upstreamAccount = async () => (await caller(req).catch(() => true)) === undefined;
+    if (forward && hasCredentials(req) && !isHosted(req) && (e.kind === 'not-found' || e.kind === 'unauthorized') && (await upstreamAccount())) {
+      return sendForwarded(res, await forward(req));
+    }
     throw e;
   };
 
@@ -91,12 +96,15 @@ export function v3Face({ registry, baseUrl, forward, hosted, log }: V3FaceOption
   router.get(
     '/packages/releases',
     read(async (req) => {
-      const cached = await registry.listPackages({
+      const query = {
         page: valid.page(req.query.page),
         category: valid.queryText('category', req.query.category),
         tag: valid.queryText('tag', req.query.tag),
         search: valid.queryText('search', req.query.search),
-      });
+      };
+      // Hosted packages are listed to those who may read them (hosted.anonymousRead); credentials are looked at only then.
+      const withHosted = hosted.access.mayRead(undefined) || hosted.access.mayRead(await caller(req));
+      const cached = await registry.listPackages(query, { withHosted });
       return [cached, cached.value];
     }),
   );
@@ -146,9 +154,9 @@ export function v3Face({ registry, baseUrl, forward, hosted, log }: V3FaceOption
   router.post('/packages/releases', async (req, res) => {
     const { head, body } = await peekBody(req, (h) => h.includes(0x26 /* & */), FORM_PEEK, hosted.formLimits.bodyTimeoutMs);
     const firstFieldWhole = head.includes(0x26) || head.length < FORM_PEEK;
-    const named = firstFieldWhole ? publishedName(new URLSearchParams(head.toString('utf8')).get('publish') ?? undefined) : undefined;
+    const named = firstFieldWhole ? publishedNames(new URLSearchParams(head.toString('utf8')).get('publish') ?? undefined) : [];
     const user = await caller(req);
-    if (!forward || user || (named !== undefined && hosted.components.isHosted(named))) {
+    if (!forward || user || named.some((n) => hosted.components.isHosted(n))) {
       const form = await readBody(guardedBody(body, hosted.formLimits), FORM_MAX, 'the publish form').catch((err: unknown) => {
         res.setHeader('Connection', 'close'); // the rest of the body is not read
         throw err;
@@ -157,7 +165,7 @@ export function v3Face({ registry, baseUrl, forward, hosted, log }: V3FaceOption
       return sendJson(res, 200, envelope(JSON.stringify({ url: `${baseUrl(req)}/v3/uploads/${token}` })));
     }
     const answer = await forward(req, { body });
-    if (answer.status >= 200 && answer.status < 300) await registry.published(named);
+    if (answer.status >= 200 && answer.status < 300) await registry.published(named[0]);
     await sendForwarded(res, answer);
   });
 
@@ -179,11 +187,14 @@ export function v3Face({ registry, baseUrl, forward, hosted, log }: V3FaceOption
 
   router.delete('/packages/:name/release/tags/:version', async (req, res) => {
     const [pkg, version] = [name(req), valid.version(req.params.version as string)];
+    const user = await caller(req);
     if (hosted.components.isHosted(pkg) || !forward) {
-      await hosted.components.remove(await caller(req), pkg, version);
+      await hosted.components.remove(user, pkg, version);
       log.info('deleted', { name: pkg, version });
       return sendJson(res, 200, envelope(JSON.stringify({ name: pkg, tag_name: version })));
     }
+    // A user of this mirror signs with a secret of this mirror: its headers are never sent to the upstream.
+    if (user) throw new MirrorError('forbidden', `${pkg} is not hosted on this mirror (hosted.packages): it belongs to the upstream registry, delete it there`);
     const answer = await upstreamOnly(req)(req);
     if (answer.status >= 200 && answer.status < 300) await registry.deleted(pkg, version);
     await sendForwarded(res, answer);
@@ -216,10 +227,14 @@ export function v3Face({ registry, baseUrl, forward, hosted, log }: V3FaceOption
   return router;
 }
 
-/** The package a publish.yaml names (`Name: fc3`); undefined when it cannot be read. */
-function publishedName(yaml: string | undefined): string | undefined {
-  const name = yaml && /^Name:\s*["']?([A-Za-z0-9][A-Za-z0-9._-]*)/m.exec(yaml)?.[1];
-  return name || undefined;
+/**
+ * The package a publish.yaml names (`Name: fc3`), read as a line and as YAML (which also reads a quoted, folded or
+ * flow-style Name, as the upstream would): every reading found, the YAML one first; none when it cannot be read.
+ */
+function publishedNames(yaml: string | undefined): string[] {
+  if (!yaml) return [];
+  const lines = [...yaml.matchAll(/^Name:\s*["']?([A-Za-z0-9][A-Za-z0-9._-]*)/gm)].map((m) => m[1]); // every one: a duplicate key is no YAML
+  return [...new Set([publishSpecName(yaml), ...lines].filter((n): n is string => !!n))];
 }
 
 /** One release, latest (version undefined) or pinned, as `s` reads it. */

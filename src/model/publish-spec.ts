@@ -17,17 +17,33 @@ export interface PublishSpec {
   readonly tags: readonly string[];
 }
 
+/** The YAML options a publish.yaml is read with (aliases bounded: the text is a client's). */
+const YAML_OPTIONS = { maxAliasCount: 16, uniqueKeys: true } as const;
+
+/** A top-level text (or number) of a parsed publish.yaml. */
+const scalar = (y: Record<string, unknown>, k: string) => (typeof y[k] === 'string' || typeof y[k] === 'number' ? String(y[k]) : undefined);
+
+/** The Name a publish.yaml gives, as publishSpec reads it (not validated); undefined when it has none or is not YAML. */
+export function publishSpecName(text: string): string | undefined {
+  try {
+    const doc: unknown = parse(text, YAML_OPTIONS);
+    return doc && typeof doc === 'object' && !Array.isArray(doc) ? scalar(doc as Record<string, unknown>, 'Name') : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export function publishSpec(text: string | undefined): PublishSpec {
   if (!text?.trim()) throw bad('the form has no publish.yaml (the publish field is empty)');
   let doc: unknown;
   try {
-    doc = parse(text, { maxAliasCount: 16, uniqueKeys: true });
+    doc = parse(text, YAML_OPTIONS);
   } catch (err) {
     throw bad(`publish.yaml is not valid YAML: ${(err as Error).message.split('\n')[0]}`);
   }
   if (!doc || typeof doc !== 'object' || Array.isArray(doc)) throw bad('publish.yaml is not a mapping of keys');
   const y = doc as Record<string, unknown>;
-  const text_ = (k: string) => (typeof y[k] === 'string' || typeof y[k] === 'number' ? String(y[k]) : undefined);
+  const text_ = (k: string) => scalar(y, k);
   const name = text_('Name');
   const version = text_('Version');
   if (name === undefined) throw bad('publish.yaml has no Name');

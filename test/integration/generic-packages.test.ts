@@ -7,12 +7,11 @@ import { connect } from 'node:net';
 import { readdir, readFile, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { request } from 'undici';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Users } from '../../src/core/hosted/users.js';
 import { bigBody, rawRequest } from '../fakes/clients.js';
 import { FakeUpstream } from '../fakes/upstream.js';
-import { killChildren, manualClock, recordSecrets, removeTempDirs, spawnMirror, startMirror, tempDir, until, type TestMirror } from '../helpers.js';
+import { killChildren, manualClock, recordSecrets, removeTempDirs, send, spawnMirror, startMirror, tempDir, until, type TestMirror } from '../helpers.js';
 
 let fake: FakeUpstream;
 let mirror: TestMirror;
@@ -34,20 +33,6 @@ async function addUser(m: TestMirror, name: string, role: 'reader' | 'publisher'
   recordSecrets(secret, Buffer.from(`${name}:${secret}`).toString('base64'));
   auth[name] = { authorization: `Basic ${Buffer.from(`${name}:${secret}`).toString('base64')}` };
   return secret;
-}
-
-interface Answer {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  body: Buffer;
-  text: string;
-  json: () => unknown;
-}
-
-async function send(method: string, url: string, headers: Record<string, string> = {}, body?: string | Buffer | Readable): Promise<Answer> {
-  const res = await request(url, { method: method as 'GET', headers, body });
-  const buf = Buffer.from(await res.body.arrayBuffer());
-  return { status: res.statusCode, headers: res.headers, body: buf, text: buf.toString(), json: () => JSON.parse(buf.toString()) as unknown };
 }
 
 const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');

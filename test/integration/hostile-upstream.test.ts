@@ -1,13 +1,13 @@
 // Hostile clients and hostile upstreams on the transport side: nothing crashes the process, nothing waits without
 // a bound, and the circuit breaker measures the upstream, not the clients.
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
 import { Readable } from 'node:stream';
 import { request } from 'undici';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli.js';
 import { componentZip } from '../fakes/zips.js';
-import { bigBody } from '../fakes/clients.js';
+import { bigBody, signed as signedBy } from '../fakes/clients.js';
 import { FakeUpstream, sha256 } from '../fakes/upstream.js';
 import { get, recordSecrets, removeTempDirs, startMirror, until, type TestMirror } from '../helpers.js';
 
@@ -57,14 +57,8 @@ describe('large anonymous uploads refused early by the upstream', () => {
   });
 });
 
-/** Headers as a logged-in `s` client signs a request (PROTOCOL.md §1). */
-function signed(): Record<string, string> {
-  const safetyCode = 'hostile-safety-code';
-  const [nonce, timestamp] = ['n0nce', String(Math.floor(Date.now() / 1000))];
-  const headers = { token: createHash('md5').update(safetyCode).digest('hex'), nonce, timestamp, sign_code: createHash('sha256').update(safetyCode + nonce + timestamp).digest('hex') };
-  recordSecrets(safetyCode, headers.token, headers.sign_code);
-  return headers;
-}
+/** Headers as a logged-in `s` client signs a request (PROTOCOL.md §1), with a fixed nonce: the same within a second. */
+const signed = () => signedBy('hostile-safety-code', { nonce: 'n0nce' });
 
 const FORM = { 'content-type': 'application/x-www-form-urlencoded' };
 

@@ -1,41 +1,16 @@
 // Writes and login through the mirror, over HTTP: passed through untouched, never cached, and the cache follows
 // a successful publish or delete at once.
-import { createHash, randomBytes } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { request } from 'undici';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { FORM_HEADERS, publishForm, signed } from '../fakes/clients.js';
 import { componentZip } from '../fakes/zips.js';
 import { FakeUpstream } from '../fakes/upstream.js';
-import { get, killChildren, peakRss, recordSecrets, removeTempDirs, spawnMirror, startMirror, tempDir, type TestMirror } from '../helpers.js';
+import { get, killChildren, peakRss, recordSecrets, removeTempDirs, send, spawnMirror, startMirror, tempDir, type TestMirror } from '../helpers.js';
 
 let fake: FakeUpstream;
 let mirror: TestMirror;
-
-/** Headers as a logged-in `s` client signs a request (PROTOCOL.md §1). */
-function signed(safetyCode = 'safety-code-under-test'): Record<string, string> {
-  const nonce = randomBytes(8).toString('hex').slice(0, 15);
-  const timestamp = String(Math.floor(Date.now() / 1000));
-  const headers = {
-    token: createHash('md5').update(safetyCode).digest('hex'),
-    nonce,
-    timestamp,
-    sign_code: createHash('sha256').update(safetyCode + nonce + timestamp).digest('hex'),
-  };
-  recordSecrets(safetyCode, headers.token, headers.sign_code);
-  return headers;
-}
-
-function publishForm(name: string, version: string): string {
-  const yaml = `Edition: 3.0.0\nType: Component\nName: ${name}\nVersion: ${version}\nProvider:\n  - 阿里云\n`;
-  return new URLSearchParams({ publish: yaml, publish_en: '', version_body: 'notes', readme: '# hi' }).toString();
-}
-
-async function send(method: string, url: string, headers: Record<string, string>, body?: string | Buffer | Readable) {
-  const res = await request(url, { method: method as 'POST', headers, body });
-  return { status: res.statusCode, headers: res.headers, text: await res.body.text() };
-}
 
 beforeEach(async () => {
   fake = await FakeUpstream.start();
@@ -50,7 +25,7 @@ afterEach(async () => {
   await removeTempDirs();
 });
 
-const form = { 'content-type': 'application/x-www-form-urlencoded' };
+const form = FORM_HEADERS;
 
 describe('pass-through', () => {
   it('publish step 1 reaches the upstream unchanged, headers and body, and its answer comes back unchanged', async () => {

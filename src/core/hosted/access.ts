@@ -24,7 +24,12 @@ export class Access {
 
   /** Reading hosted content: anyone, or any user when hosted.anonymousRead is false. */
   read(caller: Caller | undefined): void {
-    if (!caller && !this.rules.anonymousRead) throw needCredentials('reading hosted packages');
+    if (!this.mayRead(caller)) throw needCredentials('reading hosted packages');
+  }
+
+  /** Whether `caller` may read hosted content (read() without the throw). */
+  mayRead(caller: Caller | undefined): boolean {
+    return caller !== undefined || this.rules.anonymousRead;
   }
 
   /** Writing as `owner` (a user's or a group's name), or under a name `owner` owns. */
