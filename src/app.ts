@@ -35,6 +35,7 @@ import { accessLog, type Logger } from './log.js';
 import { checkZip, checkZipTail } from './model/zip.js';
 import { renderMetrics, ResponseCounts } from './metrics.js';
 import { FsArchiveStore } from './stores/archive-store.js';
+import { prefix } from './stores/keys.js';
 import { MemoryCachedStore, type MetadataProblem } from './stores/metadata-store.js';
 import { markIndexIntact, openMetadata, type IndexState } from './stores/schema.js';
 import { parseTarget, Prefetcher, type PrefetchSummary, type PrefetchTarget } from './jobs/prefetch.js';
@@ -145,7 +146,15 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
   await hostedBlobs.init();
   const access = new Access(config.hosted);
   const users = await Users.open(config.dataDir, { now, log });
-  const hostedComponents = new HostedComponents(store, hostedBlobs, access, { patterns: config.hosted.packages, offline: config.offline, now });
+  const hostedComponents = new HostedComponents(store, hostedBlobs, access, {
+    patterns: config.hosted.packages,
+    offline: config.offline,
+    knownUpstream: async (name) => {
+      for await (const _ of store.keys(prefix.release(name))) return true; // a release the upstream gave
+      return (await archives.versions(name)).length > 0;
+    },
+    now,
+  });
   const unread = await hostedComponents.init();
   if (unread) log.error('the names of hosted components cannot be read from the metadata database: only hosted.packages mark names as hosted until it is repaired', { error: String(unread) });
   const generic = new GenericPackages(store, hostedBlobs, now);

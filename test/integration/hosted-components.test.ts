@@ -394,6 +394,22 @@ describe('offline', () => {
     expect(refusal(await begin(online, upstreamAccount(), publishForm('anything', '1.2.0')), 401)).toMatch(/needs the credentials/);
     expect(upstreamSaw('anything')).toEqual([]);
     expect(names(await get(online, '/v3/packages/releases?page=1'))).toEqual(['anything', 'fc3', 'corp-shadow']);
+    // Names are compared case-insensitively: another spelling is hosted too, never asked of the upstream.
+    expect((await get(online, '/v3/packages/ANYTHING/release/latest')).status).toBe(404);
+    expect(upstreamSaw('anything')).toEqual([]);
+  });
+
+  it('offline, a publish may not take over an upstream package the mirror has cached (unless hosted.packages names it)', async () => {
+    const warm = await open({ 'hosted-packages': '' });
+    expect((await get(warm, '/v3/packages/fc3/zipball/1.1.0')).status).toBe(200);
+    await close(warm);
+    const offline = await open({ data: warm.dataDir, offline: true, 'hosted-packages': '' });
+    await addUser(offline, 'alice', 'publisher');
+    expect(refusal(await begin(offline, as('alice'), publishForm('fc3', '9.0.0')), 403)).toMatch(/fc3 is a package of the upstream registry cached here: publishing it would shadow it/);
+    await close(offline);
+    const claimed = await open({ data: warm.dataDir, offline: true, 'hosted-packages': 'fc3' });
+    await publish(claimed, 'alice', 'fc3', '9.0.0');
+    expect(bodyOf(await get(claimed, '/v3/packages/fc3/release/latest'))).toMatchObject({ tag_name: '9.0.0' });
   });
 });
 

@@ -56,11 +56,19 @@ export interface HostedComponentsOptions {
   readonly patterns: readonly string[];
   /** Offline, every publish is hosted. */
   readonly offline: boolean;
+  /**
+   * Whether the mirror holds content of an upstream package of that name. Offline, such a name is not taken over by
+   * a publish (it would shadow the upstream's package for every client); hosted.packages can still claim it.
+   */
+  readonly knownUpstream?: (name: string) => Promise<boolean>;
   readonly now?: () => number;
 }
 
 export class HostedComponents {
-  /** Names published here (their records exist), kept in memory: every read asks isHosted. */
+  /**
+   * Names published here (their records exist), lower-cased, kept in memory: every read asks isHosted, and "Corp-x"
+   * must not slip past "corp-x" to an upstream that may not tell them apart.
+   */
   private readonly published = new Set<string>();
   private readonly uploads = new Map<string, PendingUpload>();
   private readonly patterns: RegExp[];
@@ -80,7 +88,7 @@ export class HostedComponents {
   /** Reads the names published here; resolves with the error when the database cannot say (then only hosted.packages apply). */
   async init(): Promise<unknown> {
     try {
-      for await (const k of this.db.keys(prefix.hostedComponent)) this.published.add(k.slice(prefix.hostedComponent.length));
+      for await (const k of this.db.keys(prefix.hostedComponent)) this.published.add(k.slice(prefix.hostedComponent.length).toLowerCase());
     } catch (err) {
       return err;
     }
@@ -89,7 +97,7 @@ export class HostedComponents {
 
   /** Whether a name lives here: answered from hosted content only, never read from or sent to the upstream. */
   isHosted(name: string): boolean {
-    return this.published.has(name) || this.patterns.some((p) => p.test(name));
+    return this.published.has(name.toLowerCase()) || this.patterns.some((p) => p.test(name));
   }
 
   /** Its versions, newest first (none: the name is hosted, nothing is published yet). */
@@ -151,8 +159,13 @@ export class HostedComponents {
     const spec = publishSpec(form.get('publish') ?? undefined);
     const what = `publishing ${spec.name}@${spec.version}`;
     const user = this.access.publish(caller, what);
-    if (!this.options.offline && !this.isHosted(spec.name)) {
-      throw new MirrorError('forbidden', `${spec.name} is not hosted on this mirror (hosted.packages): it belongs to the upstream registry, publish it there`);
+    if (!this.isHosted(spec.name)) {
+      if (!this.options.offline) {
+        throw new MirrorError('forbidden', `${spec.name} is not hosted on this mirror (hosted.packages): it belongs to the upstream registry, publish it there`);
+      }
+      if (await this.options.knownUpstream?.(spec.name)) {
+        throw new MirrorError('forbidden', `${spec.name} is a package of the upstream registry cached here: publishing it would shadow it for every client; add it to hosted.packages to host it on purpose`);
+      }
     }
     await this.checkPublishable(user, spec);
     this.prune();
@@ -196,7 +209,7 @@ export class HostedComponents {
     } finally {
       await upload.discard(); // nothing if it was kept
     }
-    this.published.add(spec.name);
+    this.published.add(spec.name.toLowerCase());
     return { name: spec.name, version: spec.version };
   }
 
