@@ -18,10 +18,6 @@ export class ExportHistory {
     await writeDurably(this.path(manifest.id), bytes);
   }
 
-  async has(id: string): Promise<boolean> {
-    return (await this.read(id)) !== undefined;
-  }
-
   /** The manifest of export `id`; a not-found error when this mirror made no such export. */
   async find(id: string): Promise<Manifest> {
     const manifest = await this.read(id);

@@ -12,7 +12,7 @@
 //   4. manifest.sig, then manifest.json, last; the mirror remembers the manifest ({dataDir}/exports/{id}.json) as
 //      what a later `--since` is relative to.
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { createReadStream, existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, stat, statfs, type FileHandle } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
 import type { ArchiveCache } from '../core/archives/archive-cache.js';
@@ -332,13 +332,17 @@ export class Exporter {
   private async finished(out: string, selection: Selection, asked: Plan['request'], onEvent: OnEvent): Promise<Record<string, unknown>> {
     const bytes = await readFile(join(out, MANIFEST));
     const there = parseManifest(bytes.toString('utf8'));
+    // A plan beside the manifest: this mirror's export, interrupted between its manifest and its last steps.
+    if (existsSync(join(out, PLAN)) && (await readPlan(out)).id === there.id) {
+      await this.source.history.remember(there, bytes);
+      await rm(join(out, PLAN), { force: true });
+    }
     const { plan, leases } = await this.plan(selection, asked, there.id);
     for (const l of leases) l.release();
     const state = (entries: readonly Entry[]) => JSON.stringify(entries.map((e) => [entryId(e), e.digest]));
     if (state(plan.entries) !== state(there.entries) || (plan.base ?? undefined) !== there.base) {
       throw new MirrorError('conflict', `${out} holds the finished bundle ${there.id}, not what this export would write now: give another folder`);
     }
-    if (!(await this.source.history.has(there.id))) await this.source.history.remember(there, bytes);
     onEvent({ type: 'note', message: `${out} holds this export already (bundle ${there.id}): nothing to do` });
     const summary = summaryOf('unchanged', there, out, {});
     onEvent({ type: 'summary', summary });

@@ -290,6 +290,23 @@ describe('export', () => {
     await expect(run({ out: foreign })).rejects.toThrow(/is not empty and holds no export/);
   });
 
+  it('a crash between the manifest and remembering it: the rerun remembers it, and has nothing else to do', async () => {
+    const history = content.source.history;
+    const remember = history.remember.bind(history);
+    history.remember = async () => {
+      history.remember = remember;
+      throw new Error('killed');
+    };
+    const out = join(await tempDir(), 'bundle');
+    await expect(run({ out })).rejects.toThrow('killed');
+    expect((await readdir(out)).sort()).toEqual(['manifest.json', PLAN, 'vol-0001.tar']);
+    await content.cache('fc3', '9.0.0'); // the state moved on: still, that bundle is this mirror's, and remembered
+    await expect(run({ out })).rejects.toThrow(/holds the finished bundle/);
+    const id = parseManifest(await readFile(join(out, 'manifest.json'), 'utf8')).id;
+    expect(existsSync(join(content.dir, 'exports', `${id}.json`))).toBe(true);
+    expect(await readdir(out)).not.toContain(PLAN);
+  });
+
   it('keeps the cached archives it carries leased until it ends', async () => {
     let during: number[] = [];
     content.failOnce((path) => {
