@@ -247,7 +247,10 @@ export class Exporter {
         const release = { createdAt: r?.createdAt ?? '', body: r?.body ?? '', fields: r?.fields ?? {} };
         add({ kind: 'cached', name: a.name, version: a.version, digest: a.ref.digest, size: a.ref.size, release }, 'archives');
       }
-      for (const h of await hostedComponents.exportEntries((name, version) => selection.component(name, version))) add({ kind: 'hosted', ...h }, 'hosted');
+      for (const h of await hostedComponents.exportEntries((name, version) => selection.component(name, version))) {
+        const { name, version, digest, size, owner, publisher, createdAt, body, component } = h;
+        add({ kind: 'hosted', name, version, digest, size, owner, publisher, createdAt, body, component }, 'hosted');
+      }
       for (const g of await generic.exportEntries((at) => selection.generic(at))) {
         const { owner, name, version, file } = g;
         add({ kind: 'generic', owner, name, version, file: file.name, digest: file.digest, size: file.size, createdAt: file.createdAt }, 'hosted');

@@ -117,12 +117,17 @@ export class ArchiveCache {
    */
   async leasedEntries(include: (name: string, version: string) => boolean): Promise<LeasedArchive[]> {
     const out: LeasedArchive[] = [];
-    for await (const [id, ref] of this.index.entries()) {
-      const at = id.indexOf('@'); // a package name has no "@"
-      const [name, version] = [id.slice(0, at), id.slice(at + 1)];
-      if (!include(name, version)) continue;
-      const release = await this.leaseStored(ref);
-      if (release) out.push({ name, version, ref, release });
+    try {
+      for await (const [id, ref] of this.index.entries()) {
+        const at = id.indexOf('@'); // a package name has no "@"
+        const [name, version] = [id.slice(0, at), id.slice(at + 1)];
+        if (!include(name, version)) continue;
+        const release = await this.leaseStored(ref);
+        if (release) out.push({ name, version, ref, release });
+      }
+    } catch (err) {
+      for (const a of out) a.release(); // a failing database: no lease may outlive the listing
+      throw err;
     }
     return out;
   }
