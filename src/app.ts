@@ -9,7 +9,11 @@
 import express from 'express';
 import type { IncomingMessage, RequestListener } from 'node:http';
 import { mkdir } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { Exporter, type ExportRequest } from './bundles/export.js';
+import { ExportHistory } from './bundles/export-history.js';
+import type { OnEvent } from './bundles/progress.js';
 import type { Config } from './config/config.js';
 import cron from 'node-cron';
 import { ArchiveCache, type ScrubReport } from './core/archives/archive-cache.js';
@@ -63,6 +67,8 @@ export interface Mirror {
   /** Rebuilds the archive index from the archive files, then marks the index intact (`srm-mirror repair`). */
   rebuildArchiveIndex(): Promise<RecoveryReport>;
   status(): Promise<MirrorStatus>;
+  /** Writes a bundle of this mirror's content (bundles/export.ts); resolves with its summary, the last event. */
+  exportBundle(request: ExportRequest, onEvent: OnEvent): Promise<Record<string, unknown>>;
   /**
    * Shuts down within graceMs in total (default: the shutdownGrace setting): upstream calls not started yet are
    * refused at once, fills and requests under way get until the deadline, what is left then is cut; then the stores
@@ -209,6 +215,20 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
     },
   });
 
+  // Air-gap bundles (issue 11): export reads through core, leasing the cached archives it carries.
+  const exporter = new Exporter({
+    mirror: config.publicUrl ?? `${hostname()}:${config.dataDir}`,
+    upstream: config.upstream.url,
+    archives,
+    registry,
+    hostedComponents,
+    generic,
+    hostedBlobs,
+    history: new ExportHistory(join(config.dataDir, 'exports')),
+    now,
+  });
+  const exportBundle = (request: ExportRequest, onEvent: OnEvent) => exporter.run(request, onEvent);
+
   const responses = new ResponseCounts();
   const metrics = async (): Promise<string> => {
     const { circuit, pending, counts } = http;
@@ -273,7 +293,7 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
     run.done.then(() => auditHosted()).catch((err: unknown) => log.error('scrub failed', { error: String(err) }));
     return run.startedAt;
   };
-  app.use('/-', opsFace({ status, metrics, log, prefetchNow: config.offline ? undefined : prefetchNow, startVerify, adminToken: config.adminToken }));
+  app.use('/-', opsFace({ status, metrics, log, prefetchNow: config.offline ? undefined : prefetchNow, startVerify, exportBundle, adminToken: config.adminToken }));
   const reads = new HostedReads(hostedComponents, users, access, new DownloadLinks(now));
   const hostedV3 = {
     components: hostedComponents,
@@ -327,6 +347,7 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
       return report;
     },
     status,
+    exportBundle,
     async close(graceMs = config.shutdownGraceMs, serverClosed?: Promise<void>) {
       for (const job of jobs) job.stop();
       // Upstream calls not started are refused now; fills and requests under way (and the server's connections)

@@ -1,12 +1,15 @@
-// The command line: `srm-mirror serve | prefetch | status | verify | repair | gc | user`, each taking the config
+// The command line: `srm-mirror serve | prefetch | status | verify | repair | gc | user | export | keygen | bundle`, each taking the config
 // flags. The cache commands work on the data folder directly; while a server holds it they refuse, saying what to
 // do instead. `user` edits only the users file, which a running server rereads, so it works beside one.
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createMirror, type Mirror, type MirrorStatus, type VerifyReport } from './app.js';
-import type { BundleEvent, OnEvent } from './bundles/progress.js';
-import { ConfigError, loadConfig, SETTINGS, type Config } from './config/config.js';
+import type { ExportRequest } from './bundles/export.js';
+import { inspectBundle, readTrustedKeys, type BundleReport } from './bundles/inspect.js';
+import { newKeyPair } from './bundles/manifest.js';
+import { formatBytes, printer, type BundleEvent, type OnEvent } from './bundles/progress.js';
+import { ConfigError, loadConfig, parseSize, SETTINGS, type Config } from './config/config.js';
 import { Users, type Role } from './core/hosted/users.js';
 import { parseTarget, type PrefetchProgress, type PrefetchSummary } from './jobs/prefetch.js';
 import { createLogger } from './log.js';
@@ -191,6 +194,42 @@ const COMMANDS: Record<string, Command> = {
     positionals: true,
     run: manageUsers,
   },
+  // ---- air-gap bundles (issue 11): export side ----
+  export: {
+    summary: 'write a bundle of what the mirror holds (cached and hosted packages, generic files) for a mirror across an air gap',
+    usage:
+      'srm-mirror export --out DIR [NAME[@VERSION] | OWNER/NAME[@VERSION]...] [--packages A,B] [--from-file F] [--since last|ID] ' +
+      '[--max-volume-size 4GB] [--sign-key KEY.pem] [--dry-run] [--json] [options]',
+    options: {
+      out: { type: 'string', help: 'the bundle folder: new or empty, or the same folder again to finish an interrupted export' },
+      packages: { type: 'string', help: 'comma-separated NAME[@VERSION] (components) and OWNER/NAME[@VERSION] (generic packages); default: everything' },
+      'from-file': { type: 'string', help: 'read more packages, one a line, from a file (# starts a comment)' },
+      since: { type: 'string', help: 'last, or the id of an earlier export of this mirror: carry only the blobs new since it (and list the deletions)' },
+      'max-volume-size': { type: 'string', help: 'split into volumes of at most this size, e.g. 4GB (default: one volume)' },
+      'sign-key': { type: 'string', help: 'sign the manifest with this Ed25519 private key (see keygen)' },
+      'dry-run': { type: 'boolean', help: 'count entries, blobs, bytes and volumes; write nothing' },
+      json: { type: 'boolean', help: 'print the events as JSON lines' },
+    },
+    positionals: true,
+    run: exportBundle,
+  },
+  keygen: {
+    summary: 'make an Ed25519 key pair to sign bundles with: NAME.key (private, mode 0600) and NAME.pub',
+    usage: 'srm-mirror keygen --out NAME',
+    options: { out: { type: 'string', help: 'the path of the two files, without .key or .pub' } },
+    run: keygen,
+  },
+  bundle: {
+    summary: 'look at a bundle folder without importing it: its contents, the volumes present, who signed it',
+    usage: 'srm-mirror bundle inspect DIR [--trust KEYS_DIR] [--json]',
+    options: {
+      trust: { type: 'string', help: 'a folder of trusted public keys (*.pub): say whether one of them signed' },
+      json: { type: 'boolean', help: 'print the report as JSON' },
+    },
+    positionals: true,
+    run: inspect,
+  },
+  // ---- end of air-gap bundles: export side ----
 };
 
 const USER_ACTIONS: Record<string, { takesName: boolean }> = { add: { takesName: true }, list: { takesName: false }, remove: { takesName: true }, reset: { takesName: true } };
@@ -241,6 +280,118 @@ async function manageUsers(config: Config, flags: Flags, args: string[], out: Ou
     throw err;
   }
 }
+
+// ---- air-gap bundles (issue 11): export side ----
+
+/** `export`: on the data folder, or through the running server that holds it (POST /-/export, admin token). */
+async function exportBundle(config: Config, flags: Flags, args: string[], out: Output): Promise<number> {
+  const misuse = (why: string) => {
+    out.error(`srm-mirror export: ${why}\nusage: ${COMMANDS.export!.usage}\n`);
+    return 2;
+  };
+  const packages = [...args, ...(typeof flags.packages === 'string' ? flags.packages.split(',') : [])];
+  if (typeof flags['from-file'] === 'string') packages.push(...(await readFile(flags['from-file'], 'utf8')).split('\n').map((l) => l.replace(/#.*/, '')));
+  let maxVolumeBytes: number | undefined;
+  try {
+    if (typeof flags['max-volume-size'] === 'string') maxVolumeBytes = parseSize(flags['max-volume-size'], '--max-volume-size');
+  } catch (err) {
+    if (err instanceof ConfigError) return misuse(err.message);
+    throw err;
+  }
+  const dryRun = flags['dry-run'] === true;
+  if (typeof flags.out !== 'string' && !dryRun) return misuse('say where the bundle goes: --out DIR');
+  // Paths are resolved here: a server asked to do the export reads them on its host, from its own working folder.
+  const request: ExportRequest = {
+    out: typeof flags.out === 'string' ? resolve(flags.out) : undefined,
+    packages: packages.map((p) => p.trim()).filter(Boolean),
+    since: typeof flags.since === 'string' ? flags.since : undefined,
+    maxVolumeBytes,
+    signKey: typeof flags['sign-key'] === 'string' ? resolve(flags['sign-key']) : undefined,
+    dryRun,
+  };
+  const onEvent = printer(out, { json: flags.json === true });
+  try {
+    await withMirror(config, (mirror) => mirror.exportBundle(request, onEvent));
+  } catch (err) {
+    if (err instanceof MirrorError && err.kind === 'bad-request') return misuse(err.message);
+    if (!(err instanceof DataFolderLockedError)) throw err;
+    if (!config.adminToken) {
+      out.error(`srm-mirror export: the data folder ${config.dataDir} is in use by a running srm-mirror: give this command its --admin-token to have the server export, or stop it\n`);
+      return 3;
+    }
+    out.error(`the data folder ${config.dataDir} is in use by a running srm-mirror: asking it to export (into ${request.out ?? 'nowhere: a dry run'} on its host)\n`);
+    await askServerStreaming(config, '/-/export', request, onEvent);
+  }
+  return 0;
+}
+
+/** `keygen --out NAME`: NAME.key (private, 0600) and NAME.pub; never over an existing file. */
+async function keygen(_config: Config, flags: Flags, _args: string[], out: Output): Promise<number> {
+  if (typeof flags.out !== 'string' || flags.out === '') {
+    out.error(`srm-mirror keygen: say where the keys go: --out NAME\nusage: ${COMMANDS.keygen!.usage}\n`);
+    return 2;
+  }
+  const [privatePath, publicPath] = [`${flags.out}.key`, `${flags.out}.pub`];
+  const pair = newKeyPair();
+  try {
+    // 'wx': refuses an existing file; the mode applies from creation, so the key is never readable by others.
+    await writeFile(privatePath, pair.privatePem, { mode: 0o600, flag: 'wx' });
+    await writeFile(publicPath, pair.publicPem, { mode: 0o644, flag: 'wx' });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    out.error(`srm-mirror keygen: ${(err as NodeJS.ErrnoException).path} exists already: it is not overwritten (a lost signing key cannot be replaced by the same one)\n`);
+    return 1;
+  }
+  out.write(
+    `key id ${pair.keyId}\n` +
+      `private key: ${privatePath} (mode 0600; signs bundles: srm-mirror export --sign-key ${privatePath})\n` +
+      `public key:  ${publicPath} (give it to the importing site, into its folder of trusted keys)\n`,
+  );
+  return 0;
+}
+
+/** `bundle inspect DIR`: the manifest's summary, the volumes present, the signatures; exit 1 when not to be trusted. */
+async function inspect(_config: Config, flags: Flags, args: string[], out: Output): Promise<number> {
+  const [action, dir, ...extra] = args;
+  if (action !== 'inspect' || dir === undefined || extra.length) {
+    out.error(`srm-mirror bundle: ${action === 'inspect' ? 'name one bundle folder' : 'the only action is inspect'}\nusage: ${COMMANDS.bundle!.usage}\n`);
+    return 2;
+  }
+  const trusted = typeof flags.trust === 'string' ? await readTrustedKeys(flags.trust) : [];
+  const report = await inspectBundle(dir, trusted);
+  const s = report.signature;
+  // Not to be trusted: a signature that does not match; with trusted keys given, also no trusted key among the signers.
+  const untrusted = s.status === 'invalid' || (typeof flags.trust === 'string' && (s.status === 'unsigned' || !s.trustedBy));
+  if (flags.json) out.write(`${JSON.stringify(report, null, 2)}\n`);
+  else out.write(describeBundle(report, typeof flags.trust === 'string'));
+  return untrusted ? 1 : 0;
+}
+
+function describeBundle(r: BundleReport, trustGiven: boolean): string {
+  const { volumes: v, signature: s } = r;
+  const listed = (what: string, names: string[]) => (names.length ? `, ${names.length} ${what} (${names.join(', ')})` : '');
+  const signature =
+    s.status === 'unsigned'
+      ? `unsigned${trustGiven ? ': no trusted key signed it' : ''}`
+      : s.status === 'invalid'
+        ? `INVALID (${'error' in s ? s.error : `key ${s.keyId}`}): the manifest or its signature was altered`
+        : `valid, by key(s) ${s.keyIds.join(', ')}${trustGiven ? (s.trustedBy ? `; trusted key ${s.trustedBy}` : '; NOT by a trusted key') : ''}`;
+  return (
+    [
+      `bundle     ${r.id}`,
+      `created    ${r.createdAt}`,
+      `source     ${r.source.mirror} (upstream ${r.source.upstream})`,
+      `base       ${r.base === null ? 'none: a full bundle' : `${r.base} (incremental: import that bundle first)`}`,
+      `entries    ${r.entries.cached} cached, ${r.entries.hosted} hosted, ${r.entries.generic} generic`,
+      `deletions  ${r.deletions.length}${r.deletions.length ? ` (${r.deletions.join(', ')})` : ''}`,
+      `blobs      ${r.blobs}, ${formatBytes(r.bytes)}`,
+      `volumes    ${v.total}: ${v.present.length} present${listed('missing', v.missing)}${listed('of the wrong size', v.wrongSize)}`,
+      `signature  ${signature}`,
+    ].join('\n') + '\n'
+  );
+}
+
+// ---- end of air-gap bundles: export side ----
 
 function howToUse(name: string, secret: string): string {
   return (

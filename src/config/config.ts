@@ -167,6 +167,9 @@ const bytes: Parse<number> = (v, s) => {
   throw new ConfigError(s, 'a size such as "20GB", "512MiB" or a number of bytes (0 for no limit)', v);
 };
 
+/** A size written as settings are ("4GB", "512MiB", bytes), for a command's own option; a ConfigError names it. */
+export const parseSize = (value: string, option: string): number => bytes(value, option);
+
 /** A size above zero (where 0 would mean "unbounded", which these limits must never be). */
 const positiveBytes: Parse<number> = (v, s) => {
   const n = bytes(v, s);

@@ -120,6 +120,11 @@ export class Registry {
     return { packages: names.size, versions: versions.length };
   }
 
+  /** The release metadata the mirror holds for a version, whatever its age; never asks the upstream (an export). */
+  storedRelease(name: string, version: string): Promise<Release | undefined> {
+    return this.metadata.peek<Release>(key.release(name, version));
+  }
+
   /**
    * A publish went through: the package's metadata (and every package list) is made stale, forgotten 404s
    * included, and revalidated on every read for a while, so the new version shows as soon as the upstream lists it.

@@ -1,6 +1,7 @@
 // The ops face: health, status, Prometheus metrics, and prefetch and verify triggers for operators and load balancers.
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { Router, type Request, type RequestHandler, type Response } from 'express';
+import express, { Router, type Request, type RequestHandler, type Response } from 'express';
+import { exportRequestOf, type ExportRequest } from '../bundles/export.js';
 import type { OnEvent } from '../bundles/progress.js';
 import type { Logger } from '../log.js';
 import { MirrorError, toMirrorError } from '../model/errors.js';
@@ -15,6 +16,8 @@ export interface OpsFaceOptions {
   readonly prefetchNow: ((trigger: string) => Promise<unknown>) | undefined;
   /** Starts a scrub of every archive (or joins the one under way); resolves with when that run started. */
   readonly startVerify: (repair: boolean) => string;
+  /** Writes a bundle (POST /-/export), its events streamed as NDJSON. */
+  readonly exportBundle: (request: ExportRequest, onEvent: OnEvent) => Promise<unknown>;
   /** The token mutating endpoints require; undefined: they are refused. */
   readonly adminToken: string | undefined;
 }
@@ -56,7 +59,7 @@ export async function streamEvents(res: Response, job: (onEvent: OnEvent) => Pro
   res.end();
 }
 
-export function opsFace({ status, metrics, prefetchNow, startVerify, log, adminToken }: OpsFaceOptions): Router {
+export function opsFace({ status, metrics, prefetchNow, startVerify, exportBundle, log, adminToken }: OpsFaceOptions): Router {
   const router = Router();
   const admin = requireAdmin(adminToken);
   router.get('/health', (_req, res) => {
@@ -83,6 +86,14 @@ export function opsFace({ status, metrics, prefetchNow, startVerify, log, adminT
    */
   router.post('/verify', admin, (req, res) => {
     res.status(202).json({ status: 'started', startedAt: startVerify(req.query.repair === 'true') });
+  });
+  /**
+   * Exports a bundle beside the running server, into a folder on its host (the paths in the body are absolute), with
+   * the server's own leases on what it carries: eviction and deletes meanwhile cannot break the bundle.
+   */
+  router.post('/export', admin, express.json({ limit: '1mb' }), async (req, res) => {
+    const request = exportRequestOf(req.body);
+    await streamEvents(res, async (onEvent) => void (await exportBundle(request, onEvent)));
   });
   router.use((req: Request) => {
     throw new MirrorError('not-found', `no such endpoint: ${req.method} ${req.originalUrl.split('?')[0]}`);

@@ -308,3 +308,47 @@ describe('a lost index', () => {
     expect((await intact.reclaimer.enforce()).unreferenced.removed).toBe(1); // the control: an intact index collects it
   });
 });
+
+describe('the leases of an export', () => {
+  const zipOf = (version: string) => componentZip('fc3', version, { payload: randomBytes(300_000) });
+  const sourceOf = (zip: Buffer): ArchiveSource => async (consume) => consume({ body: Readable.from([zip]), length: zip.length, headers: {} });
+
+  it('pass the archives they hold over for eviction, and are no use for the LRU: once released, the eviction order stays', async () => {
+    const [older, newer, third, fourth] = [zipOf('1.0.0'), zipOf('2.0.0'), zipOf('3.0.0'), zipOf('4.0.0')];
+    const cache = cacheOf({ quotaBytes: Math.round(older.length * 2.5) });
+    await readAll(await cache.open('fc3@1.0.0', sourceOf(older)));
+    clock.advance(1000);
+    await readAll(await cache.open('fc3@2.0.0', sourceOf(newer)));
+    await cache.drain(5_000);
+    clock.advance(1000);
+    const leased = await cache.leasedEntries((_name, version) => version === '1.0.0');
+    expect(leased.map((l) => [l.name, l.version, l.ref.digest])).toEqual([['fc3', '1.0.0', sha256(older)]]);
+    clock.advance(1000);
+    for (const l of leased) l.release();
+    // The least recently used archive is still the one the export held: a third archive evicts it, not the newer.
+    await readAll(await cache.open('fc3@3.0.0', sourceOf(third)));
+    await until(() => !existsSync(store.file(sha256(older))));
+    expect(existsSync(store.file(sha256(newer)))).toBe(true);
+    // Held, the least recently used is passed over: the next one goes instead.
+    const held = await cache.leasedEntries((_name, version) => version === '2.0.0');
+    clock.advance(1000);
+    await readAll(await cache.open('fc3@4.0.0', sourceOf(fourth)));
+    await until(() => !existsSync(store.file(sha256(third))));
+    const reader = await cache.openStored(sha256(newer));
+    expect(reader?.stat.size).toBe(newer.length);
+    reader?.close();
+    for (const l of held) l.release();
+  });
+
+  it('a lease on an archive no longer stored is not taken', async () => {
+    const cache = cacheOf();
+    expect(await cache.leaseStored({ digest: sha256(ZIP), size: ZIP.length })).toBeUndefined();
+    expect(cache.reclaimer.isLeased(sha256(ZIP))).toBe(false);
+    await readAll(await cache.open(ID, source));
+    const release = await cache.leaseStored({ digest: sha256(ZIP), size: ZIP.length });
+    await cache.unlink(ID);
+    expect(existsSync(store.file(sha256(ZIP)))).toBe(true);
+    release!();
+    expect(existsSync(store.file(sha256(ZIP)))).toBe(false);
+  });
+});

@@ -36,6 +36,14 @@ export interface ArchiveHandle {
   close(): void;
 }
 
+/** A stored archive of a version, kept (from eviction and deletes) until `release` is called. */
+export interface LeasedArchive {
+  readonly name: string;
+  readonly version: string;
+  readonly ref: ArchiveRef;
+  readonly release: () => void;
+}
+
 export interface ArchiveCacheOptions {
   readonly quotaBytes: number;
   /** False while the index is lost (see stores/schema.ts): nothing is collected or evicted. */
@@ -101,6 +109,41 @@ export class ArchiveCache {
   /** Names of the packages with at least one stored archive. */
   packages(): Promise<string[]> {
     return this.index.packages();
+  }
+
+  /**
+   * Every version whose archive is stored (of those `include` selects), each with a lease on its archive (taken
+   * before the file is looked at): an export reads them later, and neither eviction nor a delete may take them first.
+   */
+  async leasedEntries(include: (name: string, version: string) => boolean): Promise<LeasedArchive[]> {
+    const out: LeasedArchive[] = [];
+    try {
+      for await (const [id, ref] of this.index.entries()) {
+        const at = id.indexOf('@'); // a package name has no "@"
+        const [name, version] = [id.slice(0, at), id.slice(at + 1)];
+        if (!include(name, version)) continue;
+        const release = await this.leaseStored(ref);
+        if (release) out.push({ name, version, ref, release });
+      }
+    } catch (err) {
+      for (const a of out) a.release(); // a failing database: no lease may outlive the listing
+      throw err;
+    }
+    return out;
+  }
+
+  /** A lease on a stored archive (not counted as a use); undefined, and no lease, when its file is not there whole. */
+  async leaseStored(ref: ArchiveRef): Promise<(() => void) | undefined> {
+    const release = this.reclaimer.lease(ref.digest, { touch: false });
+    const stat = await this.store.stat(ref.digest).catch(() => undefined);
+    if (stat?.size === ref.size) return release;
+    release();
+    return undefined;
+  }
+
+  /** Opens a stored archive's file as it is, unchecked: for a holder of a lease who hashes what it reads (an export). */
+  openStored(digest: string): Promise<StoredReader | undefined> {
+    return this.store.open(digest);
   }
 
   /** Forgets a version's archive (a delete through the mirror); readers under way finish. */

@@ -42,10 +42,13 @@ export class ArchiveReclaimer {
     for await (const a of this.store.list()) this.quota.added(a.digest, a.size, (await this.index.lastAccess(a.digest).catch(() => undefined)) ?? a.modifiedMs);
   }
 
-  /** Keeps an archive's file until the returned function is called (once; later calls do nothing). */
-  lease(digest: string): () => void {
+  /**
+   * Keeps an archive's file until the returned function is called (once; later calls do nothing). A lease counts as
+   * a use for the quota unless `touch` is false: an export reads every archive, and must not make them all look fresh.
+   */
+  lease(digest: string, { touch = true }: { touch?: boolean } = {}): () => void {
     this.leases.set(digest, (this.leases.get(digest) ?? 0) + 1);
-    this.quota.touch(digest);
+    if (touch) this.quota.touch(digest);
     let released = false;
     return () => {
       if (released) return;

@@ -166,6 +166,20 @@ export class GenericPackages {
     return this.queue(async () => (await this.db.get<number>(key.hostedDownloads(at.owner, at.name, at.version))) ?? 0);
   }
 
+  /** The newest file of each name in every version (of those `include` selects): what an export carries. */
+  async exportEntries(include: (at: GenericCoords) => boolean): Promise<Array<GenericCoords & { file: GenericFile }>> {
+    const out: Array<GenericCoords & { file: GenericFile }> = [];
+    for await (const [k, v] of this.db.entries<GenericVersion>(prefix.hostedGeneric)) {
+      const [owner = '', name = '', ...rest] = k.slice(prefix.hostedGeneric.length).split('/');
+      const at = { owner, name, version: rest.join('/') };
+      if (!include(at)) continue;
+      const newest = new Map<string, GenericFile>(); // files are in upload order: the last of a name wins
+      for (const f of v.files) newest.set(f.name.toLowerCase(), f);
+      for (const file of newest.values()) out.push({ ...at, file });
+    }
+    return out;
+  }
+
   /** Figures for /-/status: one scan of the version records. */
   async inventory(): Promise<GenericInventory> {
     const packages = new Set<string>();

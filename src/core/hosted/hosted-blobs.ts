@@ -10,7 +10,7 @@ import type { Readable } from 'node:stream';
 import type { Logger } from '../../log.js';
 import { MirrorError } from '../../model/errors.js';
 import type { ArchiveRef } from '../../model/release.js';
-import { ArchiveRejectedError, type ArchiveStore, type ArchiveWriter, type Expected } from '../../stores/archive-store.js';
+import { ArchiveRejectedError, type ArchiveStore, type ArchiveWriter, type Expected, type StoredReader } from '../../stores/archive-store.js';
 import { key, prefix } from '../../stores/keys.js';
 import type { MetadataStore } from '../../stores/metadata-store.js';
 import type { ArchiveHandle } from '../archives/archive-cache.js';
@@ -208,6 +208,14 @@ export class HostedBlobs {
       throw this.damaged(what, ref, `its bytes no longer match their sha256 ${ref.digest}`);
     }
     return { status: 'HOSTED', ref, size: ref.size, reader, close: () => reader.close() };
+  }
+
+  /**
+   * Opens a blob as it is, unchecked, or undefined when it is gone (its last user deleted it): for an export, which
+   * hashes what it reads. The reader keeps its bytes even if the blob is deleted meanwhile.
+   */
+  openStored(digest: string): Promise<StoredReader | undefined> {
+    return this.store.open(digest);
   }
 
   /**

@@ -44,6 +44,18 @@ interface ReleaseRecord extends ArchiveRef {
   readonly publisher: string;
 }
 
+/** A published version as an export carries it. */
+export interface HostedVersion extends ArchiveRef {
+  readonly name: string;
+  readonly version: string;
+  readonly owner: string;
+  readonly publisher: string;
+  readonly createdAt: string;
+  readonly body: string;
+  /** What `s registry list` shows of the component: type, description, category, provider, tags. */
+  readonly component: Readonly<Record<string, unknown>>;
+}
+
 interface PendingUpload {
   readonly spec: PublishSpec;
   readonly body: string;
@@ -149,6 +161,33 @@ export class HostedComponents {
       bytes += r.size;
     }
     return { packages: packages.size, versions, bytes };
+  }
+
+  /**
+   * Every published version (of those `include` selects) with what an export carries of it: its archive, who
+   * published it, and its component's list fields (from the newest publish).
+   */
+  async exportEntries(include: (name: string, version: string) => boolean): Promise<HostedVersion[]> {
+    const out: HostedVersion[] = [];
+    const start = prefix.hostedRelease();
+    for await (const [k, r] of this.db.entries<ReleaseRecord>(start)) {
+      const name = k.slice(start.length, k.lastIndexOf(':'));
+      if (!include(name, r.version)) continue;
+      const c = await this.db.get<ComponentRecord>(key.hostedComponent(name));
+      if (!c) continue; // a release record is written with its component's, in one batch: only damage parts them
+      out.push({
+        name,
+        version: r.version,
+        digest: r.digest,
+        size: r.size,
+        owner: c.owner,
+        publisher: r.publisher,
+        createdAt: r.createdAt,
+        body: r.body,
+        component: { type: c.type, description: c.description, ...(c.category === undefined ? {} : { category: c.category }), provider: c.provider, tags: c.tags },
+      });
+    }
+    return out;
   }
 
   /**
