@@ -103,6 +103,36 @@ export class ArchiveCache {
     return this.index.packages();
   }
 
+  /** Whether a blob is stored whole (its bytes are checked when served, as every archive's are). */
+  async hasBlob(ref: ArchiveRef): Promise<boolean> {
+    return (await this.store.stat(ref.digest))?.size === ref.size;
+  }
+
+  /**
+   * Stores a blob brought from elsewhere (an imported bundle), for a version to point at later (index.put). It is
+   * hashed while written, passes the content check, and is committed only when its size and sha256 are `ref`'s
+   * (ArchiveRejectedError otherwise); and it is fsynced, unlike a fill: on an air-gapped site there is no upstream
+   * to fetch a torn file again from.
+   */
+  async receiveBlob(body: AsyncIterable<Uint8Array>, ref: ArchiveRef): Promise<void> {
+    const writer = await this.store.createWriter({ durable: true });
+    try {
+      for await (const chunk of body) await writer.write(chunk);
+    } catch (err) {
+      await writer.abort();
+      throw err;
+    }
+    await writer.commit({ size: ref.size, digests: [ref.digest], check: this.options.contentCheck?.file }, (r, stat) => {
+      this.reclaimer.committed(r.digest, r.size);
+      this.verifier.record(r.digest, stat);
+    });
+  }
+
+  /** A stored blob's bytes (to copy into another store); undefined when it is not stored. */
+  openBlob(digest: string): Promise<StoredReader | undefined> {
+    return this.store.open(digest);
+  }
+
   /** Forgets a version's archive (a delete through the mirror); readers under way finish. */
   unlink(id: string): Promise<void> {
     return this.reclaimer.unlink(id);
