@@ -1,11 +1,12 @@
-// The command line: `srm-mirror serve | prefetch | status | verify | repair | gc | user`, each taking the config
+// The command line: `srm-mirror serve | prefetch | status | verify | repair | gc | import | user`, each taking the config
 // flags. The cache commands work on the data folder directly; while a server holds it they refuse, saying what to
 // do instead. `user` edits only the users file, which a running server rereads, so it works beside one.
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createMirror, type Mirror, type MirrorStatus, type VerifyReport } from './app.js';
-import type { BundleEvent, OnEvent } from './bundles/progress.js';
+import { printer, type BundleEvent, type OnEvent } from './bundles/progress.js';
+import { readTrustedKeys, trustedKeyFiles } from './bundles/trust.js';
 import { ConfigError, loadConfig, SETTINGS, type Config } from './config/config.js';
 import { Users, type Role } from './core/hosted/users.js';
 import { parseTarget, type PrefetchProgress, type PrefetchSummary } from './jobs/prefetch.js';
@@ -184,6 +185,18 @@ const COMMANDS: Record<string, Command> = {
       });
     },
   },
+  import: {
+    summary: 'import a bundle (signature first; resumable: run it again, e.g. with the next medium\'s volumes)',
+    usage: 'srm-mirror import DIR [--trust DIR] [--allow-partial] [--dry-run] [--json] [options]',
+    options: {
+      trust: { type: 'string', help: 'the public keys it must be signed by: a .pub file or a folder of them (instead of import.trustedKeys)' },
+      'allow-partial': { type: 'boolean', help: 'import what can be when content the bundle needs is neither in it nor here' },
+      'dry-run': { type: 'boolean', help: 'say what would be added, what conflicts, which volumes are missing and the space needed; write nothing' },
+      json: { type: 'boolean', help: 'print the events as JSON lines, the summary last' },
+    },
+    positionals: true,
+    run: importCommand,
+  },
   user: {
     summary: 'the users of hosted packages: add one (its secret is printed once), list them, remove one, or give one a new secret',
     usage: 'srm-mirror user add NAME [--role reader|publisher|admin] | list | remove NAME | reset NAME [options]',
@@ -192,6 +205,37 @@ const COMMANDS: Record<string, Command> = {
     run: manageUsers,
   },
 };
+
+/**
+ * `import DIR`: on a stopped mirror it imports itself; beside a running server (with the admin token) the server
+ * imports, so that its answers include the new content at once. Exit 0 complete or partial, 1 refused, 2 usage.
+ */
+async function importCommand(config: Config, flags: Flags, args: string[], out: Output): Promise<number> {
+  const misuse = (why: string) => {
+    out.error(`srm-mirror import: ${why}\nusage: ${COMMANDS.import!.usage}\n`);
+    return 2;
+  };
+  if (args.length !== 1) return misuse(args.length === 0 ? 'name the bundle\'s folder' : 'one bundle folder at a time');
+  const dir = resolve(args[0]!); // the server may run elsewhere in the file system: an absolute path
+  let trustedKeys: string[] | undefined;
+  if (typeof flags.trust === 'string') {
+    try {
+      trustedKeys = readTrustedKeys(trustedKeyFiles([resolve(flags.trust)]));
+    } catch (err) {
+      return misuse(`--trust: ${(err as Error).message}`);
+    }
+  }
+  const onEvent = printer(out, { json: flags.json === true });
+  const options = { trustedKeys, allowPartial: flags['allow-partial'] === true, dryRun: flags['dry-run'] === true };
+  try {
+    await withMirror(config, (mirror) => mirror.importBundle(dir, options, onEvent));
+  } catch (err) {
+    if (!(err instanceof DataFolderLockedError) || !config.adminToken) throw err;
+    onEvent({ type: 'note', message: 'a server holds the data folder: asking it to import' });
+    await askServerStreaming(config, '/-/import', { dir, ...options }, onEvent);
+  }
+  return 0;
+}
 
 const USER_ACTIONS: Record<string, { takesName: boolean }> = { add: { takesName: true }, list: { takesName: false }, remove: { takesName: true }, reset: { takesName: true } };
 
@@ -428,7 +472,7 @@ export async function main(argv: string[], out: Output): Promise<number> {
     }
     if (err instanceof DataFolderLockedError) {
       if (name === 'prefetch' && config.adminToken) return askServerToPrefetch(config, args, out);
-      const hint = name === 'prefetch' ? ' To have the running server prefetch instead, give this command its --admin-token.' : '';
+      const hint = name === 'prefetch' || name === 'import' ? ` To have the running server ${name} instead, give this command its --admin-token.` : '';
       out.error(`srm-mirror ${name}: the data folder ${config.dataDir} is in use by a running srm-mirror. Stop it first, or point --data at another folder.${hint}\n`);
       return 3;
     }
