@@ -165,32 +165,29 @@ export async function importBundle(dir: string, options: ImportOptions & { reado
 
   // 2. The plan.
   const plan = await planImport(manifest, dir, target);
-  const missing = plan.needs.filter((n) => n.source.from === 'nowhere');
+  const missing = manifest.entries.filter((e) => plan.needs.some((n) => n.source.from === 'nowhere' && n.ref.digest === e.digest && n.store === storeOf(e.kind)));
   if (missing.length > 0 && !options.allowPartial && !options.dryRun) {
-    const lacking = manifest.entries.filter((e) => missing.some((n) => n.ref.digest === e.digest && n.store === storeOf(e.kind)));
     throw new BundleError(
       `content the bundle's state needs is neither in the bundle nor on this mirror${manifest.base ? ` (was its base bundle ${show(manifest.base)} imported here?)` : ''}:\n` +
-        lacking.map((e) => `  ${show(entryId(e))} (sha256 ${e.digest})\n`).join('') +
+        missing.map((e) => `  ${show(entryId(e))} (sha256 ${e.digest})\n`).join('') +
         'import what it is based on first, or import the rest with --allow-partial',
     );
   }
   const toWrite = plan.needs.filter((n) => n.source.from === 'copy' || (n.source.from === 'volume' && plan.present.has(n.source.volume)));
   const bytesToWrite = toWrite.reduce((sum, n) => sum + n.ref.size, 0);
+  const bytesNeeded = bytesToWrite > 0 ? Math.ceil(bytesToWrite * (1 + SPACE_MARGIN_SHARE)) + SPACE_MARGIN_BYTES : 0;
   const freeBytes = await (target.freeBytes ?? freeBytesAt)(target.dataDir);
   const pending = [...new Set(plan.needs.flatMap((n) => (n.source.from === 'volume' && !plan.present.has(n.source.volume) ? [n.source.volume] : [])))].sort();
 
-  const needed = Math.ceil(bytesToWrite * (1 + SPACE_MARGIN_SHARE)) + SPACE_MARGIN_BYTES;
   if (options.dryRun) {
-    const counted = counts();
-    for (const e of manifest.entries) if (plan.standings.get(e) === 'new') counted[e.kind]++;
-    const notImported = [...plan.invalid, ...missingProblems(manifest, missing)];
+    const notImported = [...plan.invalid, ...missing.map((e) => ({ entry: entryId(e), reason: 'its blob is neither in the bundle nor on this mirror' }))];
     const waiting = plan.waiting(pending);
     const summary: DryRunSummary = {
       bundle: manifest.id,
       dryRun: true,
       status: pending.length || waiting || notImported.length ? 'partial' : 'complete',
       signature,
-      new: counted,
+      new: plan.newCounts,
       unchanged: plan.unchanged,
       conflicts: plan.conflicts,
       notImported,
@@ -198,18 +195,18 @@ export async function importBundle(dir: string, options: ImportOptions & { reado
       volumes: { total: manifest.volumes.length, present: plan.present.size, pending },
       blobs: toWrite.length,
       bytes: bytesToWrite,
-      bytesNeeded: bytesToWrite > 0 ? needed : 0,
+      bytesNeeded,
       freeBytes,
     };
     if (pending.length) note(`${pending.length} of ${manifest.volumes.length} volumes are not here: ${pending.join(', ')}`);
-    if (bytesToWrite > 0 && needed > freeBytes) note(`not enough free space: a run would need ${formatBytes(needed)}, ${formatBytes(freeBytes)} are free`);
+    if (bytesNeeded > freeBytes) note(`not enough free space: a run would need ${formatBytes(bytesNeeded)}, ${formatBytes(freeBytes)} are free`);
     onEvent({ type: 'summary', summary: { ...summary } });
     return summary;
   }
-  if (bytesToWrite > 0 && needed > freeBytes) {
+  if (bytesNeeded > freeBytes) {
     throw new BundleError(
       `not enough free space for this import in ${target.dataDir}: it writes ${formatBytes(bytesToWrite)} of blobs and keeps ` +
-        `${formatBytes(needed - bytesToWrite)} free besides, ${formatBytes(needed)} in all, and ${formatBytes(freeBytes)} are free. ` +
+        `${formatBytes(bytesNeeded - bytesToWrite)} free besides, ${formatBytes(bytesNeeded)} in all, and ${formatBytes(freeBytes)} are free. ` +
         'Free some space, or import fewer volumes at a time (a later run imports the others)',
     );
   }
@@ -223,36 +220,90 @@ export async function importBundle(dir: string, options: ImportOptions & { reado
     records.write({ bundle: manifest.id, base: manifest.base ?? null, manifestSha256, status, updatedAt: new Date(now()).toISOString(), volumesDone, entriesPresent, state });
   await save('partial', record?.volumesDone ?? [], record?.entriesPresent ?? 0);
 
-  // 3. The blobs: copies from the other store first, then the volumes.
+  // 3. The blobs, then 4. the metadata.
+  const blobs = await storeBlobs(manifest, dir, toWrite, target, onEvent, now);
+  const entries = await commitEntries(manifest, plan, blobs, pending, target, now);
+  for (const c of entries.conflicts) note(`conflict: ${show(c.entry)}: ${c.reason}; kept as it is`);
+  const deletions = await applyDeletions(manifest, target, records);
+  for (const k of deletions.kept) note(`not deleted: ${show(k.entry)}: ${k.reason}`);
+
+  const { added, unchanged, conflicts, notImported, waiting } = entries;
+  const status = pending.length === 0 && waiting === 0 && notImported.length === 0 ? 'complete' : 'partial';
+  const volumesDone = manifest.volumes.map((v) => v.name).filter((v) => !pending.includes(v) && !blobs.damaged.includes(v));
+  await save(status, volumesDone, added.cached + added.hosted + added.generic + unchanged);
+  if (pending.length) note(`${pending.length} of ${manifest.volumes.length} volumes pending: ${pending.join(', ')} (import again with them; what is here stays)`);
+  const summary: ImportSummary = {
+    bundle: manifest.id,
+    dryRun: false,
+    status,
+    signature,
+    added,
+    unchanged,
+    conflicts,
+    refusedBlobs: blobs.refusedEntries,
+    notImported,
+    waiting,
+    volumes: { total: manifest.volumes.length, read: blobs.read, pending, damaged: blobs.damaged },
+    deletions,
+    blobs: blobs.stored,
+    bytes: blobs.bytes,
+  };
+  onEvent({ type: 'summary', summary: { ...summary } });
+  return summary;
+}
+
+interface StoredBlobs {
+  /** Blobs stored (volumes and copies) and their bytes. */
+  readonly stored: number;
+  readonly bytes: number;
+  /** Why each refused blob was refused, by digest. */
+  readonly refused: ReadonlyMap<string, string>;
+  readonly refusedEntries: ReadonlyArray<{ volume: string; entry: string; reason: string }>;
+  /** Volumes read, and those of them that were not intact (a blob refused, cut short, not their sha256). */
+  readonly read: readonly string[];
+  readonly damaged: readonly string[];
+}
+
+/**
+ * Stores the blobs of `toWrite`: copies from the other store first, then each present volume that carries some,
+ * read once. A blob the bundle carries for both stores is read into one and copied into the other.
+ */
+async function storeBlobs(manifest: Manifest, dir: string, toWrite: readonly Need[], target: ImportTarget, onEvent: OnEvent, now: () => number): Promise<StoredBlobs> {
+  const note = (message: string) => onEvent({ type: 'note', message });
   const ports: Record<Store, BlobPort> = { archives: target.archives, hosted: target.hosted };
   const volumeCount = new Set(toWrite.flatMap((n) => (n.source.from === 'volume' ? [n.source.volume] : []))).size;
-  const meter = new ProgressMeter({ bytes: bytesToWrite, blobs: toWrite.length, volumes: volumeCount }, onEvent, now);
-  const refusedBlobs: Array<{ volume: string; entry: string; reason: string }> = [];
-  /** Why a blob was refused, by digest (for the entries that needed it). */
-  const refused = new Map<string, string>();
-  const stored = { blobs: 0, bytes: 0 };
-  const copy = async (ref: ArchiveRef, from: Store, to: Store): Promise<void> => {
-    const reader = await ports[from].openBlob(ref.digest);
-    if (!reader) return void refused.set(ref.digest, `it was gone from the ${from} store before it could be copied`);
+  const meter = new ProgressMeter({ bytes: toWrite.reduce((sum, n) => sum + n.ref.size, 0), blobs: toWrite.length, volumes: volumeCount }, onEvent, now);
+  const out = { stored: 0, bytes: 0, refused: new Map<string, string>(), refusedEntries: [] as Array<{ volume: string; entry: string; reason: string }>, read: [] as string[], damaged: [] as string[] };
+
+  /** Receives one blob into a store; resolves with why it was refused, if it was (other failures throw). */
+  const receive = async (ref: ArchiveRef, into: Store, body: AsyncIterable<Uint8Array>): Promise<string | undefined> => {
     const progress = blobProgress(meter);
     try {
-      await ports[to].receiveBlob(progress.count(readerStream(reader)), ref);
-      stored.blobs++;
-      stored.bytes += ref.size;
+      await ports[into].receiveBlob(progress.count(body), ref);
     } catch (err) {
       const reason = rejection(err);
       if (reason === undefined) throw err;
-      refused.set(ref.digest, `its copy here (${from} store) is damaged: ${reason}`);
-      note(`blob ${ref.digest} was not copied from the ${from} store: ${reason}`);
+      out.refused.set(ref.digest, reason);
+      return reason;
+    } finally {
+      progress.done();
+    }
+    out.stored++;
+    out.bytes += ref.size;
+    return undefined;
+  };
+  const copy = async (ref: ArchiveRef, from: Store, to: Store): Promise<void> => {
+    const reader = await ports[from].openBlob(ref.digest);
+    if (!reader) return void out.refused.set(ref.digest, `it was gone from the ${from} store before it could be copied`);
+    try {
+      const reason = await receive(ref, to, readerStream(reader));
+      if (reason !== undefined) note(`blob ${ref.digest} was not copied from the ${from} store: ${reason}`);
     } finally {
       reader.close();
-      progress.done();
     }
   };
   for (const n of toWrite) if (n.source.from === 'copy') await copy(n.ref, n.source.store, n.store);
 
-  const damaged: string[] = [];
-  const read: string[] = [];
   for (const volume of manifest.volumes) {
     const wanted = new Map<string, Need[]>();
     for (const n of toWrite) if (n.source.from === 'volume' && n.source.volume === volume.name) wanted.set(n.ref.digest, [...(wanted.get(n.ref.digest) ?? []), n]);
@@ -261,24 +312,12 @@ export async function importBundle(dir: string, options: ImportOptions & { reado
     const outcome = await readVolume(join(dir, volume.name), listed, async (digest, body) => {
       const [first, ...others] = wanted.get(digest) ?? [];
       if (!first || (await ports[first.store].hasBlob(first.ref))) return undefined; // not needed, or stored meanwhile
-      const progress = blobProgress(meter);
-      try {
-        await ports[first.store].receiveBlob(progress.count(body), first.ref);
-      } catch (err) {
-        const reason = rejection(err);
-        if (reason === undefined) throw err;
-        refused.set(digest, reason);
-        return reason;
-      } finally {
-        progress.done();
-      }
-      stored.blobs++;
-      stored.bytes += first.ref.size;
-      for (const other of others) await copy(other.ref, first.store, other.store);
-      return undefined;
+      const refused = await receive(first.ref, first.store, body);
+      if (refused === undefined) for (const other of others) await copy(other.ref, first.store, other.store);
+      return refused;
     });
     for (const r of outcome.refused) {
-      refusedBlobs.push({ volume: volume.name, ...r });
+      out.refusedEntries.push({ volume: volume.name, ...r });
       note(`${volume.name}: refused ${r.entry}: ${r.reason}`);
     }
     const intact = outcome.size === volume.size && outcome.sha256 === volume.sha256;
@@ -286,14 +325,26 @@ export async function importBundle(dir: string, options: ImportOptions & { reado
     else if (!intact) {
       note(`${volume.name} is ${outcome.size} bytes with sha256 ${outcome.sha256}, the manifest says ${volume.size} bytes, sha256 ${volume.sha256}: damaged or altered; its blobs were checked one by one`);
     }
-    if (outcome.error !== undefined || !intact) damaged.push(volume.name);
-    read.push(volume.name);
+    if (outcome.error !== undefined || !intact) out.damaged.push(volume.name);
+    out.read.push(volume.name);
     meter.add({ volumes: 1 });
   }
+  return out;
+}
 
-  // 4. The metadata, last: an entry becomes visible once its blob is stored, never over something else.
+interface CommittedEntries {
+  readonly added: Counts;
+  /** Entries here already, the same (found so by the plan or at the write). */
+  readonly unchanged: number;
+  readonly conflicts: readonly Problem[];
+  readonly notImported: readonly Problem[];
+  readonly waiting: number;
+}
+
+/** Makes every new entry whose blob is stored visible, each checked again at its write; says why the others are not. */
+async function commitEntries(manifest: Manifest, plan: Plan, blobs: StoredBlobs, pending: readonly string[], target: ImportTarget, now: () => number): Promise<CommittedEntries> {
   const added = counts();
-  let unchanged = 0;
+  let unchanged = plan.unchanged;
   const conflicts: Problem[] = [...plan.conflicts];
   const notImported: Problem[] = [...plan.invalid];
   let waiting = 0;
@@ -314,38 +365,21 @@ export async function importBundle(dir: string, options: ImportOptions & { reado
     else if (result === 'unchanged') unchanged++;
     else if (result !== 'missing') conflicts.push({ entry: entryId(e), reason: result.conflict });
     else {
-      const need = plan.needs.find((n) => n.ref.digest === e.digest && n.store === storeOf(e.kind));
-      if (need?.source.from === 'volume' && pending.includes(need.source.volume)) waiting++;
-      else notImported.push({ entry: entryId(e), reason: refused.has(e.digest) ? `its blob was refused: ${refused.get(e.digest)}` : 'its blob is neither in the bundle nor on this mirror' });
+      const source = plan.needs.find((n) => n.ref.digest === e.digest && n.store === storeOf(e.kind))?.source;
+      if (source?.from === 'volume' && pending.includes(source.volume)) waiting++;
+      else notImported.push({ entry: entryId(e), reason: whyMissing(e.digest, source, blobs) });
     }
   }
-  for (const c of conflicts.slice(plan.conflicts.length)) note(`conflict: ${show(c.entry)}: ${c.reason}; kept as it is`);
-  const deletions = await applyDeletions(manifest, target, records);
-  for (const k of deletions.kept) note(`not deleted: ${show(k.entry)}: ${k.reason}`);
+  return { added, unchanged, conflicts, notImported, waiting };
+}
 
-  const status = pending.length === 0 && waiting === 0 && notImported.length === 0 ? 'complete' : 'partial';
-  const present = added.cached + added.hosted + added.generic + unchanged + plan.unchanged;
-  const volumesDone = manifest.volumes.map((v) => v.name).filter((v) => !pending.includes(v) && !damaged.includes(v));
-  await save(status, volumesDone, present);
-  if (pending.length) note(`${pending.length} of ${manifest.volumes.length} volumes pending: ${pending.join(', ')} (import again with them; what is here stays)`);
-  const summary: ImportSummary = {
-    bundle: manifest.id,
-    dryRun: false,
-    status,
-    signature,
-    added,
-    unchanged: unchanged + plan.unchanged,
-    conflicts,
-    refusedBlobs,
-    notImported,
-    waiting,
-    volumes: { total: manifest.volumes.length, read, pending, damaged },
-    deletions,
-    blobs: stored.blobs,
-    bytes: stored.bytes,
-  };
-  onEvent({ type: 'summary', summary: { ...summary } });
-  return summary;
+/** Why a new entry's blob is not stored after the blobs were read (its volume is here). */
+function whyMissing(digest: string, source: Source | undefined, blobs: StoredBlobs): string {
+  const refused = blobs.refused.get(digest);
+  if (refused !== undefined) return `its blob was refused: ${refused}`;
+  if (source?.from !== 'volume') return 'its blob is neither in the bundle nor on this mirror';
+  if (blobs.damaged.includes(source.volume)) return `its blob was not found in ${source.volume}, which is damaged`;
+  return `its blob is listed for ${source.volume} but is not in it`;
 }
 
 /** Checks the signatures against the trusted keys; throws when the bundle is refused, else says who signed. */
@@ -378,6 +412,8 @@ interface Plan {
   readonly invalid: readonly Problem[];
   /** Entries already here, the same. */
   readonly unchanged: number;
+  /** New entries, by kind. */
+  readonly newCounts: Counts;
   /** How many new entries wait for one of these volumes. */
   waiting(pending: readonly string[]): number;
 }
@@ -418,7 +454,10 @@ async function planImport(manifest: Manifest, dir: string, target: ImportTarget)
   const present = new Set<string>();
   for (const v of manifest.volumes) if ((await stat(join(dir, v.name)).catch(() => undefined))?.isFile()) present.add(v.name);
   const needList = [...needs.values()];
+  const newCounts = counts();
+  for (const [e, standing] of standings) if (standing === 'new') newCounts[e.kind]++;
   return {
+    newCounts,
     standings,
     needs: needList,
     present,
@@ -442,12 +481,6 @@ function entryProblem(e: Entry): string | undefined {
     if (!plain(value)) return `its ${what} ${show(value)} has a slash, a control character, or is . or ..`;
   }
   return undefined;
-}
-
-function missingProblems(manifest: Manifest, missing: readonly Need[]): Problem[] {
-  return manifest.entries
-    .filter((e) => missing.some((n) => n.ref.digest === e.digest && n.store === storeOf(e.kind)))
-    .map((e) => ({ entry: entryId(e), reason: 'its blob is neither in the bundle nor on this mirror' }));
 }
 
 /**

@@ -269,6 +269,13 @@ describe('hostile volumes', () => {
     expect(existsSync(join(data, '..', '..', 'evil.json'))).toBe(false);
   });
 
+  it('a blob the manifest lists for a volume that does not hold it: its entry is reported, the rest imported', async () => {
+    const lost = cached('fc3', '1.1.0', FC3_110);
+    const bundle = await writeBundle(join(work, 'b'), { items: [cached('fc3', '1.0.0', FC3_100), { ...lost, carried: false }], extraListed: [{ digest: lost.entry.digest, size: lost.entry.size, volume: 0 }] });
+    const r = await importJson(bundle.dir);
+    expect(r.summary).toMatchObject({ status: 'partial', added: { cached: 1 }, notImported: [{ entry: 'cached:fc3@1.1.0', reason: 'its blob is listed for vol-0001.tar but is not in it' }] });
+  });
+
   it('a volume cut short: the blobs before the cut are kept, the rest waits for a good copy', async () => {
     const bundle = await writeBundle(join(work, 'b'), { items: fullState() });
     const volume = join(bundle.dir, bundle.volumes[0]!);
@@ -278,6 +285,10 @@ describe('hostile volumes', () => {
     expect(r.code).toBe(0);
     expect(r.summary).toMatchObject({ status: 'partial', added: { cached: 3, hosted: 0, generic: 0 }, volumes: { damaged: ['vol-0001.tar'] } });
     expect(r.notes.join('\n')).toMatch(/vol-0001\.tar could not be read to its end/);
+    expect(r.summary!.notImported).toEqual([
+      { entry: 'hosted:corp-tool@1.0.0', reason: 'its blob was not found in vol-0001.tar, which is damaged' },
+      { entry: 'generic:alice/tool/1.4.2/tool-linux-amd64', reason: 'its blob was not found in vol-0001.tar, which is damaged' },
+    ]);
     expect(await readdir(join(data, 'hosted', 'tmp'))).toEqual([]);
     await writeFile(volume, bytes); // the good copy
     expect((await importJson(bundle.dir)).summary).toMatchObject({ status: 'complete', added: { cached: 0, hosted: 1, generic: 1 }, unchanged: 3 });
