@@ -165,7 +165,7 @@ export async function importBundle(dir: string, options: ImportOptions & { reado
 
   // 2. The plan.
   const plan = await planImport(manifest, dir, target);
-  const missing = manifest.entries.filter((e) => plan.needs.some((n) => n.source.from === 'nowhere' && n.ref.digest === e.digest && n.store === storeOf(e.kind)));
+  const missing = manifest.entries.filter((e) => plan.needOf(e)?.source.from === 'nowhere');
   if (missing.length > 0 && !options.allowPartial && !options.dryRun) {
     throw new BundleError(
       `content the bundle's state needs is neither in the bundle nor on this mirror${manifest.base ? ` (was its base bundle ${show(manifest.base)} imported here?)` : ''}:\n` +
@@ -365,7 +365,7 @@ async function commitEntries(manifest: Manifest, plan: Plan, blobs: StoredBlobs,
     else if (result === 'unchanged') unchanged++;
     else if (result !== 'missing') conflicts.push({ entry: entryId(e), reason: result.conflict });
     else {
-      const source = plan.needs.find((n) => n.ref.digest === e.digest && n.store === storeOf(e.kind))?.source;
+      const source = plan.needOf(e)?.source;
       if (source?.from === 'volume' && pending.includes(source.volume)) waiting++;
       else notImported.push({ entry: entryId(e), reason: whyMissing(e.digest, source, blobs) });
     }
@@ -406,6 +406,8 @@ function checkTrust(manifest: Buffer, sigText: string | undefined, trustedKeys: 
 interface Plan {
   readonly standings: Map<Entry, Standing>;
   readonly needs: readonly Need[];
+  /** What a new entry needs that its store lacks (undefined: nothing, or the entry is not new). */
+  needOf(e: Entry): Need | undefined;
   /** Volumes whose file is in the bundle's folder. */
   readonly present: ReadonlySet<string>;
   readonly conflicts: readonly Problem[];
@@ -453,21 +455,23 @@ async function planImport(manifest: Manifest, dir: string, target: ImportTarget)
   }
   const present = new Set<string>();
   for (const v of manifest.volumes) if ((await stat(join(dir, v.name)).catch(() => undefined))?.isFile()) present.add(v.name);
-  const needList = [...needs.values()];
   const newCounts = counts();
   for (const [e, standing] of standings) if (standing === 'new') newCounts[e.kind]++;
+  const needOf = (e: Entry) => (standings.get(e) === 'new' ? needs.get(`${storeOf(e.kind)}:${e.digest}`) : undefined);
   return {
+    needOf,
     newCounts,
     standings,
-    needs: needList,
+    needs: [...needs.values()],
     present,
     conflicts,
     invalid,
     unchanged,
-    waiting(pending) {
-      const waitingFor = new Set(needList.filter((n) => n.source.from === 'volume' && pending.includes(n.source.volume)).map((n) => `${n.store}:${n.ref.digest}`));
-      return manifest.entries.filter((e) => standings.get(e) === 'new' && waitingFor.has(`${storeOf(e.kind)}:${e.digest}`)).length;
-    },
+    waiting: (pending) =>
+      manifest.entries.filter((e) => {
+        const source = needOf(e)?.source;
+        return source?.from === 'volume' && pending.includes(source.volume);
+      }).length,
   };
 }
 
