@@ -120,7 +120,8 @@ function importRequest(raw: Buffer): { dir: string; trustedKeys?: string[]; allo
   }
   let trustedKeys: string[] | undefined;
   if (o.trustedKeys !== undefined) {
-    if (!Array.isArray(o.trustedKeys)) throw new MirrorError('bad-request', '"trustedKeys" must be a list of PEM public keys');
+    // An empty list would turn trust off for this import: leave the field out to use the configured keys.
+    if (!Array.isArray(o.trustedKeys) || o.trustedKeys.length === 0) throw new MirrorError('bad-request', '"trustedKeys", when given, must be a list of PEM public keys, at least one');
     try {
       trustedKeys = o.trustedKeys.map((k, i) => checkedKey(typeof k === 'string' ? k : '', `trustedKeys[${i}]`));
     } catch (err) {

@@ -77,6 +77,7 @@ describe('beside a running server', () => {
     const relative = await postImport(mirror.url, { dir: 'b' });
     expect([relative.status, JSON.parse(relative.text)]).toEqual([400, { message: expect.stringMatching(/"dir" must be the absolute path/), error: 'bad-request' }]);
     expect((await postImport(mirror.url, { dir: bundle.dir, trustedKeys: ['not a key'] })).status).toBe(400);
+    expect((await postImport(mirror.url, { dir: bundle.dir, trustedKeys: [] })).status).toBe(400); // no way to turn trust off
     expect((await postImport(mirror.url, { dir: bundle.dir, dryRun: 'yes' })).status).toBe(400);
     const unsigned = await postImport(mirror.url, { dir: bundle.dir, trustedKeys: [newKeyPair().publicPem] });
     expect(unsigned.status).toBe(200);
