@@ -1,4 +1,4 @@
-// The command line: `srm-mirror serve | prefetch | status | verify | repair | gc | import | user`, each taking the config
+// The command line: `srm-mirror serve | prefetch | status | verify | repair | gc | user`, each taking the config
 // flags. The cache commands work on the data folder directly; while a server holds it they refuse, saying what to
 // do instead. `user` edits only the users file, which a running server rereads, so it works beside one.
 import { readFile } from 'node:fs/promises';
