@@ -13,8 +13,10 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { Exporter, type ExportRequest } from './bundles/export.js';
 import { ExportHistory } from './bundles/export-history.js';
-import type { OnEvent } from './bundles/progress.js';
 import type { Config } from './config/config.js';
+import { importBundle, type DryRunSummary, type ImportOptions, type ImportSummary } from './bundles/import.js';
+import type { OnEvent } from './bundles/progress.js';
+import { readTrustedKeys } from './bundles/trust.js';
 import cron from 'node-cron';
 import { ArchiveCache, type ScrubReport } from './core/archives/archive-cache.js';
 import { rateLimit, realClock } from './core/archives/archive-scrub.js';
@@ -36,6 +38,7 @@ import { srmFace } from './faces/srm.js';
 import { baseUrlOf } from './faces/render.js';
 import { v3Face, v3HotPath } from './faces/v3.js';
 import { accessLog, type Logger } from './log.js';
+import { MirrorError } from './model/errors.js';
 import { checkZip, checkZipTail } from './model/zip.js';
 import { renderMetrics, ResponseCounts } from './metrics.js';
 import { FsArchiveStore } from './stores/archive-store.js';
@@ -70,12 +73,19 @@ export interface Mirror {
   /** Writes a bundle of this mirror's content (bundles/export.ts); resolves with its summary, the last event. */
   exportBundle(request: ExportRequest, onEvent: OnEvent): Promise<Record<string, unknown>>;
   /**
+   * Imports a bundle (src/bundles/import.ts), one import at a time; beside a server, its answers include what was
+   * added at once. Without trustedKeys (PEM) the import.trustedKeys setting's keys are trusted.
+   */
+  importBundle(dir: string, options: MirrorImportOptions, onEvent: OnEvent): Promise<ImportSummary | DryRunSummary>;
+  /**
    * Shuts down within graceMs in total (default: the shutdownGrace setting): upstream calls not started yet are
    * refused at once, fills and requests under way get until the deadline, what is left then is cut; then the stores
    * close. A server passes the promise of its connections being closed, which the stores wait for too.
    */
   close(graceMs?: number, serverClosed?: Promise<void>): Promise<void>;
 }
+
+export type MirrorImportOptions = Omit<ImportOptions, 'trustedKeys'> & { readonly trustedKeys?: readonly string[] };
 
 /** A scrub of the cached archives, then an audit of the hosted files (which reports, and never removes). */
 export type VerifyReport = ScrubReport & { readonly hosted: HostedAudit };
@@ -113,6 +123,8 @@ export interface MirrorOptions {
   readonly role: 'server' | 'command';
   /** The clock every time-based policy reads (freshness, 404 memory, follows, the archive verifier); tests drive it. */
   readonly now?: () => number;
+  /** Free bytes on the data folder's file system, which an import checks first (statfs; tests pass a small disk). */
+  readonly freeBytes?: (path: string) => Promise<number>;
 }
 
 /** How long fills cut at the shutdown deadline get to clean up before the stores close. */
@@ -123,7 +135,7 @@ const SAVE_ACCESS_MS = 60_000;
 /** How often expired lists and 404s are swept, and follows nobody asked for are dropped (each reads every record). */
 const SWEEP_MS = 10 * 60_000;
 
-export async function createMirror(config: Config, log: Logger, { role, now = Date.now }: MirrorOptions): Promise<Mirror> {
+export async function createMirror(config: Config, log: Logger, { role, now = Date.now, freeBytes }: MirrorOptions): Promise<Mirror> {
   await mkdir(config.dataDir, { recursive: true });
   // The database first: its lock says whether another process owns the data folder, before anything is touched.
   const hasArchives = async () => {
@@ -192,6 +204,20 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
   const verifyNow = async (trigger: string, repair: boolean) => {
     const report = await archives.scrub(role === 'server' ? { trigger, repair } : { trigger, repair, tempFiles: true, unthrottled: true });
     return { ...report, hosted: await auditHosted(role !== 'server') };
+  };
+  // Imports, one at a time. A command holds the data folder alone: temp files there are a killed run's, cleared first.
+  let importing = false;
+  const importNow = async (dir: string, options: MirrorImportOptions, onEvent: OnEvent): Promise<ImportSummary | DryRunSummary> => {
+    if (importing) throw new MirrorError('conflict', 'an import is under way on this mirror: run this one when it has ended');
+    importing = true;
+    try {
+      if (role === 'command') for (const s of [archiveStore, hostedStore]) for (const t of await s.tempFiles()) await s.deleteTemp(t);
+      const trustedKeys = options.trustedKeys ?? readTrustedKeys(config.import.trustedKeys);
+      const target = { dataDir: config.dataDir, archives, hosted: hostedBlobs, registry, components: hostedComponents, generic, freeBytes, now };
+      return await importBundle(dir, { ...options, trustedKeys, target }, onEvent);
+    } finally {
+      importing = false;
+    }
   };
   const status = async (): Promise<MirrorStatus> => ({
     dataDir: config.dataDir,
@@ -293,7 +319,7 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
     run.done.then(() => auditHosted()).catch((err: unknown) => log.error('scrub failed', { error: String(err) }));
     return run.startedAt;
   };
-  app.use('/-', opsFace({ status, metrics, log, prefetchNow: config.offline ? undefined : prefetchNow, startVerify, exportBundle, adminToken: config.adminToken }));
+  app.use('/-', opsFace({ status, metrics, log, prefetchNow: config.offline ? undefined : prefetchNow, startVerify, exportBundle, importBundle: importNow, adminToken: config.adminToken }));
   const reads = new HostedReads(hostedComponents, users, access, new DownloadLinks(now));
   const hostedV3 = {
     components: hostedComponents,
@@ -348,6 +374,7 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
     },
     status,
     exportBundle,
+    importBundle: importNow,
     async close(graceMs = config.shutdownGraceMs, serverClosed?: Promise<void>) {
       for (const job of jobs) job.stop();
       // Upstream calls not started are refused now; fills and requests under way (and the server's connections)

@@ -6,9 +6,10 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createMirror, type Mirror, type MirrorStatus, type VerifyReport } from './app.js';
 import type { ExportRequest } from './bundles/export.js';
-import { inspectBundle, readTrustedKeys, type BundleReport } from './bundles/inspect.js';
+import { inspectBundle, type BundleReport } from './bundles/inspect.js';
 import { newKeyPair } from './bundles/manifest.js';
 import { formatBytes, printer, type BundleEvent, type OnEvent } from './bundles/progress.js';
+import { readTrustedKeys, trustedKeyFiles } from './bundles/trust.js';
 import { ConfigError, loadConfig, parseSize, SETTINGS, type Config } from './config/config.js';
 import { Users, type Role } from './core/hosted/users.js';
 import { parseTarget, type PrefetchProgress, type PrefetchSummary } from './jobs/prefetch.js';
@@ -187,6 +188,18 @@ const COMMANDS: Record<string, Command> = {
       });
     },
   },
+  import: {
+    summary: 'import a bundle (signature first; resumable: run it again, e.g. with the next medium\'s volumes)',
+    usage: 'srm-mirror import DIR [--trust DIR] [--allow-partial] [--dry-run] [--json] [options]',
+    options: {
+      trust: { type: 'string', help: 'the public keys it must be signed by: a .pub file or a folder of them (instead of import.trustedKeys)' },
+      'allow-partial': { type: 'boolean', help: 'import what can be when content the bundle needs is neither in it nor here' },
+      'dry-run': { type: 'boolean', help: 'say what would be added, what conflicts, which volumes are missing and the space needed; write nothing' },
+      json: { type: 'boolean', help: 'print the events as JSON lines, the summary last' },
+    },
+    positionals: true,
+    run: importCommand,
+  },
   user: {
     summary: 'the users of hosted packages: add one (its secret is printed once), list them, remove one, or give one a new secret',
     usage: 'srm-mirror user add NAME [--role reader|publisher|admin] | list | remove NAME | reset NAME [options]',
@@ -231,6 +244,37 @@ const COMMANDS: Record<string, Command> = {
   },
   // ---- end of air-gap bundles: export side ----
 };
+
+/**
+ * `import DIR`: on a stopped mirror it imports itself; beside a running server (with the admin token) the server
+ * imports, so that its answers include the new content at once. Exit 0 complete or partial, 1 refused, 2 usage.
+ */
+async function importCommand(config: Config, flags: Flags, args: string[], out: Output): Promise<number> {
+  const misuse = (why: string) => {
+    out.error(`srm-mirror import: ${why}\nusage: ${COMMANDS.import!.usage}\n`);
+    return 2;
+  };
+  if (args.length !== 1) return misuse(args.length === 0 ? 'name the bundle\'s folder' : 'one bundle folder at a time');
+  const dir = resolve(args[0]!); // the server may run elsewhere in the file system: an absolute path
+  let trustedKeys: string[] | undefined;
+  if (typeof flags.trust === 'string') {
+    try {
+      trustedKeys = readTrustedKeys(trustedKeyFiles([resolve(flags.trust)]));
+    } catch (err) {
+      return misuse(`--trust: ${(err as Error).message}`);
+    }
+  }
+  const onEvent = printer(out, { json: flags.json === true });
+  const options = { trustedKeys, allowPartial: flags['allow-partial'] === true, dryRun: flags['dry-run'] === true };
+  try {
+    await withMirror(config, (mirror) => mirror.importBundle(dir, options, onEvent));
+  } catch (err) {
+    if (!(err instanceof DataFolderLockedError) || !config.adminToken) throw err;
+    onEvent({ type: 'note', message: 'a server holds the data folder: asking it to import' });
+    await askServerStreaming(config, '/-/import', { dir, ...options }, onEvent);
+  }
+  return 0;
+}
 
 const USER_ACTIONS: Record<string, { takesName: boolean }> = { add: { takesName: true }, list: { takesName: false }, remove: { takesName: true }, reset: { takesName: true } };
 
@@ -357,7 +401,7 @@ async function inspect(_config: Config, flags: Flags, args: string[], out: Outpu
     out.error(`srm-mirror bundle: ${action === 'inspect' ? 'name one bundle folder' : 'the only action is inspect'}\nusage: ${COMMANDS.bundle!.usage}\n`);
     return 2;
   }
-  const trusted = typeof flags.trust === 'string' ? await readTrustedKeys(flags.trust) : [];
+  const trusted = typeof flags.trust === 'string' ? readTrustedKeys(trustedKeyFiles([flags.trust])) : [];
   const report = await inspectBundle(dir, trusted);
   const s = report.signature;
   // Not to be trusted: a signature that does not match; with trusted keys given, also no trusted key among the signers.
@@ -579,7 +623,7 @@ export async function main(argv: string[], out: Output): Promise<number> {
     }
     if (err instanceof DataFolderLockedError) {
       if (name === 'prefetch' && config.adminToken) return askServerToPrefetch(config, args, out);
-      const hint = name === 'prefetch' ? ' To have the running server prefetch instead, give this command its --admin-token.' : '';
+      const hint = name === 'prefetch' || name === 'import' ? ` To have the running server ${name} instead, give this command its --admin-token.` : '';
       out.error(`srm-mirror ${name}: the data folder ${config.dataDir} is in use by a running srm-mirror. Stop it first, or point --data at another folder.${hint}\n`);
       return 3;
     }

@@ -1,7 +1,6 @@
 // What a bundle folder holds, read without importing anything: its manifest's summary, which of its volumes are in
 // the folder, and who signed it (and whether a trusted key did). `srm-mirror bundle inspect`.
-import { createPublicKey } from 'node:crypto';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BundleError, checkSignatures, MANIFEST, parseManifest, SIGNATURES, type Entry, type SignatureVerdict } from './manifest.js';
 
@@ -59,17 +58,3 @@ export async function inspectBundle(dir: string, trustedPems: readonly string[] 
   };
 }
 
-/** The public keys (*.pub, PEM) in a folder of trusted keys; a file that is no public key is an error naming it. */
-export async function readTrustedKeys(dir: string): Promise<string[]> {
-  const pems: string[] = [];
-  for (const name of (await readdir(dir)).filter((n) => n.endsWith('.pub')).sort()) {
-    const pem = await readFile(join(dir, name), 'utf8');
-    try {
-      createPublicKey(pem);
-    } catch {
-      throw new BundleError(`${join(dir, name)} is not a PEM public key`);
-    }
-    pems.push(pem);
-  }
-  return pems;
-}

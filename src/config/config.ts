@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import cron from 'node-cron';
+import { readTrustedKeys, trustedKeyFiles } from '../bundles/trust.js';
 
 export type UpstreamType = 'serverless-v3' | 'srm';
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
@@ -84,6 +85,11 @@ export interface Config {
     readonly maxFileBytes: number;
     /** All hosted bytes together at most; 0 = no limit. */
     readonly maxSizeBytes: number;
+  };
+  /** Importing bundles (srm-mirror import, POST /-/import). */
+  readonly import: {
+    /** The .pub files (Ed25519) a bundle must be signed by; none: any bundle is imported, a signed one checked. */
+    readonly trustedKeys: readonly string[];
   };
   readonly prefetch: {
     readonly enabled: boolean;
@@ -244,6 +250,13 @@ const groups: Parse<Readonly<Record<string, readonly string[]>>> = (v, s) => {
   throw new ConfigError(s, 'an object of group names to lists of user names, such as {"platform": ["alice", "ci-bot"]}', v);
 };
 
+/** A JSON array of paths (key files, or folders of .pub files), or a comma-separated string of them; none by default. */
+const pathList: Parse<readonly string[]> = (v, s) => {
+  const list = v === undefined || v === null ? [] : typeof v === 'string' ? v.split(',').map((x) => x.trim()).filter(Boolean) : v;
+  if (Array.isArray(list) && list.every((x) => typeof x === 'string' && x.trim() !== '')) return list as string[];
+  throw new ConfigError(s, 'a folder of .pub files, or a list of paths to them, such as ["/etc/srm-mirror/trusted"]', v);
+};
+
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
 /** "10m", "30s", "1h", "250ms", or a number of seconds. */
@@ -316,6 +329,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'hosted.rejectDuplicates', flag: 'hosted-reject-duplicates', env: ['SRM_MIRROR_HOSTED_REJECT_DUPLICATES'], parse: bool, help: 'the GitLab API refuses a file name already in the version' },
   { key: 'hosted.maxFileSize', target: 'hosted.maxFileBytes', flag: 'hosted-max-file-size', env: ['SRM_MIRROR_HOSTED_MAX_FILE_SIZE'], parse: positiveBytes, help: 'largest hosted file, e.g. 1GB' },
   { key: 'hosted.maxSize', target: 'hosted.maxSizeBytes', flag: 'hosted-max-size', env: ['SRM_MIRROR_HOSTED_MAX_SIZE'], parse: bytes, help: 'all hosted files together at most, e.g. 100GB (0: no limit)' },
+  { key: 'import.trustedKeys', env: ['SRM_MIRROR_IMPORT_TRUSTED_KEYS'], parse: pathList, help: 'public keys bundles must be signed by: .pub files or folders of them' },
   { key: 'cache.memorySize', target: 'cache.memorySizeBytes', flag: 'memory-size', env: ['SRM_MIRROR_MEMORY_SIZE'], parse: bytes, help: 'metadata kept parsed in memory, e.g. 64MB' },
 ];
 
@@ -354,6 +368,14 @@ export function loadConfig({ flags = {}, env = process.env, cwd = process.cwd() 
     setPath(config, s.target ?? s.key, s.parse(raw, source));
   }
   (config as { dataDir: string }).dataDir = resolve(cwd, config.dataDir as string);
+  const imports = config.import as { trustedKeys: readonly string[] };
+  try {
+    // Each key is read once here, so that a missing or wrong key stops start-up rather than the first import.
+    imports.trustedKeys = trustedKeyFiles(imports.trustedKeys.map((p) => resolve(cwd, p)));
+    readTrustedKeys(imports.trustedKeys);
+  } catch (err) {
+    throw new ConfigError('import.trustedKeys', 'a folder of .pub files or a list of paths to Ed25519 public keys', (err as Error).message);
+  }
   return deepFreeze(config) as unknown as Config;
 }
 

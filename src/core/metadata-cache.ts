@@ -204,6 +204,17 @@ export class MetadataCache {
     return keys;
   }
 
+  /**
+   * Stores a document learnt elsewhere (an imported bundle) as last confirmed at `fetchedAt`, unless a copy is stored
+   * already (the mirror's own is kept). Past max age an online mirror revalidates it as any other copy, and serves it
+   * when the upstream fails; an offline one answers with it. False when nothing was written.
+   */
+  async seed(key: string, value: unknown, fetchedAt: number): Promise<boolean> {
+    const { doc, failed } = await this.read(key);
+    if (failed || (doc && 'value' in doc)) return false;
+    return this.write(this.store.put(key, { value, fetchedAt } satisfies Doc));
+  }
+
   /** Makes a key's copy stale (the next read asks the upstream) without dropping it. */
   async invalidate(key: string): Promise<void> {
     await this.fence({ keys: [key] });

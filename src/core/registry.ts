@@ -9,7 +9,7 @@
 // what the mirror has: only versions whose archives are cached are listed, and `latest` is the best of those, so
 // an offline answer never points at an archive the mirror cannot serve.
 import { MirrorError } from '../model/errors.js';
-import { releaseDigests, V3_PAGE_SIZE, type ListQuery, type PackageSummary, type Release } from '../model/release.js';
+import { releaseDigests, V3_PAGE_SIZE, type ArchiveRef, type ListQuery, type PackageSummary, type Release, type Adoption, type Standing } from '../model/release.js';
 import { key, prefix } from '../stores/keys.js';
 import type { Validators } from '../upstreams/http.js';
 import type { Fetched, Upstream } from '../upstreams/upstream.js';
@@ -150,6 +150,40 @@ export class Registry {
     if ((await this.metadata.peek<Release>(key.latest(name)))?.version === version) await this.metadata.delete(key.latest(name));
     await this.metadata.delete(key.release(name, version));
     await this.archives.unlink(`${name}@${version}`);
+  }
+
+  /**
+   * How a cached version brought from elsewhere stands against this mirror: a conflict when the name is hosted here,
+   * when the mirror's archive of it is other bytes, or when the release metadata it has states another sha256.
+   */
+  async standing(name: string, version: string, archive: ArchiveRef): Promise<Standing> {
+    const id = `${name}@${version}`;
+    if (this.options.hosted?.isHosted(name)) return { conflict: `${name} is hosted on this mirror, not cached` };
+    const ref = await this.archives.index.get(id);
+    if (ref && ref.digest !== archive.digest) return { conflict: `the mirror has ${id} as sha256 ${ref.digest}` };
+    const known = await this.metadata.peek<Release>(key.release(name, version));
+    const stated = known ? releaseDigests(known).find((d) => d.toLowerCase() !== archive.digest) : undefined;
+    if (stated) return { conflict: `the mirror's release metadata of ${id} states sha256 ${stated}` };
+    return ref && known && (await this.archives.hasBlob(ref)) ? 'unchanged' : 'new';
+  }
+
+  /**
+   * Adds a cached version brought from elsewhere, once its archive is stored (archives.receiveBlob): its release
+   * document first (kept if the mirror has one; `fetchedAt` says when the source last confirmed it), then the index
+   * entry that makes it servable, so it is never listed without its metadata. Checked again here, at the write.
+   */
+  async adoptCached(name: string, version: string, release: Release, archive: ArchiveRef, fetchedAt: number): Promise<Adoption> {
+    const standing = await this.standing(name, version, archive);
+    if (standing !== 'new') return standing;
+    if (!(await this.archives.hasBlob(archive))) return 'missing';
+    await this.metadata.seed(key.release(name, version), release, fetchedAt);
+    await this.archives.index.put(`${name}@${version}`, archive);
+    return 'added';
+  }
+
+  /** Whether the mirror knows a cached version (its archive or its release metadata). */
+  async hasCached(name: string, version: string): Promise<boolean> {
+    return (await this.archives.index.get(`${name}@${version}`)) !== undefined || (await this.metadata.peek(key.release(name, version))) !== undefined;
   }
 
   async archive(name: string, version: string): Promise<ArchiveHandle> {

@@ -1,11 +1,14 @@
 // The ops face: health, status, Prometheus metrics, and prefetch and verify triggers for operators and load balancers.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import express, { Router, type Request, type RequestHandler, type Response } from 'express';
+import { isAbsolute } from 'node:path';
 import { exportRequestOf, type ExportRequest } from '../bundles/export.js';
 import type { OnEvent } from '../bundles/progress.js';
+import { checkedKey } from '../bundles/trust.js';
 import type { Logger } from '../log.js';
 import { MirrorError, toMirrorError } from '../model/errors.js';
 import { errorHandler } from './errors.js';
+import { readBody } from './request-body.js';
 
 export interface OpsFaceOptions {
   readonly log: Logger;
@@ -18,6 +21,8 @@ export interface OpsFaceOptions {
   readonly startVerify: (repair: boolean) => string;
   /** Writes a bundle (POST /-/export), its events streamed as NDJSON. */
   readonly exportBundle: (request: ExportRequest, onEvent: OnEvent) => Promise<unknown>;
+  /** Imports a bundle from a folder on this host (trustedKeys: PEMs; undefined: the configured ones). */
+  readonly importBundle?: (dir: string, options: { trustedKeys?: string[]; allowPartial: boolean; dryRun: boolean }, onEvent: OnEvent) => Promise<unknown>;
   /** The token mutating endpoints require; undefined: they are refused. */
   readonly adminToken: string | undefined;
 }
@@ -59,7 +64,7 @@ export async function streamEvents(res: Response, job: (onEvent: OnEvent) => Pro
   res.end();
 }
 
-export function opsFace({ status, metrics, prefetchNow, startVerify, exportBundle, log, adminToken }: OpsFaceOptions): Router {
+export function opsFace({ status, metrics, prefetchNow, startVerify, exportBundle, importBundle, log, adminToken }: OpsFaceOptions): Router {
   const router = Router();
   const admin = requireAdmin(adminToken);
   router.get('/health', (_req, res) => {
@@ -95,9 +100,44 @@ export function opsFace({ status, metrics, prefetchNow, startVerify, exportBundl
     const request = exportRequestOf(req.body);
     await streamEvents(res, async (onEvent) => void (await exportBundle(request, onEvent)));
   });
+  /**
+   * Imports a bundle from a folder on the server's host: {"dir": absolute path, "trustedKeys"?: [PEM], "allowPartial"?,
+   * "dryRun"?}. The events stream as NDJSON (streamEvents); what it adds is in the server's answers at once.
+   */
+  router.post('/import', admin, async (req, res) => {
+    if (!importBundle) throw new MirrorError('not-found', 'this server does not import bundles');
+    const body = importRequest(await readBody(req, 1 << 20, 'the import request'));
+    await streamEvents(res, async (onEvent) => void (await importBundle(body.dir, body, onEvent)));
+  });
   router.use((req: Request) => {
     throw new MirrorError('not-found', `no such endpoint: ${req.method} ${req.originalUrl.split('?')[0]}`);
   });
   router.use(errorHandler(log, (res, e) => res.status(e.status).json({ message: e.message, error: e.kind })));
   return router;
+}
+
+/** The body of POST /-/import, checked. */
+function importRequest(raw: Buffer): { dir: string; trustedKeys?: string[]; allowPartial: boolean; dryRun: boolean } {
+  let body: unknown;
+  try {
+    body = JSON.parse(raw.toString('utf8'));
+  } catch {
+    throw new MirrorError('bad-request', 'the import request must be JSON: {"dir": "/absolute/path", ...}');
+  }
+  const o = (body && typeof body === 'object' ? body : {}) as Record<string, unknown>;
+  if (typeof o.dir !== 'string' || !isAbsolute(o.dir)) throw new MirrorError('bad-request', '"dir" must be the absolute path of the bundle\'s folder on the server\'s host');
+  for (const flag of ['allowPartial', 'dryRun']) {
+    if (o[flag] !== undefined && typeof o[flag] !== 'boolean') throw new MirrorError('bad-request', `"${flag}" must be true or false`);
+  }
+  let trustedKeys: string[] | undefined;
+  if (o.trustedKeys !== undefined) {
+    // An empty list would turn trust off for this import: leave the field out to use the configured keys.
+    if (!Array.isArray(o.trustedKeys) || o.trustedKeys.length === 0) throw new MirrorError('bad-request', '"trustedKeys", when given, must be a list of PEM public keys, at least one');
+    try {
+      trustedKeys = o.trustedKeys.map((k, i) => checkedKey(typeof k === 'string' ? k : '', `trustedKeys[${i}]`));
+    } catch (err) {
+      throw new MirrorError('bad-request', (err as Error).message);
+    }
+  }
+  return { dir: o.dir, trustedKeys, allowPartial: o.allowPartial === true, dryRun: o.dryRun === true };
 }

@@ -37,3 +37,12 @@ export function releaseDigests(release: Release): string[] {
   const { digest, sha256 } = release.fields;
   return [digest, sha256].flatMap((v) => (typeof v === 'string' && /^(sha256:)?[0-9a-f]{64}$/i.test(v) ? [v.replace(/^sha256:/i, '')] : []));
 }
+
+/**
+ * How a version (or file) brought from elsewhere, e.g. by an imported bundle, stands against what the mirror has:
+ * new here, the very same bytes already, or something else under that name (never overwritten).
+ */
+export type Standing = 'new' | 'unchanged' | { readonly conflict: string };
+
+/** What adding such a version did: added, nothing (unchanged, or a conflict), or nothing because its blob is not stored. */
+export type Adoption = 'added' | 'missing' | Exclude<Standing, 'new'>;

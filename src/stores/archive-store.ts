@@ -17,7 +17,8 @@ export interface ArchiveStore {
    * if the archive is replaced or deleted meanwhile, and its stat is of those very bytes.
    */
   open(digest: string): Promise<StoredReader | undefined>;
-  createWriter(): Promise<ArchiveWriter>;
+  /** A writer for new bytes; `durable` overrides the store's own choice for this one (see FsArchiveStoreOptions). */
+  createWriter(options?: { durable?: boolean }): Promise<ArchiveWriter>;
   /** Deletes a committed archive; takes effect at once, before any other code runs (like a commit's move). */
   delete(digest: string): Promise<void>;
   /** Every committed archive. */
@@ -152,10 +153,10 @@ export class FsArchiveStore implements ArchiveStore {
     }
   }
 
-  async createWriter(): Promise<ArchiveWriter> {
+  async createWriter({ durable = this.durable }: { durable?: boolean } = {}): Promise<ArchiveWriter> {
     const tempPath = join(this.root, 'tmp', `${randomUUID()}.part`);
     // Read and write: a commit's content check reads the temp file back.
-    return new FsArchiveWriter(this.path.bind(this), tempPath, await open(tempPath, 'wx+'), this.durable);
+    return new FsArchiveWriter(this.path.bind(this), tempPath, await open(tempPath, 'wx+'), durable);
   }
 
   async delete(digest: string): Promise<void> {

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { request } from 'undici';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli.js';
-import { checkBundle } from '../fakes/bundles.js';
+import { checkBundle } from '../fakes/bundle-check.js';
 import { FakeUpstream } from '../fakes/upstream.js';
 import { componentZip } from '../fakes/zips.js';
 import { get, recordSecrets, removeTempDirs, startMirror, tempDir, until, type TestMirror } from '../helpers.js';

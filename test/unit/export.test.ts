@@ -14,7 +14,7 @@ import type { GenericCoords, GenericFile } from '../../src/core/hosted/generic-p
 import type { HostedVersion } from '../../src/core/hosted/hosted-components.js';
 import type { ArchiveRef, Release } from '../../src/model/release.js';
 import { FsArchiveStore } from '../../src/stores/archive-store.js';
-import { checkBundle } from '../fakes/bundles.js';
+import { checkBundle } from '../fakes/bundle-check.js';
 import { manualClock, removeTempDirs, tempDir } from '../helpers.js';
 
 /** A mirror's content as the exporter sees it, in real stores; `leases` counts the archive leases held. */

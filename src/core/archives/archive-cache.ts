@@ -141,7 +141,35 @@ export class ArchiveCache {
     return undefined;
   }
 
-  /** Opens a stored archive's file as it is, unchecked: for a holder of a lease who hashes what it reads (an export). */
+  /** Whether a blob is stored whole (its bytes are checked when served, as every archive's are). */
+  async hasBlob(ref: ArchiveRef): Promise<boolean> {
+    return (await this.store.stat(ref.digest))?.size === ref.size;
+  }
+
+  /**
+   * Stores a blob brought from elsewhere (an imported bundle), for a version to point at later (index.put). It is
+   * hashed while written, passes the content check, and is committed only when its size and sha256 are `ref`'s
+   * (ArchiveRejectedError otherwise); and it is fsynced, unlike a fill: on an air-gapped site there is no upstream
+   * to fetch a torn file again from.
+   */
+  async receiveBlob(body: AsyncIterable<Uint8Array>, ref: ArchiveRef): Promise<void> {
+    const writer = await this.store.createWriter({ durable: true });
+    try {
+      for await (const chunk of body) await writer.write(chunk);
+    } catch (err) {
+      await writer.abort();
+      throw err;
+    }
+    await writer.commit({ size: ref.size, digests: [ref.digest], check: this.options.contentCheck?.file }, (r, stat) => {
+      this.reclaimer.committed(r.digest, r.size);
+      this.verifier.record(r.digest, stat);
+    });
+  }
+
+  /**
+   * Opens a stored archive's file as it is, unchecked: for a reader that hashes what it reads (an export, holding a
+   * lease; an import copying it into another store); undefined when it is not stored.
+   */
   openStored(digest: string): Promise<StoredReader | undefined> {
     return this.store.open(digest);
   }

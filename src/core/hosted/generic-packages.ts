@@ -7,6 +7,7 @@
 // written without an fsync, in the same queue as the changes, so that a count never outlives its version.
 import type { Readable } from 'node:stream';
 import { MirrorError } from '../../model/errors.js';
+import type { Adoption, ArchiveRef, Standing } from '../../model/release.js';
 import { key, prefix } from '../../stores/keys.js';
 import type { MetadataStore } from '../../stores/metadata-store.js';
 import type { ArchiveHandle } from '../archives/archive-cache.js';
@@ -105,6 +106,48 @@ export class GenericPackages {
     }
   }
 
+  /** How a file from elsewhere stands against the newest file of that name in the version here. */
+  async standing(at: GenericCoords, fileName: string, digest: string): Promise<Standing> {
+    const here = (await this.file(at, fileName))?.file;
+    if (!here) return 'new';
+    return here.digest === digest ? 'unchanged' : { conflict: `${fileName} of ${describe(at)} is here as sha256 ${here.digest}` };
+  }
+
+  /**
+   * Adds a file from elsewhere (an imported bundle), its blob already stored (HostedBlobs.receiveBlob), creating the
+   * version if need be; never over a file of that name (checked again within the change).
+   */
+  importFile(at: GenericCoords, fileName: string, blob: ArchiveRef, createdAt: string): Promise<Adoption> {
+    return this.changeRecord(async (change): Promise<Adoption> => {
+      const standing = await this.standing(at, fileName, blob.digest);
+      if (standing !== 'new') return standing;
+      if (!(await this.blobs.hasBlob(blob))) return 'missing';
+      const k = key.hostedGeneric(at.owner, at.name, at.version);
+      const before = await this.db.get<GenericVersion>(k);
+      let lastId = (await this.db.get<number>(key.hostedGenericIds)) ?? 0;
+      const id = ++lastId;
+      await change.reference(blob, fileRef(at, id));
+      const file: GenericFile = { id, name: fileName, digest: blob.digest, size: blob.size, createdAt };
+      const version: GenericVersion = before ? { ...before, files: [...before.files, file] } : { id: ++lastId, createdAt, files: [file] };
+      if (!before) change.del(key.hostedDownloads(at.owner, at.name, at.version));
+      change.put(k, version);
+      change.put(key.hostedGenericIds, lastId);
+      return 'added';
+    });
+  }
+
+  /** Removes a file a bundle says was deleted, only when the newest of that name is still the bytes the base had. */
+  removeImported(at: GenericCoords, fileName: string, digest: string): Promise<'removed' | 'absent' | 'differs'> {
+    return this.changeRecord(async (change) => {
+      const before = await this.version(at);
+      const here = before?.files.findLast((f) => sameName(f.name, fileName));
+      if (!before || !here) return 'absent';
+      if (here.digest !== digest) return 'differs';
+      removeFiles(change, at, before, fileName);
+      return 'removed';
+    });
+  }
+
   /** Removes a version and every file of it; false when there was no such version. */
   deleteVersion(at: GenericCoords): Promise<boolean> {
     return this.changeRecord(async (change) => {
@@ -121,16 +164,8 @@ export class GenericPackages {
   deleteFile(at: GenericCoords, fileName: string): Promise<boolean> {
     return this.changeRecord(async (change) => {
       const before = await this.version(at);
-      const gone = before?.files.filter((f) => sameName(f.name, fileName)) ?? [];
-      if (!before || gone.length === 0) return false;
-      for (const f of gone) change.release(f.digest, fileRef(at, f.id));
-      const files = before.files.filter((f) => !gone.includes(f));
-      if (files.length > 0) {
-        change.put(key.hostedGeneric(at.owner, at.name, at.version), { ...before, files });
-      } else {
-        change.del(key.hostedGeneric(at.owner, at.name, at.version));
-        change.del(key.hostedDownloads(at.owner, at.name, at.version));
-      }
+      if (!before?.files.some((f) => sameName(f.name, fileName))) return false;
+      removeFiles(change, at, before, fileName);
       return true;
     });
   }
@@ -204,6 +239,19 @@ export class GenericPackages {
     const run = this.tail.then(fn);
     this.tail = run.catch(() => {});
     return run;
+  }
+}
+
+/** Removes every file of that name from the version, within a change; the last file takes the version along. */
+function removeFiles(change: HostedChange, at: GenericCoords, before: GenericVersion, fileName: string): void {
+  const gone = before.files.filter((f) => sameName(f.name, fileName));
+  for (const f of gone) change.release(f.digest, fileRef(at, f.id));
+  const files = before.files.filter((f) => !gone.includes(f));
+  if (files.length > 0) {
+    change.put(key.hostedGeneric(at.owner, at.name, at.version), { ...before, files });
+  } else {
+    change.del(key.hostedGeneric(at.owner, at.name, at.version));
+    change.del(key.hostedDownloads(at.owner, at.name, at.version));
   }
 }
 

@@ -6,7 +6,7 @@
 // Files are shared: two files with the same bytes are one blob, with a reference per user of it
 // (hosted:blob:{digest}:{ref}). Changes run one at a time (they are short: the upload itself streams before), so
 // a blob is deleted only when its last reference went in a change that nothing can interleave with.
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import type { Logger } from '../../log.js';
 import { MirrorError } from '../../model/errors.js';
 import type { ArchiveRef } from '../../model/release.js';
@@ -51,6 +51,8 @@ export class Upload {
 export interface HostedChange {
   /** Makes an upload a blob (checked against `expected` first: a failure is a 400 with the reason) used by `ref`. */
   keep(upload: Upload, ref: string, expected?: Expected): Promise<ArchiveRef>;
+  /** Makes `ref` use a blob already stored (receiveBlob); throws 404 when it is not there whole. */
+  reference(blob: ArchiveRef, ref: string): Promise<void>;
   /** `ref` no longer uses the blob; the blob goes when nothing else does. */
   release(digest: string, ref: string): void;
   put(k: string, value: unknown): void;
@@ -145,17 +147,15 @@ export class HostedBlobs {
     const touched = new Set<string>();
     const change: HostedChange = {
       keep: async (upload, ref, expected) => {
-        let kept: ArchiveRef;
-        try {
-          kept = (await upload.writer.commit(expected, (r, stat) => this.verifier.record(r.digest, stat))).ref;
-        } catch (err) {
-          if (err instanceof ArchiveRejectedError) throw new MirrorError('bad-request', err.message.replace(/^archive rejected: /, 'the upload was refused: '));
-          throw err;
-        }
-        this.setSize(kept.digest, kept.size);
+        const kept = await this.commit(upload, expected);
         touched.add(kept.digest);
         put.push([key.hostedBlob(kept.digest, ref), 1]);
         return kept;
+      },
+      reference: async (blob, ref) => {
+        if (!(await this.hasBlob(blob))) throw new MirrorError('not-found', `the hosted blob ${blob.digest} is not stored`);
+        touched.add(blob.digest);
+        put.push([key.hostedBlob(blob.digest, ref), 1]);
       },
       release: (digest, ref) => {
         touched.add(digest);
@@ -167,13 +167,45 @@ export class HostedBlobs {
     let result: T;
     try {
       result = await fn(change);
-      await this.db.apply({ put, del }, { durable: true });
+      if (put.length || del.length) await this.db.apply({ put, del }, { durable: true });
     } catch (err) {
       await this.deleteUnused(touched);
       throw err;
     }
     await this.deleteUnused(touched);
     return result;
+  }
+
+  /** Moves an upload into the store, checked against `expected` (a failure is a 400 with the reason). */
+  private async commit(upload: Upload, expected?: Expected): Promise<ArchiveRef> {
+    let kept: ArchiveRef;
+    try {
+      kept = (await upload.writer.commit(expected, (r, stat) => this.verifier.record(r.digest, stat))).ref;
+    } catch (err) {
+      if (err instanceof ArchiveRejectedError) throw new MirrorError('bad-request', err.message.replace(/^archive rejected: /, 'the upload was refused: '));
+      throw err;
+    }
+    this.setSize(kept.digest, kept.size);
+    return kept;
+  }
+
+  /** Whether a blob is stored whole. */
+  async hasBlob(ref: ArchiveRef): Promise<boolean> {
+    return (await this.store.stat(ref.digest))?.size === ref.size;
+  }
+
+  /**
+   * Stores a blob brought from elsewhere (an imported bundle), within the hosted limits, durably, and only when its
+   * size and sha256 are `ref`'s (a 400 otherwise). Nothing uses it until a change references it; it is committed in
+   * the queue of changes, so that no change deleting an unused blob of the same digest can interleave.
+   */
+  async receiveBlob(body: AsyncIterable<Uint8Array>, ref: ArchiveRef): Promise<void> {
+    const upload = await this.receive(Readable.from(body, { objectMode: false }), ref.size);
+    try {
+      await this.change(() => this.commit(upload, { size: ref.size, digests: [ref.digest] }));
+    } finally {
+      await upload.discard(); // nothing once committed
+    }
   }
 
   /** Deletes the blobs among `digests` that no reference uses. */
@@ -211,8 +243,9 @@ export class HostedBlobs {
   }
 
   /**
-   * Opens a blob as it is, unchecked, or undefined when it is gone (its last user deleted it): for an export, which
-   * hashes what it reads. The reader keeps its bytes even if the blob is deleted meanwhile.
+   * Opens a blob as it is, unchecked, or undefined when it is gone (its last user deleted it): for a reader that hashes
+   * what it reads (an export; an import copying it into another store). The reader keeps its bytes even if the blob
+   * is deleted meanwhile.
    */
   openStored(digest: string): Promise<StoredReader | undefined> {
     return this.store.open(digest);

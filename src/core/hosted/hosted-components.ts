@@ -10,7 +10,7 @@ import type { Readable } from 'node:stream';
 import { MirrorError } from '../../model/errors.js';
 import { publishSpec, type PublishSpec } from '../../model/publish-spec.js';
 import { componentIdentity, isPublishYaml, MAX_PUBLISH_YAML } from '../../model/publish-yaml.js';
-import type { ArchiveRef, PackageSummary, Release } from '../../model/release.js';
+import type { Adoption, ArchiveRef, PackageSummary, Release, Standing } from '../../model/release.js';
 import { readZipEntry, checkZip } from '../../model/zip.js';
 import { key, prefix } from '../../stores/keys.js';
 import type { MetadataStore } from '../../stores/metadata-store.js';
@@ -61,6 +61,19 @@ interface PendingUpload {
   readonly body: string;
   readonly caller: Caller;
   readonly expires: number;
+}
+
+/** A version published on another mirror, as a bundle brings it (see importVersion). */
+export interface ImportedVersion {
+  readonly name: string;
+  readonly version: string;
+  readonly archive: ArchiveRef;
+  readonly owner: string;
+  readonly publisher: string;
+  readonly createdAt: string;
+  readonly body: string;
+  /** What `s registry list` shows of the component: type, description, category, provider, tags. */
+  readonly component: Readonly<Record<string, unknown>>;
 }
 
 export interface HostedComponentsOptions {
@@ -261,6 +274,68 @@ export class HostedComponents {
       if (!release) throw new MirrorError('not-found', `${name}@${version} is not published on this mirror`);
       change.del(key.hostedRelease(name, version));
       change.release(release.digest, `component:${name}@${version}`);
+    });
+  }
+
+  /**
+   * How a version published elsewhere stands against this mirror: a conflict when the version is published here
+   * as other bytes, or the name is owned here by someone else.
+   */
+  async standing(name: string, version: string, archive: ArchiveRef, owner: string): Promise<Standing> {
+    const release = await this.db.get<ReleaseRecord>(key.hostedRelease(name, version));
+    if (release) return release.digest === archive.digest ? 'unchanged' : { conflict: `${name}@${version} is published here as sha256 ${release.digest}` };
+    const component = await this.db.get<ComponentRecord>(key.hostedComponent(name));
+    if (component && component.owner !== owner) return { conflict: `${name} is owned by ${component.owner} here, not by ${owner}` };
+    return 'new';
+  }
+
+  /**
+   * Adds a version published elsewhere (an imported bundle), its blob already stored (HostedBlobs.receiveBlob): the
+   * name becomes hosted here, owned by its owner there; checked again within the change, so nothing is overwritten.
+   */
+  async importVersion(v: ImportedVersion): Promise<Adoption> {
+    const done = await this.blobs.change(async (change): Promise<Adoption> => {
+      const standing = await this.standing(v.name, v.version, v.archive, v.owner);
+      if (standing !== 'new') return standing;
+      if (!(await this.blobs.hasBlob(v.archive))) return 'missing';
+      await change.reference(v.archive, `component:${v.name}@${v.version}`);
+      const c = v.component;
+      const strings = (x: unknown) => (Array.isArray(x) ? x.filter((s): s is string => typeof s === 'string') : []);
+      const description = typeof c.description === 'string' ? c.description : '';
+      if (!(await this.db.get(key.hostedComponent(v.name)))) {
+        change.put(key.hostedComponent(v.name), {
+          owner: v.owner,
+          createdAt: v.createdAt,
+          type: typeof c.type === 'string' ? c.type : 'Component',
+          description,
+          category: typeof c.category === 'string' ? c.category : undefined,
+          provider: strings(c.provider),
+          tags: strings(c.tags),
+        } satisfies ComponentRecord);
+      }
+      change.put(key.hostedRelease(v.name, v.version), {
+        ...v.archive,
+        version: v.version,
+        createdAt: v.createdAt,
+        body: v.body,
+        description,
+        publisher: v.publisher,
+      } satisfies ReleaseRecord);
+      return 'added';
+    });
+    if (done === 'added') this.published.add(v.name);
+    return done;
+  }
+
+  /** Removes a version a bundle says was deleted, only when it is still the bytes the bundle's base had. */
+  removeImported(name: string, version: string, digest: string): Promise<'removed' | 'absent' | 'differs'> {
+    return this.blobs.change(async (change) => {
+      const release = await this.db.get<ReleaseRecord>(key.hostedRelease(name, version));
+      if (!release) return 'absent';
+      if (release.digest !== digest) return 'differs';
+      change.del(key.hostedRelease(name, version));
+      change.release(release.digest, `component:${name}@${version}`);
+      return 'removed';
     });
   }
 
