@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import { request } from 'undici';
+import { main } from '../src/cli.js';
 import { loadConfig } from '../src/config/config.js';
 import { createLogger } from '../src/log.js';
 import { startServer, type RunningMirror } from '../src/server.js';
@@ -130,4 +131,15 @@ export async function until(check: () => boolean | Promise<boolean>, timeoutMs =
     if (Date.now() > end) throw new Error('condition not met in time');
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/** Runs `srm-mirror ARGS` in this process, as the executable does: its exit code, and what it printed (apart, and as one). */
+export async function runCli(args: string[], isTTY = false): Promise<{ code: number; stdout: string; stderr: string; output: string }> {
+  let [stdout, stderr, output] = ['', '', ''];
+  const code = await main(args, {
+    isTTY,
+    write: (t) => void ((stdout += t), (output += t)),
+    error: (t) => void ((stderr += t), (output += t)),
+  });
+  return { code, stdout, stderr, output };
 }

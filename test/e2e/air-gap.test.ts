@@ -6,10 +6,9 @@ import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { main } from '../../src/cli.js';
 import { parseManifest } from '../../src/bundles/manifest.js';
 import { FakeUpstream } from '../fakes/upstream.js';
-import { get, recordSecrets, removeTempDirs, startMirror, tempDir, type TestMirror } from '../helpers.js';
+import { get, recordSecrets, removeTempDirs, runCli, startMirror, tempDir, type TestMirror } from '../helpers.js';
 import { clientHome, deployableZip, project, runS } from './s-cli.js';
 
 const ADMIN = 'air-gap-admin-token-0123456789';
@@ -19,12 +18,6 @@ let a: TestMirror;
 let b: TestMirror | undefined;
 let keys: string;
 
-/** Runs `srm-mirror ARGS` in this process; resolves with its exit code and what it printed. */
-async function run(args: string[]) {
-  let output = '';
-  const code = await main(args, { isTTY: false, write: (t) => void (output += t), error: (t) => void (output += t) });
-  return { code, output };
-}
 
 /** The flags that point a command at a running mirror's data folder and server. */
 const at = (m: TestMirror) => ['--data', m.dataDir, '--host', '127.0.0.1', '--port', new URL(m.url).port, '--admin-token', ADMIN, '--log-level', 'error'];
@@ -58,16 +51,16 @@ describe('across the air gap with signed bundles and the real s CLI', () => {
     const put = await fetch(`${a.url}/api/packages/alice/generic/tool/1.0/tool.bin`, { method: 'PUT', headers: { 'private-token': secret }, body: TOOL });
     expect(put.status).toBe(201);
 
-    expect((await run(['keygen', '--out', join(keys, 'site')])).code).toBe(0);
+    expect((await runCli(['keygen', '--out', join(keys, 'site')])).code).toBe(0);
     const first = await tempDir('srm-bundle-');
-    const exported = await run(['export', '--out', first, '--sign-key', join(keys, 'site.key'), ...at(a)]);
+    const exported = await runCli(['export', '--out', first, '--sign-key', join(keys, 'site.key'), ...at(a)]);
     expect(exported.code, exported.output).toBe(0);
     const manifest = parseManifest(await readFile(join(first, 'manifest.json'), 'utf8'));
     expect(manifest.entries.map((e) => e.kind).sort()).toEqual(['cached', 'cached', 'cached', 'generic']);
 
     // B has no upstream at all: the bundle is imported before it starts, then it serves offline.
     const bData = await tempDir();
-    const imported = await run(['import', first, '--trust', join(keys, 'site.pub'), '--data', bData, '--offline', '--log-level', 'error']);
+    const imported = await runCli(['import', first, '--trust', join(keys, 'site.pub'), '--data', bData, '--offline', '--log-level', 'error']);
     expect(imported.code, imported.output).toBe(0);
     b = await startMirror('http://127.0.0.1:9/v3', { data: bData, offline: true, 'admin-token': ADMIN });
 
@@ -84,12 +77,12 @@ describe('across the air gap with signed bundles and the real s CLI', () => {
     fake.add('comp-a', [comp('0.0.3'), comp('0.0.2'), comp('0.0.1')]);
     expect((await get(`${a.url}/v3/packages/comp-a/zipball/0.0.3`)).status).toBe(200);
     const second = await tempDir('srm-bundle-');
-    const incremental = await run(['export', '--out', second, '--since', 'last', '--sign-key', join(keys, 'site.key'), ...at(a)]);
+    const incremental = await runCli(['export', '--out', second, '--since', 'last', '--sign-key', join(keys, 'site.key'), ...at(a)]);
     expect(incremental.code, incremental.output).toBe(0);
     const next = parseManifest(await readFile(join(second, 'manifest.json'), 'utf8'));
     expect(next.base).toBe(manifest.id);
     expect(next.blobs).toHaveLength(1);
-    const besideServer = await run(['import', second, '--trust', join(keys, 'site.pub'), ...at(b)]);
+    const besideServer = await runCli(['import', second, '--trust', join(keys, 'site.pub'), ...at(b)]);
     expect(besideServer.code, besideServer.output).toBe(0);
 
     const latest = await runS(await clientHome(`${b.url}/v3`), await project(['comp-a']), ['deploy', '--silent', '-o', 'json']);

@@ -7,22 +7,15 @@ import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { main } from '../../src/cli.js';
 import { checkBundle } from '../fakes/bundle-check.js';
 import { FakeUpstream } from '../fakes/upstream.js';
 import { componentZip } from '../fakes/zips.js';
-import { get, recordSecrets, removeTempDirs, startMirror, tempDir, until, type TestMirror } from '../helpers.js';
+import { get, recordSecrets, removeTempDirs, runCli, startMirror, tempDir, until, type TestMirror } from '../helpers.js';
 
 const TOKEN = 'export-admin-token-4c1d9e';
 let fake: FakeUpstream;
 let data: string;
 
-async function run(args: string[]) {
-  let stdout = '';
-  let stderr = '';
-  const code = await main(args, { isTTY: false, write: (t) => void (stdout += t), error: (t) => void (stderr += t) });
-  return { code, stdout, stderr };
-}
 
 const on = (...args: string[]) => [...args, '--data', data, '--upstream', fake.v3, '--log-level', 'error', '--hosted-packages', 'corp-*'];
 
@@ -62,12 +55,12 @@ describe('srm-mirror export on a stopped mirror', () => {
     const basic = await warm(m);
     await m.close();
     const keys = await tempDir();
-    const kg = await run(['keygen', '--out', join(keys, 'site')]);
+    const kg = await runCli(['keygen', '--out', join(keys, 'site')]);
     expect(kg.code).toBe(0);
     const keyId = /key id ([0-9a-f]{16})/.exec(kg.stdout)![1]!;
 
     const full = join(await tempDir(), 'full');
-    const r = await run(on('export', '--out', full, '--sign-key', join(keys, 'site.key')));
+    const r = await runCli(on('export', '--out', full, '--sign-key', join(keys, 'site.key')));
     expect(r).toMatchObject({ code: 0, stderr: '' });
     expect(r.stdout).toMatch(/status: written\n/);
     expect(r.stdout).toContain(`signedBy: ${keyId}`);
@@ -80,16 +73,16 @@ describe('srm-mirror export on a stopped mirror', () => {
     // inspect: the summary, the signature, trust.
     const trustDir = await tempDir();
     await writeFile(join(trustDir, 'site.pub'), trusted[0]!);
-    const seen = await run(['bundle', 'inspect', full, '--trust', trustDir]);
+    const seen = await runCli(['bundle', 'inspect', full, '--trust', trustDir]);
     expect(seen.code).toBe(0);
     expect(seen.stdout).toContain(`bundle     ${m1.id}\n`);
     expect(seen.stdout).toContain('entries    2 cached, 1 hosted, 1 generic\n');
     expect(seen.stdout).toContain('volumes    1: 1 present\n');
     expect(seen.stdout).toContain(`signature  valid, by key(s) ${keyId}; trusted key ${keyId}\n`);
     const other = await tempDir();
-    expect((await run(['keygen', '--out', join(other, 'stranger')])).code).toBe(0);
+    expect((await runCli(['keygen', '--out', join(other, 'stranger')])).code).toBe(0);
     await rm(join(other, 'stranger.key'));
-    const untrusted = await run(['bundle', 'inspect', full, '--trust', other]);
+    const untrusted = await runCli(['bundle', 'inspect', full, '--trust', other]);
     expect([untrusted.code, untrusted.stdout]).toEqual([1, expect.stringContaining('NOT by a trusted key')]);
 
     // Mirror A learns a new version and loses the generic file; the incremental carries only the new blob.
@@ -101,40 +94,40 @@ describe('srm-mirror export on a stopped mirror', () => {
     expect(del.statusCode).toBe(204);
     await again.close();
     const dry = join(await tempDir(), 'dry');
-    const d = await run(on('export', '--out', dry, '--since', 'last', '--dry-run', '--json'));
+    const d = await runCli(on('export', '--out', dry, '--since', 'last', '--dry-run', '--json'));
     expect(d.code).toBe(0);
     expect(JSON.parse(d.stdout.trim().split('\n').at(-1)!)).toMatchObject({ type: 'summary', summary: { status: 'dry run', blobs: 1, deletions: 1, base: m1.id } });
     expect(existsSync(dry)).toBe(false);
     const incr = join(await tempDir(), 'incr');
-    expect((await run(on('export', '--out', incr, '--since', 'last'))).code).toBe(0);
+    expect((await runCli(on('export', '--out', incr, '--since', 'last'))).code).toBe(0);
     const m2 = await checkBundle(incr, { baseDigests: new Set(m1.entries.map((e) => e.digest)) });
     expect(m2.base).toBe(m1.id);
     expect(m2.blobs).toHaveLength(1);
     expect(m2.entries.find((e) => e.digest === m2.blobs[0]!.digest)).toMatchObject({ name: 'fc3', version: '1.2.0' });
     expect(m2.deletions).toEqual(['generic:alice/tool/1.4.2/tool-linux-amd64']);
-    const inspected = JSON.parse((await run(['bundle', 'inspect', incr, '--json'])).stdout) as Record<string, unknown>;
+    const inspected = JSON.parse((await runCli(['bundle', 'inspect', incr, '--json'])).stdout) as Record<string, unknown>;
     expect(inspected).toMatchObject({ id: m2.id, base: m1.id, blobs: 1, signature: { status: 'unsigned' }, deletions: m2.deletions });
 
     // A missing volume and an edited manifest, as inspect sees them.
     await rm(join(full, 'vol-0001.tar'));
     const manifest = await readFile(join(full, 'manifest.json'), 'utf8');
     await writeFile(join(full, 'manifest.json'), manifest.replace('"first"', '"forged"'));
-    const tampered = await run(['bundle', 'inspect', full]);
+    const tampered = await runCli(['bundle', 'inspect', full]);
     expect(tampered.code).toBe(1);
     expect(tampered.stdout).toContain('volumes    1: 0 present, 1 missing (vol-0001.tar)\n');
     expect(tampered.stdout).toMatch(/signature {2}INVALID \(key [0-9a-f]{16}\): the manifest or its signature was altered/);
   });
 
   it('says what is wrong with its input, with exit 2', async () => {
-    const nowhere = await run(on('export'));
+    const nowhere = await runCli(on('export'));
     expect([nowhere.code, nowhere.stderr]).toEqual([2, expect.stringMatching(/say where the bundle goes: --out DIR/)]);
-    const size = await run(on('export', '--out', join(data, 'b'), '--max-volume-size', 'lots'));
+    const size = await runCli(on('export', '--out', join(data, 'b'), '--max-volume-size', 'lots'));
     expect([size.code, size.stderr]).toEqual([2, expect.stringMatching(/--max-volume-size/)]);
-    const name = await run(on('export', '--out', join(data, 'b'), 'a b'));
+    const name = await runCli(on('export', '--out', join(data, 'b'), 'a b'));
     expect([name.code, name.stderr]).toEqual([2, expect.stringMatching(/invalid package name "a b"/)]);
-    const inspect = await run(['bundle', 'look', data]);
+    const inspect = await runCli(['bundle', 'look', data]);
     expect(inspect.code).toBe(2);
-    const notBundle = await run(['bundle', 'inspect', data]);
+    const notBundle = await runCli(['bundle', 'inspect', data]);
     expect([notBundle.code, notBundle.stderr]).toEqual([1, expect.stringMatching(/holds no manifest\.json/)]);
   });
 });
@@ -142,17 +135,17 @@ describe('srm-mirror export on a stopped mirror', () => {
 describe('srm-mirror keygen', () => {
   it('writes NAME.key readable by its owner only and NAME.pub, and never overwrites them', async () => {
     const dir = await tempDir();
-    const r = await run(['keygen', '--out', join(dir, 'site')]);
+    const r = await runCli(['keygen', '--out', join(dir, 'site')]);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^key id [0-9a-f]{16}\n/);
     expect((await stat(join(dir, 'site.key'))).mode & 0o777).toBe(0o600);
     expect((await stat(join(dir, 'site.pub'))).mode & 0o777).toBe(0o644 & ~process.umask());
     expect(await readFile(join(dir, 'site.key'), 'utf8')).toMatch(/^-----BEGIN PRIVATE KEY-----/);
     const key = await readFile(join(dir, 'site.key'));
-    const again = await run(['keygen', '--out', join(dir, 'site')]);
+    const again = await runCli(['keygen', '--out', join(dir, 'site')]);
     expect([again.code, again.stderr]).toEqual([1, expect.stringMatching(/site\.key exists already: it is not overwritten/)]);
     expect(await readFile(join(dir, 'site.key'))).toEqual(key);
-    expect((await run(['keygen'])).code).toBe(2);
+    expect((await runCli(['keygen'])).code).toBe(2);
   });
 });
 
@@ -167,7 +160,7 @@ describe('export beside a running server', () => {
       const port = new URL(m.url).port;
       const server = ['--port', port, '--host', '127.0.0.1'];
       // Refused without the token; a relative path is refused by the server (it would be its own working folder's).
-      expect((await run(on('export', '--out', join(data, 'x'), ...server))).code).toBe(3);
+      expect((await runCli(on('export', '--out', join(data, 'x'), ...server))).code).toBe(3);
       const bad = await request(`${m.url}/-/export`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: '{"out":"rel"}' });
       expect([bad.statusCode, ((await bad.body.json()) as { message: string }).message]).toEqual([400, expect.stringMatching(/out must be an absolute path/)]);
       const anonymous = await request(`${m.url}/-/export`, { method: 'POST', body: '{}' });
@@ -180,7 +173,7 @@ describe('export beside a running server', () => {
         for (let i = 3; exporting || i < 8; i++) expect((await get(`${m.url}/v3/packages/p${i % zips.length}/zipball/1.0.0`)).status).toBe(200);
       })();
       const out = join(await tempDir(), 'bundle');
-      const r = await run(on('export', '--out', out, '--json', '--max-volume-size', '100KB', ...server, '--admin-token', TOKEN)).finally(() => (exporting = false));
+      const r = await runCli(on('export', '--out', out, '--json', '--max-volume-size', '100KB', ...server, '--admin-token', TOKEN)).finally(() => (exporting = false));
       await traffic;
       expect(r.stderr).toMatch(/in use by a running srm-mirror: asking it to export/);
       expect(r.code).toBe(0);
@@ -204,5 +197,5 @@ describe('export beside a running server', () => {
 it('keygen and inspect need no data folder', async () => {
   const dir = join(await tempDir(), 'nested');
   await mkdir(dir);
-  expect((await run(['keygen', '--out', join(dir, 'k')])).code).toBe(0);
+  expect((await runCli(['keygen', '--out', join(dir, 'k')])).code).toBe(0);
 });

@@ -6,21 +6,15 @@ import { readFile, readdir, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { main } from '../../src/cli.js';
 import { componentZip } from '../fakes/zips.js';
 import { FakeUpstream } from '../fakes/upstream.js';
-import { get, recordSecrets, removeTempDirs, startMirror, type TestMirror } from '../helpers.js';
+import { get, recordSecrets, removeTempDirs, runCli, startMirror, type TestMirror } from '../helpers.js';
 
 let fake: FakeUpstream;
 const mirrors: TestMirror[] = [];
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const HOSTED = randomBytes(300_000);
 
-async function run(args: string[]) {
-  let stdout = '';
-  const code = await main(args, { isTTY: false, write: (t) => void (stdout += t), error: (t) => void (stdout += t) });
-  return { code, stdout };
-}
 
 /** A mirror with one hosted generic file (alice/tool/1/tool.bin); resolves with the mirror and the file's path. */
 async function mirrorWithHostedFile(flags: Record<string, string> = {}): Promise<{ m: TestMirror; file: string }> {
@@ -65,8 +59,8 @@ describe('hosted content and the cache lifecycle', () => {
     await m.close();
     const on = (...args: string[]) => [...args, '--data', m.dataDir, '--upstream', fake.v3, '--log-level', 'error'];
     for (const args of [on('gc'), on('gc', '--quarantine'), on('verify', '--repair'), on('repair')]) {
-      const r = await run(args);
-      expect(r.code, `${args.join(' ')}: ${r.stdout}`).toBe(0);
+      const r = await runCli(args);
+      expect(r.code, `${args.join(' ')}: ${r.output}`).toBe(0);
       expect((await readFile(file)).equals(HOSTED)).toBe(true);
     }
     const again = await startMirror(fake.v3, { data: m.dataDir });
@@ -83,8 +77,8 @@ describe('hosted content and the cache lifecycle', () => {
     await writeFile(file, corrupt);
     const on = (...args: string[]) => [...args, '--data', m.dataDir, '--upstream', fake.v3, '--log-level', 'error'];
     for (const args of [on('verify'), on('verify', '--repair')]) {
-      const r = await run(args);
-      expect(r.stdout).toContain(`CORRUPT hosted file (kept, answered 500; restore it from a backup): ${sha256(HOSTED)}`);
+      const r = await runCli(args);
+      expect(r.output).toContain(`CORRUPT hosted file (kept, answered 500; restore it from a backup): ${sha256(HOSTED)}`);
       expect(r.code).toBe(1);
       expect((await readFile(file)).equals(corrupt)).toBe(true);
     }

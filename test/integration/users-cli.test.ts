@@ -3,21 +3,14 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { main } from '../../src/cli.js';
 import { Users } from '../../src/core/hosted/users.js';
 import { FakeUpstream } from '../fakes/upstream.js';
-import { recordSecrets, removeTempDirs, startMirror, tempDir } from '../helpers.js';
+import { recordSecrets, removeTempDirs, runCli, startMirror, tempDir } from '../helpers.js';
 
 let data: string;
 
-async function run(args: string[]) {
-  let stdout = '';
-  let stderr = '';
-  const code = await main(args, { isTTY: false, write: (t) => void (stdout += t), error: (t) => void (stderr += t) });
-  return { code, stdout, stderr };
-}
 
-const on = (...args: string[]) => run([...args, '--data', data, '--log-level', 'error']);
+const on = (...args: string[]) => runCli([...args, '--data', data, '--log-level', 'error']);
 
 /** The secret `user add` or `user reset` printed. */
 function secretIn(stdout: string): string {
