@@ -4,14 +4,17 @@
 import semver from 'semver';
 import type { Release } from '../model/release.js';
 
-function rank(r: Release): number {
+/** What the ordering reads of a release (a listing's versions have no more). */
+type Versioned = Pick<Release, 'version' | 'createdAt'>;
+
+function rank(r: Versioned): number {
   const v = semver.valid(r.version);
   if (!v) return 0;
   return semver.prerelease(v) ? 1 : 2;
 }
 
 /** Sorts newest first by the rule above. */
-export function newestFirst(a: Release, b: Release): number {
+export function newestFirst(a: Versioned, b: Versioned): number {
   const byRank = rank(b) - rank(a);
   if (byRank !== 0) return byRank;
   if (rank(a) > 0) return semver.rcompare(a.version, b.version);

@@ -106,6 +106,11 @@ export class ArchiveCache {
     return versions;
   }
 
+  /** When an archive was stored: its file's last change (it is written once); undefined when it is not there. */
+  async storedAt(digest: string): Promise<number | undefined> {
+    return (await this.store.stat(digest).catch(() => undefined))?.changedMs;
+  }
+
   /** Names of the packages with at least one stored archive. */
   packages(): Promise<string[]> {
     return this.index.packages();

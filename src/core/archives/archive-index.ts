@@ -64,6 +64,12 @@ export class ArchiveIndex {
     }
   }
 
+  /** Every version with an archive, with it, in one scan of the index (a listing: entries() reads each record apart). */
+  async *scan(): AsyncIterable<[id: string, ref: ArchiveRef]> {
+    const start = prefix.archive();
+    for await (const [k, ref] of this.db.entries<ArchiveRef>(start)) yield [k.slice(start.length), ref];
+  }
+
   /** Versions of a package that have an archive. */
   async versions(name: string): Promise<Array<[version: string, ref: ArchiveRef]>> {
     const out: Array<[string, ArchiveRef]> = [];

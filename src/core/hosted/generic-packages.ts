@@ -37,6 +37,13 @@ export interface GenericVersion {
   readonly files: readonly GenericFile[];
 }
 
+/** A generic package as the status page lists it: its versions in key order. */
+export interface GenericListing {
+  readonly owner: string;
+  readonly name: string;
+  readonly versions: Array<{ readonly version: string; readonly createdAt: string; readonly files: number; readonly bytes: number }>;
+}
+
 /** A second file of a name already in the version: refused (Gitea; GitLab with hosted.rejectDuplicates) or kept. */
 export type Duplicates = 'refuse' | 'keep';
 
@@ -213,6 +220,19 @@ export class GenericPackages {
       for (const file of newest.values()) out.push({ ...at, file });
     }
     return out;
+  }
+
+  /** Every package with its versions (files and bytes of each), in one scan of the version records (the status page). */
+  async listing(): Promise<GenericListing[]> {
+    const byPackage = new Map<string, GenericListing>();
+    for await (const [k, v] of this.db.entries<GenericVersion>(prefix.hostedGeneric)) {
+      const [owner = '', name = '', ...rest] = k.slice(prefix.hostedGeneric.length).split('/');
+      const id = `${owner}/${name}`;
+      let p = byPackage.get(id);
+      if (!p) byPackage.set(id, (p = { owner, name, versions: [] }));
+      p.versions.push({ version: rest.join('/'), createdAt: v.createdAt, files: v.files.length, bytes: v.files.reduce((n, f) => n + f.size, 0) });
+    }
+    return [...byPackage.values()];
   }
 
   /** Figures for /-/status: one scan of the version records. */

@@ -44,6 +44,15 @@ interface ReleaseRecord extends ArchiveRef {
   readonly publisher: string;
 }
 
+/** A hosted component as the status page lists it. */
+export interface HostedListing {
+  readonly name: string;
+  readonly owner: string;
+  readonly description: string;
+  /** Newest first. */
+  readonly versions: ReadonlyArray<{ readonly version: string; readonly size: number; readonly createdAt: string }>;
+}
+
 /** A published version as an export carries it. */
 export interface HostedVersion extends ArchiveRef {
   readonly name: string;
@@ -174,6 +183,27 @@ export class HostedComponents {
       bytes += r.size;
     }
     return { packages: packages.size, versions, bytes };
+  }
+
+  /**
+   * Every hosted component with a version: its owner, description and versions (newest first), in one scan of the
+   * components and one of the versions (the status page's listing; inventory() is its sums).
+   */
+  async listing(): Promise<HostedListing[]> {
+    const components = new Map<string, ComponentRecord>();
+    for await (const [k, c] of this.db.entries<ComponentRecord>(prefix.hostedComponent)) components.set(k.slice(prefix.hostedComponent.length), c);
+    const versions = new Map<string, HostedListing['versions'][number][]>();
+    const start = prefix.hostedRelease();
+    for await (const [k, r] of this.db.entries<ReleaseRecord>(start)) {
+      const name = k.slice(start.length, k.lastIndexOf(':'));
+      let list = versions.get(name);
+      if (!list) versions.set(name, (list = []));
+      list.push({ version: r.version, size: r.size, createdAt: r.createdAt });
+    }
+    return [...versions].map(([name, list]) => {
+      const c = components.get(name);
+      return { name, owner: c?.owner ?? '', description: c?.description ?? '', versions: list.sort(newestFirst) };
+    });
   }
 
   /**
