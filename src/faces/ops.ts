@@ -27,21 +27,67 @@ export interface OpsFaceOptions {
   readonly adminToken: string | undefined;
 }
 
+/** How a given admin token stands: right, wrong (or missing), or no admin token is configured at all. */
+export type AdminVerdict = 'ok' | 'wrong' | 'disabled';
+
+/** Checks a given admin token against the configured one, in constant time (both are hashed to equal lengths). */
+export function adminCheck(adminToken: string | undefined): (given: string | undefined) => AdminVerdict {
+  const digest = (s: string) => createHash('sha256').update(s).digest();
+  const expected = adminToken === undefined ? undefined : digest(adminToken);
+  return (given) => (!expected ? 'disabled' : given !== undefined && timingSafeEqual(digest(given), expected) ? 'ok' : 'wrong');
+}
+
 /**
  * Guards an ops endpoint that changes something: it needs `Authorization: Bearer <adminToken>`. Without an admin
  * token configured it is refused to everyone (403), a missing or wrong token gets 401. Compared in constant time.
  */
 export function requireAdmin(adminToken: string | undefined): RequestHandler {
-  const digest = (s: string) => createHash('sha256').update(s).digest(); // equal lengths for timingSafeEqual
-  const expected = adminToken === undefined ? undefined : digest(adminToken);
+  const check = adminCheck(adminToken);
   return (req, res, next) => {
     const what = `${req.method} ${req.originalUrl.split('?')[0]}`;
-    if (!expected) throw new MirrorError('forbidden', `${what} is disabled: set the adminToken setting (--admin-token, SRM_MIRROR_ADMIN_TOKEN) to enable it`);
-    const given = /^Bearer (\S+)$/i.exec(req.headers.authorization ?? '')?.[1];
-    if (given === undefined || !timingSafeEqual(digest(given), expected)) {
+    const verdict = check(/^Bearer (\S+)$/i.exec(req.headers.authorization ?? '')?.[1]);
+    if (verdict === 'disabled') throw new MirrorError('forbidden', `${what} is disabled: set the adminToken setting (--admin-token, SRM_MIRROR_ADMIN_TOKEN) to enable it`);
+    if (verdict === 'wrong') {
       res.setHeader('WWW-Authenticate', 'Bearer');
       throw new MirrorError('unauthorized', `${what} needs "Authorization: Bearer <admin token>"`);
     }
+    next();
+  };
+}
+
+/** The pages a status-page form may ask to go back to (nothing else: no open redirect). */
+const FORM_PAGES = new Set(['/', '/-/ui']);
+/** A status-page form is a few short fields. */
+const MAX_FORM_BYTES = 4096;
+
+/** What a status-page form asked for, once its token was found right (res.locals.form). */
+interface AdminForm {
+  readonly fields: URLSearchParams;
+  /** Answers with a redirect back to the page, with a flash code (src/faces/ui.ts shows its message). */
+  readonly done: (flash: string) => void;
+}
+
+/**
+ * The status page's path to an admin endpoint (src/faces/ui.ts): an application/x-www-form-urlencoded body with a
+ * `token` field instead of the Authorization header, answered with a 303 back to the page (the `back` field: `/` or
+ * `/-/ui`) and a flash code in its query, never the token. A request without such a body goes to the header check.
+ */
+export function adminOrForm(adminToken: string | undefined): RequestHandler {
+  const check = adminCheck(adminToken);
+  const header = requireAdmin(adminToken);
+  return async (req, res, next) => {
+    if (!req.is('application/x-www-form-urlencoded')) return header(req, res, next);
+    const fields = new URLSearchParams((await readBody(req, MAX_FORM_BYTES, 'the form')).toString('utf8'));
+    const token = fields.get('token');
+    if (token === null) return header(req, res, next);
+    const back = FORM_PAGES.has(fields.get('back') ?? '') ? fields.get('back')! : '/-/ui';
+    const done = (flash: string) => {
+      res.setHeader('Cache-Control', 'no-store');
+      res.redirect(303, `${back}?flash=${encodeURIComponent(flash)}`);
+    };
+    const verdict = check(token);
+    if (verdict !== 'ok') return done(verdict === 'disabled' ? 'admin-disabled' : 'wrong-token');
+    res.locals.form = { fields, done } satisfies AdminForm;
     next();
   };
 }
@@ -67,6 +113,8 @@ export async function streamEvents(res: Response, job: (onEvent: OnEvent) => Pro
 export function opsFace({ status, metrics, prefetchNow, startVerify, exportBundle, importBundle, log, adminToken }: OpsFaceOptions): Router {
   const router = Router();
   const admin = requireAdmin(adminToken);
+  const adminViaForm = adminOrForm(adminToken); // the status page's forms, or the header
+  const formOf = (res: Response) => res.locals.form as AdminForm | undefined;
   router.get('/health', (_req, res) => {
     res.json({ status: 'ok' });
   });
@@ -80,17 +128,26 @@ export function opsFace({ status, metrics, prefetchNow, startVerify, exportBundl
    * Starts a run over the followed packages and answers at once (see /-/status). Triggers while a run is under way
    * join it (Prefetcher.run), so a burst of them costs one run.
    */
-  router.post('/prefetch', admin, (_req, res) => {
-    if (!prefetchNow) throw new MirrorError('unavailable', 'the mirror is offline: there is nothing to prefetch from');
-    void prefetchNow('http').catch(() => {});
+  router.post('/prefetch', adminViaForm, (_req, res) => {
+    const form = formOf(res);
+    if (!prefetchNow) {
+      if (form) return form.done('prefetch-offline');
+      throw new MirrorError('unavailable', 'the mirror is offline: there is nothing to prefetch from');
+    }
+    void prefetchNow(form ? 'status page' : 'http').catch(() => {});
+    if (form) return form.done('prefetch-started');
     res.status(202).json({ status: 'started' });
   });
   /**
    * Rehashes every archive at the scrub rate (with ?repair=true also removing what else is off) and answers at once:
    * the report is archives.scrub.lastRun in /-/status once lastRun.startedAt is the startedAt answered here.
    */
-  router.post('/verify', admin, (req, res) => {
-    res.status(202).json({ status: 'started', startedAt: startVerify(req.query.repair === 'true') });
+  router.post('/verify', adminViaForm, (req, res) => {
+    const form = formOf(res);
+    const repair = req.query.repair === 'true' || form?.fields.get('repair') === 'true';
+    const startedAt = startVerify(repair);
+    if (form) return form.done(repair ? 'verify-repair-started' : 'verify-started');
+    res.status(202).json({ status: 'started', startedAt });
   });
   /**
    * Exports a bundle beside the running server, into a folder on its host (the paths in the body are absolute), with
