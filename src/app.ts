@@ -31,6 +31,8 @@ import { Users } from './core/hosted/users.js';
 import { MetadataCache } from './core/metadata-cache.js';
 import { Registry } from './core/registry.js';
 import { opsFace } from './faces/ops.js';
+import { uiFace } from './faces/ui.js';
+import { Catalog } from './core/catalog.js';
 import { forwarder } from './faces/forward.js';
 import { HostedReads } from './faces/hosted-reads.js';
 import { giteaGenericFace, giteaPackageApi, gitlabGenericFace } from './faces/generic.js';
@@ -69,7 +71,8 @@ export interface Mirror {
   verifyNow(trigger: string, repair: boolean): Promise<VerifyReport>;
   /** Rebuilds the archive index from the archive files, then marks the index intact (`srm-mirror repair`). */
   rebuildArchiveIndex(): Promise<RecoveryReport>;
-  status(): Promise<MirrorStatus>;
+  /** `known`: the hosted figures a caller counted already (the status page's listing), not counted again. */
+  status(known?: KnownInventories): Promise<MirrorStatus>;
   /** Writes a bundle of this mirror's content (bundles/export.ts); resolves with its summary, the last event. */
   exportBundle(request: ExportRequest, onEvent: OnEvent): Promise<Record<string, unknown>>;
   /**
@@ -114,6 +117,9 @@ export interface MirrorStatus {
     readonly lastRun: PrefetchSummary | undefined;
   };
 }
+
+/** The hosted figures of MirrorStatus that take a scan of the metadata database. */
+export type KnownInventories = Pick<MirrorStatus['hosted'], 'components' | 'generic'>;
 
 export interface MirrorOptions {
   /**
@@ -219,7 +225,7 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
       importing = false;
     }
   };
-  const status = async (): Promise<MirrorStatus> => ({
+  const status = async (known?: KnownInventories): Promise<MirrorStatus> => ({
     dataDir: config.dataDir,
     offline: config.offline,
     metadata: { ...(await registry.inventory()), index: metadata.index },
@@ -229,8 +235,8 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
     hosted: {
       ...hostedBlobs.status(),
       // A failing store is shown in metadataProblem.
-      components: await hostedComponents.inventory().catch(() => undefined),
-      generic: await generic.inventory().catch(() => undefined),
+      components: known ? known.components : await hostedComponents.inventory().catch(() => undefined),
+      generic: known ? known.generic : await generic.inventory().catch(() => undefined),
     },
     prefetch: {
       enabled: config.prefetch.enabled && !config.offline,
@@ -319,6 +325,9 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
     run.done.then(() => auditHosted()).catch((err: unknown) => log.error('scrub failed', { error: String(err) }));
     return run.startedAt;
   };
+  // The status page (issue 12): GET / and /-/ui, before the ops face (which answers the rest of /-/) and the SRM face.
+  const catalog = new Catalog({ archives, components: hostedComponents, generic, registry });
+  app.use(uiFace({ status, catalog, baseUrl, adminEnabled: config.adminToken !== undefined, log }));
   app.use('/-', opsFace({ status, metrics, log, prefetchNow: config.offline ? undefined : prefetchNow, startVerify, exportBundle, importBundle: importNow, adminToken: config.adminToken }));
   const reads = new HostedReads(hostedComponents, users, access, new DownloadLinks(now));
   const hostedV3 = {
