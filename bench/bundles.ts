@@ -18,6 +18,7 @@
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -308,6 +309,7 @@ async function main(): Promise<void> {
   for (const d of ['upstream', 'keys']) mkdirSync(at(d));
   const source = at('source');
   const benchStarted = performance.now();
+  const diskMBps = await diskProbe(at('probe'));
 
   // 1. The content: zips on the fake upstream's disk, and the generic files' bytes.
   log(`writing ${BIG_COUNT} + ${NEW_CACHED} zips for the fake upstream under ${dir}`);
@@ -431,6 +433,7 @@ async function main(): Promise<void> {
   console.log('');
   console.log(`srm-mirror bench:bundles: node ${process.version}, ${cpus().length} x ${model}; mirror ${mainJs}; temp folder in ${tmpdir()}`);
   console.log(`content: ${BIG_COUNT} cached archives and ${BIG_COUNT} generic files of ${BIG_MB} MB, ${SMALL} generic files of ${SMALL_KB} KB; then ${NEW_CACHED} cached and ${NEW_GENERIC} generic of ${NEW_MB} MB more`);
+  console.log(`disk: ${DISK_PROBE_MB} MB written and fsynced at ${diskMBps.toFixed(0)} MB/s just before the run (the imports write every byte durably: a slow or throttled disk shows in their figures)`);
   console.log('each row: one `srm-mirror` command, its own process, wall clock from spawn to exit; MB = 10^6 bytes of blobs (export: carried, import: stored by that run); peak RSS = VmHWM');
   console.log('');
   console.log(table(rows));
@@ -475,6 +478,25 @@ async function checkServed(what: string, dataDir: string, list: readonly Item[])
   }
   if (bad > 5) problems.push(`${what}: ${bad - 5} more wrong answers`);
   log(`${what}: ${list.length - bad} of ${list.length} served right (${(bytes / MB).toFixed(0)} MB over HTTP in ${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+}
+
+const DISK_PROBE_MB = 256;
+
+/** The disk's durable write rate now: DISK_PROBE_MB written a MB at a time, fsynced, in MB/s. */
+async function diskProbe(path: string): Promise<number> {
+  spawnSync('sync');
+  const chunk = randomBytes(MB);
+  const t0 = performance.now();
+  const file = await open(path, 'w');
+  try {
+    for (let i = 0; i < DISK_PROBE_MB; i++) await file.write(chunk);
+    await file.sync();
+  } finally {
+    await file.close();
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  rmSync(path);
+  return DISK_PROBE_MB / seconds;
 }
 
 /** n items spread evenly over the list. */
