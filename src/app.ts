@@ -392,6 +392,7 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
       // Fills cut at the deadline get a moment to clean up (their temp files) before the stores close.
       await archives.drain(FILL_CLEANUP_MS);
       await archives.saveAccessTimes();
+      await generic.settled(); // download counts queued by the last requests
       await store.close();
     },
   };

@@ -120,6 +120,8 @@ export interface FsArchiveStoreOptions {
 }
 
 export class FsArchiveStore implements ArchiveStore {
+  private readonly syncedShards = new Set<string>();
+
   private constructor(
     private readonly root: string,
     private readonly durable: boolean,
@@ -156,7 +158,7 @@ export class FsArchiveStore implements ArchiveStore {
   async createWriter({ durable = this.durable }: { durable?: boolean } = {}): Promise<ArchiveWriter> {
     const tempPath = join(this.root, 'tmp', `${randomUUID()}.part`);
     // Read and write: a commit's content check reads the temp file back.
-    return new FsArchiveWriter(this.path.bind(this), tempPath, await open(tempPath, 'wx+'), durable);
+    return new FsArchiveWriter(this.path.bind(this), tempPath, await open(tempPath, 'wx+'), durable, this.syncedShards);
   }
 
   async delete(digest: string): Promise<void> {
@@ -251,6 +253,8 @@ class FsArchiveWriter implements ArchiveWriter {
     tempPath: string,
     private readonly file: FileHandle,
     private readonly durable: boolean,
+    /** Shard folders whose entry in sha256/ this process has synced (durable stores). */
+    private readonly syncedShards: Set<string>,
   ) {
     this.location = tempPath;
   }
@@ -327,8 +331,16 @@ class FsArchiveWriter implements ArchiveWriter {
     this.state = 'committed';
     moved?.(ref, stat);
     this.wake();
-    // The file's entry, and the shard folder's own entry (it may be new).
-    if (this.durable) for (const folder of [join(this.location, '..'), join(this.location, '..', '..')]) await syncFolder(folder);
+    if (this.durable) {
+      // The file's entry; and once per shard and process, the shard folder's own entry (it may be new, or made by a
+      // commit that crashed before it synced it).
+      const shard = join(this.location, '..');
+      await syncFolder(shard);
+      if (!this.syncedShards.has(shard)) {
+        await syncFolder(join(shard, '..'));
+        this.syncedShards.add(shard);
+      }
+    }
     return { ref, stat };
   }
 

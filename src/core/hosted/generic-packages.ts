@@ -255,6 +255,11 @@ export class GenericPackages {
     return this.queue(() => this.blobs.change(fn));
   }
 
+  /** Resolves once the changes and download counts queued so far are written (before the store closes). */
+  settled(): Promise<void> {
+    return this.tail.then(() => {});
+  }
+
   private queue<T>(fn: () => Promise<T>): Promise<T> {
     const run = this.tail.then(fn);
     this.tail = run.catch(() => {});
