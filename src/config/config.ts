@@ -226,7 +226,7 @@ const optionalSecret: Parse<string | undefined> = (v, s) => {
 
 /** A URL with its user:password@ (a proxy's credentials) masked, for messages, logs and /-/status. */
 export function redactUrl(value: string): string {
-  return value.replace(/^([a-z][a-z0-9+.-]*:\/\/)?[^/@\s]*@/i, (_m, scheme: string | undefined) => `${scheme ?? ''}***@`);
+  return value.replace(/^([a-z][a-z0-9+.-]*:\/\/)?[^/@]*@/i, (_m, scheme: string | undefined) => `${scheme ?? ''}***@`);
 }
 
 /** A forward proxy: http(s)://[user:password@]host[:port], or host:port (taken as http://); nothing else. */
@@ -276,7 +276,7 @@ export function readPemCertificates(path: string, setting = 'upstream.ca'): stri
   } catch (err) {
     throw new ConfigError(setting, 'PEM files of valid CA certificates', `${path} (${(err as Error).message})`);
   }
-  if (pems.length === 0) throw new ConfigError(setting, 'PEM files of CA certificates', `${path} (no "BEGIN CERTIFICATE" block)`);
+  if (pems.length === 0) throw new ConfigError(setting, 'PEM files of CA certificates', `${path} (no PEM certificate in it)`);
   return pems;
 }
 
