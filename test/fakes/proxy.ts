@@ -28,12 +28,14 @@ export function ensureProxyTools(): { tinyproxy: string; openssl: string } | { s
     if (process.getuid?.() !== 0) return { skip: `${missing().join(' and ')} not installed, and the tests do not run as root to install them` };
     if (!existsSync('/usr/bin/apt-get')) return { skip: `${missing().join(' and ')} not installed, and there is no apt-get here` };
     const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-    const install = () => spawnSync('apt-get', ['install', '-y', '--no-install-recommends', ...missing()], { env, encoding: 'utf8' });
+    const install = (rename: Record<string, string> = {}) =>
+      spawnSync('apt-get', ['install', '-y', '--no-install-recommends', ...missing().map((p) => rename[p] ?? p)], { env, encoding: 'utf8' });
     let result = install();
     if (result.status !== 0) {
       spawnSync('apt-get', ['update'], { env, encoding: 'utf8' }); // a fresh machine's package lists may be empty
       result = install();
     }
+    if (result.status !== 0) result = install({ 'tinyproxy-bin': 'tinyproxy' }); // releases before the split into -bin
     if (result.status !== 0) return { skip: `could not install ${missing().join(' and ')}: ${(result.stderr || result.stdout).trim().split('\n').pop()}` };
   }
   return { tinyproxy: onPath('tinyproxy')!, openssl: onPath('openssl')! };
