@@ -241,7 +241,7 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
       type: config.upstream.type,
       circuit: http.circuit,
       requests: http.pending,
-      ...{ commandsUrl: config.upstream.commandsUrl, proxy: proxies, ca: config.upstream.ca }, // egress
+      commandsUrl: config.upstream.commandsUrl, proxy: proxies, ca: config.upstream.ca, // egress
     },
     archives: archives.status(),
     hosted: {
