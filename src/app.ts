@@ -49,6 +49,7 @@ import { MemoryCachedStore, type MetadataProblem } from './stores/metadata-store
 import { markIndexIntact, openMetadata, type IndexState } from './stores/schema.js';
 import { parseTarget, Prefetcher, type PrefetchSummary, type PrefetchTarget } from './jobs/prefetch.js';
 import type { CircuitStatus } from './upstreams/circuit-breaker.js';
+import { describeProxies } from './upstreams/egress.js';
 import { UpstreamHttp } from './upstreams/http.js';
 import { ServerlessV3Upstream } from './upstreams/serverless-v3.js';
 import { SrmUpstream } from './upstreams/srm.js';
@@ -101,7 +102,16 @@ export interface MirrorStatus {
   readonly metadata: { readonly packages: number; readonly versions: number; readonly index: IndexState };
   /** The metadata database is failing (reads and writes that fail pass through uncached); undefined when healthy. */
   readonly metadataProblem: MetadataProblem | undefined;
-  readonly upstream: { readonly url: string; readonly type: string; readonly circuit: CircuitStatus; readonly requests: { running: number; waiting: number } };
+  readonly upstream: {
+    readonly url: string;
+    readonly type: string;
+    readonly circuit: CircuitStatus;
+    readonly requests: { running: number; waiting: number };
+    /** Egress: where registry commands go, the proxies (credentials masked), the extra CA files; never the credentials. */
+    readonly commandsUrl: string;
+    readonly proxy: ReturnType<typeof describeProxies>;
+    readonly ca: readonly string[];
+  };
   readonly archives: ReturnType<ArchiveCache['status']>;
   /** Hosted content: blobs and their bytes on disk; generic packages as listed (undefined while the database fails). */
   /** Content this mirror owns; undefined parts: the metadata database cannot say (see metadataProblem). */
@@ -154,7 +164,9 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
   const http = new UpstreamHttp({ ...config.upstream, writes: config.writes, now });
   const isV3 = config.upstream.type === 'serverless-v3';
   if (config.offline) log.info('offline mode: the upstream is never contacted');
-  const upstreamOver = (h: UpstreamHttp) => (isV3 ? new ServerlessV3Upstream(config.upstream.url, h) : new SrmUpstream(config.upstream.url, h));
+  const upstreamOver = (h: UpstreamHttp) => (isV3 ? new ServerlessV3Upstream(config.upstream.url, h, config.upstream.commandsUrl) : new SrmUpstream(config.upstream.url, h));
+  const proxies = describeProxies(config.upstream); // credentials masked
+  if (proxies && !config.offline) log.info('upstream requests go through a forward proxy', { ...proxies });
   const archives = new ArchiveCache(store, archiveStore, log, {
     quotaBytes: config.cache.maxSizeBytes,
     indexIntact: metadata.index === 'intact',
@@ -230,7 +242,13 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
     offline: config.offline,
     metadata: { ...(await registry.inventory()), index: metadata.index },
     metadataProblem: store.problem(),
-    upstream: { url: config.upstream.url, type: config.upstream.type, circuit: http.circuit, requests: http.pending },
+    upstream: {
+      url: config.upstream.url,
+      type: config.upstream.type,
+      circuit: http.circuit,
+      requests: http.pending,
+      commandsUrl: config.upstream.commandsUrl, proxy: proxies, ca: config.upstream.ca, // egress
+    },
     archives: archives.status(),
     hosted: {
       ...hostedBlobs.status(),
@@ -338,7 +356,7 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
     uploadLimits: { maxBodyBytes: config.hosted.maxFileBytes, bodyTimeoutMs: config.writes.bodyTimeoutMs, sizeSetting: 'hosted.maxFileSize' },
     formLimits: config.writes,
   };
-  const forward = isV3 && !config.offline ? forwarder(http, config.upstream.url, config.writes) : undefined;
+  const forward = isV3 && !config.offline ? forwarder(http, config.upstream.url, config.writes, config.upstream.commandsUrl) : undefined;
   const genericFaces = {
     packages: generic,
     access,

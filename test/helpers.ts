@@ -48,9 +48,10 @@ export function manualClock(start = Date.now()): { now: () => number; advance(ms
   return { now: () => t, advance: (ms) => void (t += ms) };
 }
 
-export async function startMirror(upstream: string, flags: Record<string, string | boolean> = {}, options: { now?: () => number } = {}): Promise<TestMirror> {
+/** A mirror on port 0; its environment is `env` (none by default: HTTPS_PROXY and the like of the test run are not read). */
+export async function startMirror(upstream: string, flags: Record<string, string | boolean> = {}, options: { now?: () => number; env?: NodeJS.ProcessEnv } = {}): Promise<TestMirror> {
   const dataDir = typeof flags.data === 'string' ? flags.data : await tempDir();
-  const config = loadConfig({ flags: { host: '127.0.0.1', port: '0', data: dataDir, upstream, ...flags }, env: {} });
+  const config = loadConfig({ flags: { host: '127.0.0.1', port: '0', data: dataDir, upstream, ...flags }, env: options.env ?? {} });
   const logs: string[] = [];
   const write = (line: string) => {
     logs.push(line);

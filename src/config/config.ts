@@ -1,6 +1,7 @@
 // The mirror's configuration: one table of settings, read from config/default.json, an optional --config file,
 // SRM_MIRROR_* environment variables and command-line flags (in rising precedence), validated once into a frozen
 // object. Every setting is declared exactly once, in SETTINGS below.
+import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import cron from 'node-cron';
@@ -51,6 +52,22 @@ export interface Config {
     readonly archiveHosts: readonly string[];
     /** Let downloads reach loopback, link-local and private addresses even when the upstream is not on one. */
     readonly allowPrivateHosts: boolean;
+    // Egress (README "Deploying inside a corporate network"). Proxy URLs may carry user:password@: show them only
+    // through redactUrl. Headers and token are never logged, shown, or sent anywhere but the upstream's origins.
+    /** Where the registry commands go (list, detail, private list, publish, delete): see commandsUrlFor. */
+    readonly commandsUrl: string;
+    /** One forward proxy for every upstream request (over httpsProxy/httpProxy); undefined: those, or none. */
+    readonly proxy: string | undefined;
+    /** HTTPS_PROXY / HTTP_PROXY from the environment (only there: no config key). */
+    readonly httpsProxy: string | undefined;
+    readonly httpProxy: string | undefined;
+    /** Hosts reached without the proxy (NO_PROXY's syntax, as undici reads it). */
+    readonly noProxy: readonly string[];
+    /** PEM files of CAs trusted for upstream TLS, on top of Node's own (absolute paths, each read at start-up). */
+    readonly ca: readonly string[];
+    /** Extra headers (names lower-case) and a bearer token for the mirror's own requests to the upstream's origins. */
+    readonly headers: Readonly<Record<string, string>>;
+    readonly token: string | undefined;
   };
   /** Pass-through requests (publish, delete, retoken, private reads): their own lane and limits. */
   readonly writes: {
@@ -205,6 +222,105 @@ const optionalSecret: Parse<string | undefined> = (v, s) => {
   throw new ConfigError(s, 'a token of at least 16 characters without spaces', typeof v === 'string' ? `a ${v.length}-character value` : typeof v);
 };
 
+// --- Egress settings (proxy, CA, upstream credentials): none of their messages repeats a credential. ---
+
+/** A URL with its user:password@ (a proxy's credentials) masked, for messages, logs and /-/status. */
+export function redactUrl(value: string): string {
+  return value.replace(/^([a-z][a-z0-9+.-]*:\/\/)?[^/@]*@/i, (_m, scheme: string | undefined) => `${scheme ?? ''}***@`);
+}
+
+/** A forward proxy: http(s)://[user:password@]host[:port], or host:port (taken as http://); nothing else. */
+const proxyUrl: Parse<string | undefined> = (v, s) => {
+  if (v === null || v === undefined || v === '') return undefined;
+  if (typeof v === 'string') {
+    const text = v.trim().includes('://') ? v.trim() : `http://${v.trim()}`;
+    try {
+      const u = new URL(text);
+      if ((u.protocol === 'http:' || u.protocol === 'https:') && u.hostname && (u.pathname === '/' || u.pathname === '') && !u.search && !u.hash && !!u.username === !!u.password) {
+        return text.replace(/\/+$/, '');
+      }
+    } catch {
+      // reported below
+    }
+  }
+  throw new ConfigError(s, 'a proxy URL such as "http://proxy.example.com:3128" or "http://user:password@proxy:3128"', typeof v === 'string' ? redactUrl(v) : v);
+};
+
+/** NO_PROXY: names, ".suffix" or "*.suffix", "host:port", IP addresses, "*"; comma or space separated. */
+const noProxyList: Parse<readonly string[]> = (v, s) => {
+  const list = v === undefined || v === null ? [] : typeof v === 'string' ? v.split(/[,\s]+/).filter(Boolean) : v;
+  if (Array.isArray(list) && list.every((x) => typeof x === 'string' && /^[^\s,]+$/.test(x))) return list.map((x: string) => x.toLowerCase());
+  throw new ConfigError(s, 'a list of host names such as ["localhost", ".corp.example.com"]', v);
+};
+
+/** PEM files of CA certificates: each must be readable and hold at least one certificate. */
+const caFiles: Parse<readonly string[]> = (v, s) => {
+  const list = v === undefined || v === null ? [] : typeof v === 'string' ? v.split(',').map((x) => x.trim()).filter(Boolean) : v;
+  if (!Array.isArray(list) || !list.every((x) => typeof x === 'string' && x.trim() !== '')) {
+    throw new ConfigError(s, 'a list of PEM files of CA certificates, such as ["/etc/ssl/corp-root.pem"]', v);
+  }
+  return list as string[];
+};
+
+/** Reads the certificates of a PEM file (a ConfigError says which file, and why, when it has none). */
+export function readPemCertificates(path: string, setting = 'upstream.ca'): string[] {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(setting, 'readable PEM files of CA certificates', `${path} (${(err as Error).message})`);
+  }
+  const pems = text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  try {
+    for (const pem of pems) new X509Certificate(pem);
+  } catch (err) {
+    throw new ConfigError(setting, 'PEM files of valid CA certificates', `${path} (${(err as Error).message})`);
+  }
+  if (pems.length === 0) throw new ConfigError(setting, 'PEM files of CA certificates', `${path} (no PEM certificate in it)`);
+  return pems;
+}
+
+/** Headers the transport owns, or that must not be set by hand. */
+const RESERVED_HEADERS = new Set(['host', 'connection', 'content-length', 'transfer-encoding', 'keep-alive', 'upgrade', 'te', 'trailer', 'expect', 'proxy-authorization', 'proxy-connection']);
+
+/** An object of header names to values (a JSON string of one, from the environment); values are never repeated. */
+const headerMap: Parse<Readonly<Record<string, string>>> = (v, s) => {
+  let value: unknown = v ?? {};
+  if (typeof v === 'string') {
+    try {
+      value = JSON.parse(v);
+    } catch {
+      value = undefined; // reported below
+    }
+  }
+  const expected = 'an object of header names to values, such as {"x-api-key": "..."} (not Host, Connection, Content-Length or Proxy-Authorization)';
+  if (!value || typeof value !== 'object' || Array.isArray(value)) throw new ConfigError(s, expected, 'something else');
+  const headers: Record<string, string> = {};
+  for (const [name, val] of Object.entries(value)) {
+    const lower = name.toLowerCase();
+    if (!/^[!#$%&'*+.^_`|~0-9a-z-]+$/.test(lower) || RESERVED_HEADERS.has(lower)) throw new ConfigError(s, expected, `the header name ${name}`);
+    if (typeof val !== 'string' || /[\r\n\0]/.test(val)) throw new ConfigError(s, expected, `an unusable value for ${lower}`);
+    headers[lower] = val;
+  }
+  return headers;
+};
+
+/** A credential for the upstream: any non-empty string without whitespace. The message never repeats it. */
+const upstreamToken: Parse<string | undefined> = (v, s) => {
+  if (v === null || v === undefined || v === '') return undefined;
+  if (typeof v === 'string' && !/\s/.test(v) && v.length <= 8192) return v;
+  throw new ConfigError(s, 'a token without spaces', typeof v === 'string' ? `a ${v.length}-character value` : typeof v);
+};
+
+/** The public registry and the host `s` 3.1.7+ sends its registry commands to when no registry is set. */
+export const PUBLIC_V3 = 'https://api.devsapp.cn/v3';
+export const PUBLIC_V3_COMMANDS = 'https://server-serverlgistry-v-awljqvnszb.cn-hangzhou.fcapp.run/v3';
+
+/** upstream.commandsUrl's default: the public commands host for the public registry, else the upstream itself. */
+export function commandsUrlFor(upstreamUrl: string): string {
+  return upstreamUrl === PUBLIC_V3 ? PUBLIC_V3_COMMANDS : upstreamUrl;
+}
+
 const cronExpression: Parse<string> = (v, s) => {
   if (typeof v === 'string' && cron.validate(v)) return v;
   throw new ConfigError(s, 'a cron expression such as "*/30 * * * *"', v);
@@ -275,6 +391,8 @@ interface Setting {
   readonly switch?: true;
   readonly env?: readonly string[];
   readonly parse: Parse<unknown>;
+  /** Read from the environment only (a config file may not set it): HTTPS_PROXY and the like. */
+  readonly envOnly?: true;
   /** Where the parsed value goes in Config, when it differs from key. */
   readonly target?: string;
   readonly help: string;
@@ -304,6 +422,15 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'upstream.maxJsonSize', target: 'upstream.maxJsonBytes', flag: 'max-json-size', env: ['SRM_MIRROR_MAX_JSON_SIZE'], parse: positiveBytes, help: 'largest upstream JSON answer read, e.g. 8MB' },
   { key: 'upstream.archiveHosts', flag: 'archive-hosts', env: ['SRM_MIRROR_ARCHIVE_HOSTS'], parse: hostList, help: 'hosts archives may come from besides the upstream, comma-separated (*.example.com allowed)' },
   { key: 'upstream.allowPrivateHosts', flag: 'allow-private-hosts', switch: true, env: ['SRM_MIRROR_ALLOW_PRIVATE_HOSTS'], parse: bool, help: 'let downloads reach private, loopback and link-local addresses' },
+  // Egress: README "Deploying inside a corporate network".
+  { key: 'upstream.commandsUrl', flag: 'commands-url', env: ['SRM_MIRROR_COMMANDS_URL'], parse: optionalUrl, help: 'where registry commands (list, detail, publish, delete) go (default: see README)' },
+  { key: 'upstream.proxy', flag: 'upstream-proxy', env: ['SRM_MIRROR_UPSTREAM_PROXY'], parse: proxyUrl, help: 'forward proxy for every upstream request, over HTTPS_PROXY/HTTP_PROXY' },
+  { key: 'upstream.httpsProxy', envOnly: true, env: ['https_proxy', 'HTTPS_PROXY'], parse: proxyUrl, help: 'forward proxy for https upstream requests' },
+  { key: 'upstream.httpProxy', envOnly: true, env: ['http_proxy', 'HTTP_PROXY'], parse: proxyUrl, help: 'forward proxy for http upstream requests (and https ones, without HTTPS_PROXY)' },
+  { key: 'upstream.noProxy', flag: 'no-proxy', env: ['SRM_MIRROR_NO_PROXY', 'no_proxy', 'NO_PROXY'], parse: noProxyList, help: 'hosts reached without the proxy, comma-separated' },
+  { key: 'upstream.ca', flag: 'upstream-ca', env: ['SRM_MIRROR_UPSTREAM_CA'], parse: caFiles, help: 'PEM files of CAs trusted for upstream TLS besides the usual ones, comma-separated' },
+  { key: 'upstream.headers', env: ['SRM_MIRROR_UPSTREAM_HEADERS'], parse: headerMap, help: 'extra headers for the upstream, as JSON {"name": "value"}' },
+  { key: 'upstream.token', env: ['SRM_MIRROR_UPSTREAM_TOKEN'], parse: upstreamToken, help: 'sent to the upstream as Authorization: Bearer' },
   { key: 'writes.concurrency', flag: 'writes-concurrency', env: ['SRM_MIRROR_WRITES_CONCURRENCY'], parse: integer(1, 256), help: 'most pass-through requests (publish, delete, ...) at once' },
   { key: 'writes.bodyTimeout', target: 'writes.bodyTimeoutMs', flag: 'write-body-timeout', env: ['SRM_MIRROR_WRITE_BODY_TIMEOUT'], parse: positiveDuration, help: 'a request body idle this long is cut' },
   { key: 'writes.maxBodySize', target: 'writes.maxBodyBytes', flag: 'max-body-size', env: ['SRM_MIRROR_MAX_BODY_SIZE'], parse: positiveBytes, help: 'largest request body passed through, e.g. 100MB' },
@@ -359,7 +486,7 @@ export function loadConfig({ flags = {}, env = process.env, cwd = process.cwd() 
 
   const config: Tree = {};
   for (const s of SETTINGS) {
-    let raw = getPath(merged, s.key);
+    let raw = s.envOnly ? undefined : getPath(merged, s.key);
     let source = s.key;
     for (const name of [...(s.env ?? [])].reverse()) {
       if (env[name] !== undefined && env[name] !== '') [raw, source] = [env[name], name];
@@ -368,6 +495,14 @@ export function loadConfig({ flags = {}, env = process.env, cwd = process.cwd() 
     setPath(config, s.target ?? s.key, s.parse(raw, source));
   }
   (config as { dataDir: string }).dataDir = resolve(cwd, config.dataDir as string);
+  // Egress: the commands' default follows the upstream; CA files are read once here, so that a bad one stops start-up.
+  const upstream = config.upstream as { url: string; commandsUrl?: string; ca: readonly string[]; headers: Record<string, string>; token?: string };
+  upstream.commandsUrl ??= commandsUrlFor(upstream.url);
+  upstream.ca = upstream.ca.map((p) => resolve(cwd, p));
+  for (const file of upstream.ca) readPemCertificates(file);
+  if (upstream.token !== undefined && upstream.headers.authorization !== undefined) {
+    throw new ConfigError('upstream.headers', 'no Authorization header when upstream.token is set (the token is sent as Authorization: Bearer)', 'both');
+  }
   const imports = config.import as { trustedKeys: readonly string[] };
   try {
     // Each key is read once here, so that a missing or wrong key stops start-up rather than the first import.
@@ -403,7 +538,7 @@ function deepMerge(into: Tree, from: Tree, label: string, prefix = ''): void {
     if (isSection && v && typeof v === 'object' && !Array.isArray(v)) {
       into[k] ??= {};
       deepMerge(into[k] as Tree, v as Tree, label, `${key}.`);
-    } else if (SETTINGS.some((s) => s.key === key)) {
+    } else if (SETTINGS.some((s) => s.key === key && !s.envOnly)) {
       into[k] = v;
     } else {
       throw new ConfigError(key, `a known setting (${label} has an unknown key)`, k);

@@ -11,6 +11,7 @@ import type { IncomingMessage } from 'node:http';
 import { pipeline as pipe, Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ForwardResponse, UpstreamHttp } from '../upstreams/http.js';
+import { isRegistryCommand } from '../upstreams/serverless-v3.js';
 import { guardedBody, tooLarge, type BodyLimits } from './request-body.js';
 
 /** Headers the `s` client signs requests with (PROTOCOL.md §1), plus standard auth. */
@@ -29,10 +30,15 @@ export function hasCredentials(req: IncomingMessage): boolean {
  */
 export type Forward = (req: Request, options?: { tap?: Transform; body?: Readable }) => Promise<ForwardResponse>;
 
-/** upstreamBase is where the router's mount point goes upstream, e.g. "https://api.devsapp.cn/v3" for /v3. */
-export function forwarder(http: UpstreamHttp, upstreamBase: string, limits: BodyLimits): Forward {
+/**
+ * upstreamBase is where the router's mount point goes upstream, e.g. "https://api.devsapp.cn/v3" for /v3; the
+ * registry commands (isRegistryCommand: list, detail, private list, publish, delete) go to commandsBase instead,
+ * where the `s` client itself sends them (upstream.commandsUrl).
+ */
+export function forwarder(http: UpstreamHttp, upstreamBase: string, limits: BodyLimits, commandsBase = upstreamBase): Forward {
   return async (req, { tap, body: source = req } = {}) => {
-    const forward = (body?: Readable) => http.forward({ method: req.method, url: upstreamBase + req.url, headers: pick(req.headers, FORWARDED_HEADERS), body });
+    const base = isRegistryCommand(req.method, req.path) ? commandsBase : upstreamBase;
+    const forward = (body?: Readable) => http.forward({ method: req.method, url: base + req.url, headers: pick(req.headers, FORWARDED_HEADERS), body });
     if (req.method === 'GET' || req.method === 'HEAD') return forward();
     const declared = Number(req.headers['content-length']);
     if (declared > limits.maxBodyBytes) {

@@ -5,6 +5,14 @@
 // of that class (a mirror chained to a mirror on the same network, tests on 127.0.0.1) or allowPrivateHosts is set.
 // Addresses are checked in the socket's own lookup, so the connection goes to the address that was checked: a DNS
 // answer that changes between a check and the connect (rebinding) cannot slip through.
+//
+// Through a forward proxy the mirror's socket goes to the proxy, which resolves and connects on its own: the lookup
+// cannot pin anything there (and must not check the proxy itself, which is usually on a private address). So before
+// a download is handed to a proxy, checkBeforeProxy resolves its host here and refuses it when any address is of a
+// class not allowed, exactly as the lookup would; a name this host cannot resolve at all (split-horizon DNS, where
+// only the proxy sees outside names) is left to the proxy. What is lost is the pinning: the proxy's own answer may
+// differ (rebinding), so the proxy's own rules (which destinations it may reach) are the last line there. The host
+// checks (http(s) only, the upstream's origins and upstream.archiveHosts, IP literals) are the same either way.
 import { lookup as dnsLookup, type LookupAddress, type LookupAllOptions } from 'node:dns';
 import { BlockList, isIP, type LookupFunction } from 'node:net';
 import { MirrorError } from '../model/errors.js';
@@ -58,6 +66,8 @@ export function hostMatches(host: string, patterns: readonly string[]): boolean 
 export interface EgressPolicyOptions {
   /** The upstream's base URL: its origin is always allowed, and the class of its addresses too. */
   readonly upstreamUrl: string;
+  /** Where registry commands go (upstream.commandsUrl): its origin is allowed like the upstream's. */
+  readonly commandsUrl?: string;
   readonly archiveHosts: readonly string[];
   readonly allowPrivateHosts: boolean;
   /** Name resolution (dns.lookup by default); tests give a fake one. */
@@ -67,24 +77,46 @@ export interface EgressPolicyOptions {
 const systemResolve = (host: string) =>
   new Promise<LookupAddress[]>((resolve, reject) => dnsLookup(host, { all: true } satisfies LookupAllOptions, (err, addresses) => (err ? reject(err) : resolve(addresses))));
 
+/** Resolver errors that mean "this host cannot resolve the name" (not a failure of the check itself). */
+const UNRESOLVED = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_NODATA', 'ENODATA', 'EAI_NONAME']);
+
 export class EgressPolicy {
   private readonly upstream: URL;
+  private readonly origins: ReadonlySet<string>;
   private readonly resolve: (host: string) => Promise<LookupAddress[]>;
   /** The classes of the upstream's own addresses, found once. */
   private upstreamClasses: Promise<ReadonlySet<AddressClass>> | undefined;
 
   constructor(private readonly options: EgressPolicyOptions) {
     this.upstream = new URL(options.upstreamUrl);
+    this.origins = new Set([this.upstream.origin, ...(options.commandsUrl ? [new URL(options.commandsUrl).origin] : [])]);
     this.resolve = options.resolve ?? systemResolve;
   }
 
   /** Throws a MirrorError unless `url` may be downloaded from; an IP literal's address is checked here too. */
   async checkUrl(url: URL): Promise<void> {
     if (url.protocol !== 'http:' && url.protocol !== 'https:') refuse(url, `only http(s) is fetched, not ${url.protocol}`);
-    if (url.origin !== this.upstream.origin && !hostMatches(url.hostname, this.options.archiveHosts)) {
+    if (!this.origins.has(url.origin) && !hostMatches(url.hostname, this.options.archiveHosts)) {
       refuse(url, 'the host is neither the upstream nor in upstream.archiveHosts');
     }
     if (isIP(url.hostname.replace(/^\[|\]$/g, ''))) await this.checkAddress(url.hostname, url.hostname);
+  }
+
+  /**
+   * Before a request is handed to a forward proxy (after checkUrl): refuses a host name that resolves here to an
+   * address of a class not allowed; one that does not resolve here is the proxy's to resolve.
+   */
+  async checkBeforeProxy(url: URL): Promise<void> {
+    const host = url.hostname.replace(/^\[|\]$/g, '');
+    if (isIP(host)) return; // checkUrl has checked it
+    let addresses: LookupAddress[];
+    try {
+      addresses = await this.resolve(host);
+    } catch (err) {
+      if (UNRESOLVED.has((err as NodeJS.ErrnoException).code ?? '')) return;
+      throw err;
+    }
+    for (const a of addresses) await this.checkAddress(a.address, host);
   }
 
   /**

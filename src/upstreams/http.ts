@@ -11,13 +11,18 @@
 //
 // Archive downloads follow redirects themselves, every hop checked by the egress policy (no SSRF), through an Agent
 // whose lookup only connects to addresses the policy allows. JSON answers are read up to `maxJsonSize`.
+//
+// Every request goes out through egress.ts: a forward proxy when one is configured (the policy then checks a
+// download's host before the proxy is asked), the CAs of upstream.ca, and the mirror's own upstream credentials on
+// its own reads and downloads to the upstream's origins, never on a client's request passed through.
 import PQueue from 'p-queue';
-import { Agent, errors, interceptors, request, type Dispatcher } from 'undici';
+import { errors, interceptors, request, type Dispatcher } from 'undici';
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Config } from '../config/config.js';
 import { MirrorError } from '../model/errors.js';
 import { CircuitBreaker, type CircuitStatus, type Ticket } from './circuit-breaker.js';
+import { credentialsInterceptor, egressDispatcher, egressHint, proxiesOf, scrub, secretsOf } from './egress.js';
 import { EgressPolicy, EgressRefusedError, type EgressPolicyOptions } from './egress-policy.js';
 
 /** The config's `upstream` section (less the protocol type), the writes lane's concurrency, and test seams. */
@@ -84,10 +89,18 @@ const MAX_RETRY_AFTER_MS = 60_000;
 
 /** What UpstreamHttp objects of every priority share: connections, lanes, breaker, counts, and shutdown. */
 interface Shared {
-  /** Metadata reads (following redirects) and pass-through requests (told not to follow them). */
+  /** Metadata reads (following redirects), with the mirror's upstream credentials. */
   readonly dispatcher: Dispatcher;
+  /** Pass-through requests (told not to follow redirects): the same connections, without the mirror's credentials. */
+  readonly passThrough: Dispatcher;
   /** Archive downloads: redirects followed by hand, connections only to addresses the egress policy allows. */
   readonly downloads: Dispatcher;
+  /** What dispatcher, passThrough and downloads are built on, to destroy at close. */
+  readonly agents: readonly Dispatcher[];
+  /** Downloads go through a forward proxy (for some hosts at least): each host is checked before it is asked. */
+  readonly proxied: boolean;
+  /** Values no error message may repeat (egress credentials). */
+  readonly secrets: readonly string[];
   readonly reads: PQueue;
   readonly writes: PQueue;
   readonly breaker: CircuitBreaker;
@@ -136,11 +149,25 @@ export class UpstreamHttp {
   }
 
   private static share(options: UpstreamHttpOptions): Shared {
-    const policy = new EgressPolicy({ upstreamUrl: options.url, archiveHosts: options.archiveHosts, allowPrivateHosts: options.allowPrivateHosts, resolve: options.resolve });
-    const timeouts = { headersTimeout: options.headersTimeoutMs, bodyTimeout: options.bodyTimeoutMs, keepAliveTimeout: 10_000 };
+    const policy = new EgressPolicy({
+      upstreamUrl: options.url,
+      commandsUrl: options.commandsUrl,
+      archiveHosts: options.archiveHosts,
+      allowPrivateHosts: options.allowPrivateHosts,
+      resolve: options.resolve,
+    });
+    const agent = egressDispatcher(options);
+    const downloads = egressDispatcher(options, { lookup: policy.lookup });
+    const credentials = credentialsInterceptor(options);
+    const redirects = interceptors.redirect({ maxRedirections: 5 });
     return {
-      dispatcher: new Agent({ connect: { timeout: options.connectTimeoutMs }, ...timeouts }).compose(interceptors.redirect({ maxRedirections: 5 })),
-      downloads: new Agent({ connect: { timeout: options.connectTimeoutMs, lookup: policy.lookup }, ...timeouts }),
+      // The credentials below the redirects: each hop gets them only when it is on one of the upstream's origins.
+      dispatcher: agent.compose(credentials).compose(redirects),
+      passThrough: agent.compose(redirects),
+      downloads: downloads.compose(credentials),
+      agents: [agent, downloads],
+      proxied: proxiesOf(options) !== undefined,
+      secrets: secretsOf(options),
       reads: new PQueue({ concurrency: options.concurrency }),
       writes: new PQueue({ concurrency: options.writes.concurrency }),
       breaker: new CircuitBreaker({ threshold: options.breakerThreshold, minBackoffMs: options.breakerMinMs, maxBackoffMs: options.breakerMaxMs, now: options.now }),
@@ -225,7 +252,9 @@ export class UpstreamHttp {
       deadline.done();
       try {
         const method = req.method as Dispatcher.HttpMethod;
-        const res = await this.send(this.shared.dispatcher, req.url, { method, headers: req.headers, body: req.body, maxRedirections: 0 });
+        // The client's credentials or none: the mirror's own (upstream.token, upstream.headers) would let any client
+        // write, or read private content, as the mirror.
+        const res = await this.send(this.shared.passThrough, req.url, { method, headers: req.headers, body: req.body, maxRedirections: 0 });
         const body = res.body as unknown as Readable;
         body.on('error', () => {}); // the face may never get to read it (its client gone)
         return { status: res.statusCode, headers: res.headers, body };
@@ -251,7 +280,7 @@ export class UpstreamHttp {
         sleep(graceMs, undefined, { signal: timer.signal }).catch(() => {}),
       ]);
       timer.abort();
-      await Promise.all([this.shared.dispatcher.destroy(), this.shared.downloads.destroy()]);
+      await Promise.all(this.shared.agents.map((a) => a.destroy()));
     })();
     return this.shared.closed;
   }
@@ -356,6 +385,11 @@ export class UpstreamHttp {
       await this.shared.policy.checkUrl(target).catch((err: unknown) => {
         throw new Failed(transportError(err, target.href), 'none');
       });
+      if (this.shared.proxied) {
+        await this.shared.policy.checkBeforeProxy(target).catch((err: unknown) => {
+          throw new Failed(transportError(err, target.href), 'none');
+        });
+      }
       const res = await this.send(this.shared.downloads, target.href, { method: 'GET', headers: {}, signal, hop: hops > 0 });
       const location = header(res.headers, 'location');
       if (REDIRECT_STATUSES.has(res.statusCode) && location) {
@@ -385,7 +419,7 @@ export class UpstreamHttp {
       const refused = refusal(err);
       if (refused) throw new Failed(refused, 'none');
       this.counts.failed++;
-      throw new Failed(transportError(err, url), this.shared.closing ? 'none' : 'failure');
+      throw new Failed(transportError(err, url, this.shared.secrets), this.shared.closing ? 'none' : 'failure');
     }
   }
 }
@@ -467,13 +501,14 @@ function shuttingDown(): MirrorError {
   return new MirrorError('unavailable', 'the mirror is shutting down');
 }
 
-function transportError(err: unknown, url: string): MirrorError {
+function transportError(err: unknown, url: string, secrets: readonly string[] = []): MirrorError {
   if (err instanceof MirrorError) return err;
   const timeout =
     err instanceof errors.HeadersTimeoutError ||
     err instanceof errors.BodyTimeoutError ||
     err instanceof errors.ConnectTimeoutError;
-  const reason = err instanceof Error ? err.message : String(err);
+  const hint = egressHint(err);
+  const reason = scrub(err instanceof Error ? err.message : String(err), secrets) + (hint ? ` (${hint})` : '');
   return new MirrorError(timeout ? 'upstream-timeout' : 'upstream-failed', `upstream request to ${redact(url)} failed: ${reason}`, {
     cause: err,
   });

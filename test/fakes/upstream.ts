@@ -1,8 +1,10 @@
 // A real HTTP server on port 0 that plays the upstream registry: the v3 API under /v3 and the SRM (GitHub
 // releases) shape under /srm, zipballs answered with a 302 to /blob/{sha256} like the public registry. It records
-// every request and injects faults on demand.
+// every request and injects faults on demand. Over TLS (a test CA's certificate) when asked, and then, for egress
+// tests, willing to take connections from one address only (a forward proxy's).
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { componentZip } from './zips.js';
 
@@ -33,6 +35,17 @@ export interface RecordedRequest {
   /** The body's first MiB (large uploads are counted, not kept). */
   readonly body: Buffer;
   readonly bodyLength: number;
+  /** The address the request's connection came from (a proxy's, when it went through one). */
+  readonly remoteAddress: string | undefined;
+}
+
+export interface FakeUpstreamOptions {
+  /** Serve HTTPS with this key and certificate (PEM). */
+  readonly tls?: { readonly key: string; readonly cert: string };
+  /** The host its URLs name (default 127.0.0.1; the server listens on 127.0.0.1 either way). */
+  readonly host?: string;
+  /** Accept connections from this address only: any other is counted in `refusedConnections` and closed at once. */
+  readonly onlyFrom?: string;
 }
 
 /** The credentials the fake accepts for writes: the `token` header of a logged-in `s` client. */
@@ -70,6 +83,10 @@ export class FakeUpstream {
   readonly faults: Fault[] = [];
   /** Requests whose body the client (the mirror) broke off before it was whole. */
   aborted = 0;
+  /** The remote address of every connection accepted, in order. */
+  readonly connectionsFrom: string[] = [];
+  /** Connections closed at once because they did not come from `onlyFrom`. */
+  refusedConnections = 0;
   /** Whether JSON answers carry an ETag (and honour If-None-Match). */
   etags = true;
   private readonly sockets = new Set<Socket>();
@@ -80,18 +97,24 @@ export class FakeUpstream {
     readonly url: string,
   ) {}
 
-  static async start(): Promise<FakeUpstream> {
-    const server = createServer();
+  static async start({ tls, host = '127.0.0.1', onlyFrom }: FakeUpstreamOptions = {}): Promise<FakeUpstream> {
+    const server: Server = tls ? createHttpsServer({ key: tls.key, cert: tls.cert }) : createServer();
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const { port } = server.address() as AddressInfo;
-    const fake = new FakeUpstream(server, `http://127.0.0.1:${port}`);
+    const fake = new FakeUpstream(server, `${tls ? 'https' : 'http'}://${host}:${port}`);
     server.on('request', (req, res) =>
       void fake.handle(req, res).catch(() => {
         fake.aborted++; // reading the request body failed: the mirror aborted its upload
         res.destroy();
       }),
     );
-    server.on('connection', (s) => {
+    server.on('connection', (s: Socket) => {
+      if (onlyFrom !== undefined && s.remoteAddress !== onlyFrom) {
+        fake.refusedConnections++;
+        s.destroy();
+        return;
+      }
+      fake.connectionsFrom.push(s.remoteAddress ?? '');
       fake.sockets.add(s);
       s.on('close', () => fake.sockets.delete(s));
     });
@@ -158,7 +181,7 @@ export class FakeUpstream {
     const early = this.faults.find((f) => f.fault.kind === 'status-early' && f.match.test(req.url ?? '') && (f.times === undefined || f.times > 0));
     if (early?.fault.kind === 'status-early') {
       if (early.times !== undefined) early.times--;
-      this.requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body: Buffer.alloc(0), bodyLength: 0 });
+      this.requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body: Buffer.alloc(0), bodyLength: 0, remoteAddress: req.socket.remoteAddress });
       return json(res, early.fault.status, { request_id: 'fake', body: `injected ${early.fault.status}` });
     }
     const chunks: Buffer[] = [];
@@ -168,7 +191,7 @@ export class FakeUpstream {
       bodyLength += (chunk as Buffer).length;
     }
     const body = Buffer.concat(chunks);
-    this.requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body, bodyLength });
+    this.requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body, bodyLength, remoteAddress: req.socket.remoteAddress });
     const url = new URL(req.url ?? '/', this.url);
     const fault = this.takeFault(url.pathname + url.search);
     if (fault?.kind === 'hang') {

@@ -106,4 +106,32 @@ describe('EgressPolicy', () => {
     await p.checkUrl(new URL('http://10.0.0.1/x'));
     expect(await lookup(p, 'registry.example.com')).toEqual([{ address: '10.9.9.9', family: 4 }]);
   });
+
+  it('allows the commands origin (upstream.commandsUrl) like the upstream\'s', async () => {
+    const p = new EgressPolicy({ ...publicUpstream, commandsUrl: 'https://commands.example.net/v3', ...resolver({}) });
+    await p.checkUrl(new URL('https://commands.example.net/v3/packages/x/zipball/1'));
+    await expect(p.checkUrl(new URL('https://commands.example.net:8443/x'))).rejects.toThrow(/neither the upstream/);
+  });
+
+  describe('before a request is handed to a forward proxy', () => {
+    it('refuses a name that resolves here to a forbidden class, as the lookup would', async () => {
+      const dns = resolver({ 'registry.example.com': ['93.184.216.34'], 'a.storage.example.com': ['203.0.113.7'], 'b.storage.example.com': ['203.0.113.8', '169.254.169.254'] });
+      const p = new EgressPolicy({ ...publicUpstream, resolve: dns.resolve });
+      await p.checkBeforeProxy(new URL('https://a.storage.example.com/x'));
+      await expect(p.checkBeforeProxy(new URL('https://b.storage.example.com/x'))).rejects.toThrow(/link-local address \(169.254.169.254\)/);
+    });
+
+    it('leaves a name it cannot resolve to the proxy (split-horizon DNS), and IP literals to checkUrl', async () => {
+      const dns = resolver({});
+      const p = new EgressPolicy({ ...publicUpstream, resolve: dns.resolve });
+      await p.checkBeforeProxy(new URL('https://outside.storage.example.com/x'));
+      await p.checkBeforeProxy(new URL('http://10.0.0.1/x'));
+      expect(dns.calls).toEqual(['outside.storage.example.com']);
+    });
+
+    it('fails on a resolver failure that is not "no such name"', async () => {
+      const p = new EgressPolicy({ ...publicUpstream, resolve: async () => Promise.reject(Object.assign(new Error('resolver broke'), { code: 'ESERVFAIL' })) });
+      await expect(p.checkBeforeProxy(new URL('https://a.storage.example.com/x'))).rejects.toThrow('resolver broke');
+    });
+  });
 });

@@ -1,0 +1,133 @@
+// A real forward proxy for the egress tests: Debian's tinyproxy, installed here when it is missing (apt, as root),
+// started per test file on a free port with its own config and log. Its outgoing connections leave from PROXY_ADDRESS
+// (tinyproxy's Bind), so an upstream that takes connections from that address only is reachable through it alone.
+// Also a test CA and a server certificate it signed, made with the openssl binary (node:crypto cannot sign X.509).
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { tempDir, until } from '../helpers.js';
+
+/** Where tinyproxy's connections to upstreams come from (any 127.x address is on the loopback interface). */
+export const PROXY_ADDRESS = '127.0.0.2';
+
+function onPath(binary: string): string | undefined {
+  for (const dir of (process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin').split(':').concat(['/usr/sbin', '/usr/bin'])) {
+    if (existsSync(join(dir, binary))) return join(dir, binary);
+  }
+  return undefined;
+}
+
+/**
+ * Makes sure tinyproxy and openssl are there, installing the Debian packages when they are not (tinyproxy-bin: the
+ * binary alone, no service started). Resolves with a reason to skip only when they truly cannot be installed.
+ */
+export function ensureProxyTools(): { tinyproxy: string; openssl: string } | { skip: string } {
+  const missing = () => [['tinyproxy', 'tinyproxy-bin'], ['openssl', 'openssl']].filter(([bin]) => !onPath(bin!)).map(([, pkg]) => pkg!);
+  if (missing().length > 0) {
+    if (process.getuid?.() !== 0) return { skip: `${missing().join(' and ')} not installed, and the tests do not run as root to install them` };
+    if (!existsSync('/usr/bin/apt-get')) return { skip: `${missing().join(' and ')} not installed, and there is no apt-get here` };
+    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+    const install = (rename: Record<string, string> = {}) =>
+      spawnSync('apt-get', ['install', '-y', '--no-install-recommends', ...missing().map((p) => rename[p] ?? p)], { env, encoding: 'utf8' });
+    let result = install();
+    if (result.status !== 0) {
+      spawnSync('apt-get', ['update'], { env, encoding: 'utf8' }); // a fresh machine's package lists may be empty
+      result = install();
+    }
+    if (result.status !== 0) result = install({ 'tinyproxy-bin': 'tinyproxy' }); // releases before the split into -bin
+    if (result.status !== 0) return { skip: `could not install ${missing().join(' and ')}: ${(result.stderr || result.stdout).trim().split('\n').pop()}` };
+  }
+  return { tinyproxy: onPath('tinyproxy')!, openssl: onPath('openssl')! };
+}
+
+export interface TestCertificates {
+  /** The CA's certificate (PEM file), for upstream.ca. */
+  readonly caFile: string;
+  /** A server key and certificate for localhost and 127.0.0.1, signed by the CA. */
+  readonly key: string;
+  readonly cert: string;
+}
+
+/** A fresh test CA and a server certificate it signed (EC P-256, valid for a day). */
+export async function testCertificates(openssl = 'openssl'): Promise<TestCertificates> {
+  const dir = await tempDir('srm-mirror-ca-');
+  const f = (name: string) => join(dir, name);
+  const run = (...args: string[]) => execFileSync(openssl, args, { stdio: 'pipe' });
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  run('req', '-x509', ...ec, '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '1', '-subj', '/CN=srm-mirror test CA');
+  run('req', ...ec, '-keyout', f('server.key'), '-out', f('server.csr'), '-subj', '/CN=localhost');
+  writeFileSync(f('ext.cnf'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n');
+  run('x509', '-req', '-in', f('server.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f('server.pem'), '-days', '1', '-extfile', f('ext.cnf'));
+  return { caFile: f('ca.pem'), key: readFileSync(f('server.key'), 'utf8'), cert: readFileSync(f('server.pem'), 'utf8') };
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+export interface ProxyOptions {
+  /** The ports CONNECT may reach (tinyproxy's ConnectPort). */
+  readonly connectPorts: readonly number[];
+  /** Credentials the proxy asks for (tinyproxy's BasicAuth). */
+  readonly auth?: { readonly user: string; readonly password: string };
+}
+
+export class Tinyproxy {
+  private constructor(
+    private readonly child: ChildProcess,
+    readonly port: number,
+    private readonly logFile: string,
+  ) {}
+
+  static async start(binary: string, { connectPorts, auth }: ProxyOptions): Promise<Tinyproxy> {
+    const dir = await tempDir('srm-mirror-proxy-');
+    const port = await freePort();
+    const logFile = join(dir, 'tinyproxy.log');
+    const conf = [
+      `Port ${port}`,
+      'Listen 127.0.0.1',
+      `Bind ${PROXY_ADDRESS}`,
+      'Timeout 30',
+      `LogFile "${logFile}"`,
+      'LogLevel Info',
+      `PidFile "${join(dir, 'tinyproxy.pid')}"`,
+      'MaxClients 64',
+      'Allow 127.0.0.1',
+      ...(auth ? [`BasicAuth ${auth.user} ${auth.password}`] : []),
+      ...connectPorts.map((p) => `ConnectPort ${p}`),
+    ];
+    writeFileSync(join(dir, 'tinyproxy.conf'), `${conf.join('\n')}\n`);
+    const child = spawn(binary, ['-d', '-c', join(dir, 'tinyproxy.conf')], { stdio: 'ignore' });
+    const proxy = new Tinyproxy(child, port, logFile);
+    await until(() => proxy.log().includes('Accepting connections'), 10_000);
+    return proxy;
+  }
+
+  /** The proxy's URL, with credentials when given. */
+  url(auth?: { user: string; password: string }): string {
+    return `http://${auth ? `${encodeURIComponent(auth.user)}:${encodeURIComponent(auth.password)}@` : ''}127.0.0.1:${this.port}`;
+  }
+
+  log(): string {
+    return existsSync(this.logFile) ? readFileSync(this.logFile, 'utf8') : '';
+  }
+
+  /** The requests the proxy received, as their request lines less the version: "CONNECT localhost:443", "GET http://...". */
+  requests(): string[] {
+    return [...this.log().matchAll(/Request \(file descriptor \d+\): (\S+ \S+)/g)].map((m) => m[1]!);
+  }
+
+  /** The CONNECT requests to host:port. */
+  connects(hostPort: string): number {
+    return this.requests().filter((r) => r === `CONNECT ${hostPort}`).length;
+  }
+
+  stop(): void {
+    this.child.kill('SIGTERM');
+  }
+}
