@@ -105,7 +105,7 @@ export function createInterceptor(server: Server, options: InterceptOptions): In
   };
 
   const passThrough = (raw: Socket, head: Buffer, host: string, port: number) => {
-    const target = dial(host, port);
+    const target = dial(host.replace(/^\[|\]$/g, ''), port); // [::1] is ::1 to connect to
     let open = false;
     let done = false;
     const cut = () => {
