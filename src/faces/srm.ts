@@ -92,9 +92,10 @@ export function srmFace({ registry, baseUrl, reads, log, providerless = false }:
         return send(cached, release(cached.value));
       }
       case 'releases': {
+        const paging = v2 ? undefined : pagingOf(req); // checked before the upstream is asked
         const cached = await registry.allReleases(route.pkg);
-        if (v2) return send(cached, cached.value.map(release));
-        const page = paginate(res, cached.value, pagingOf(req), `${base}/${srmPackagePath(asked)}/releases`);
+        if (!paging) return send(cached, cached.value.map(release));
+        const page = paginate(res, cached.value, paging, `${base}/${srmPackagePath(asked)}/releases`);
         return send(cached, page.map(release));
       }
       case 'zipball':

@@ -166,6 +166,16 @@ describe('proxy mode: refusals and tunnels', () => {
     await expect(getVia(viaMirror(mirror), 'https://example.com/')).rejects.toThrow(/403/);
   });
 
+  it('a client that speaks plain HTTP inside an intercepted tunnel is cut off, and the mirror goes on serving', async () => {
+    const { text, socket } = await rawConnect(mirror, 'api.devsapp.cn:443', true);
+    expect(text).toBe('HTTP/1.1 200 Connection Established\r\n\r\n');
+    const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+    socket.on('error', () => {});
+    socket.write('GET /v3/packages/demo-comp/release/latest HTTP/1.1\r\nHost: api.devsapp.cn\r\n\r\n');
+    await closed;
+    expect((await getVia(viaMirror(mirror), `${API}/v3/packages/demo-comp/release/latest`)).status).toBe(200);
+  });
+
   it('refuses an intercepted host on another port, and a malformed target', async () => {
     expect((await rawConnect(mirror, 'api.devsapp.cn:8443')).text).toMatch(/^HTTP\/1\.1 403 .*port 443 only/s);
     expect((await rawConnect(mirror, 'not a target')).text).toMatch(/^HTTP\/1\.1 400 /);
