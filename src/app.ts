@@ -369,7 +369,7 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
   app.use('/api/v1/packages', giteaPackageApi(genericFaces));
   app.use('/api/v4/projects', gitlabGenericFace(genericFaces));
   app.use('/v3', v3Face({ registry, baseUrl, log, forward, hosted: hostedV3 }));
-  app.use(srmFace({ registry, baseUrl, reads, log }));
+  app.use(srmFace({ registry, baseUrl, reads, log, providerless: isV3 })); // /simple/devsapp/NAME (s 2.x) is the v3 package NAME
   const hot = v3HotPath({ registry, baseUrl, hosted: hostedV3, log });
   const logAccess = log.enabled('debug') ? accessLog(log) : undefined;
   const handle: RequestListener = (req, res) => {

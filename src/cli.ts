@@ -12,6 +12,7 @@ import { formatBytes, printer, type BundleEvent, type OnEvent } from './bundles/
 import { readTrustedKeys, trustedKeyFiles } from './bundles/trust.js';
 import { ConfigError, loadConfig, parseSize, SETTINGS, type Config } from './config/config.js';
 import { Users, type Role } from './core/hosted/users.js';
+import { loadOrCreateCa } from './intercept/certificates.js';
 import { parseTarget, type PrefetchProgress, type PrefetchSummary } from './jobs/prefetch.js';
 import { createLogger } from './log.js';
 import { MirrorError } from './model/errors.js';
@@ -243,7 +244,31 @@ const COMMANDS: Record<string, Command> = {
     run: inspect,
   },
   // ---- end of air-gap bundles: export side ----
+  // ---- proxy mode (issue 12, item 3) ----
+  ca: {
+    summary: "print proxy mode's CA certificate (made in the data folder if it is not there yet), for clients that verify",
+    usage: 'srm-mirror ca [--out FILE] [options]',
+    options: { out: { type: 'string', help: 'write it to this file instead of printing it' } },
+    run: printCa,
+  },
+  // ---- end of proxy mode ----
 };
+
+/** `ca`: the CA that issues the certificate of the intercepted hosts (not the operator's intercept.cert). */
+async function printCa(config: Config, flags: Flags, _args: string[], out: Output): Promise<number> {
+  if (config.intercept.cert) {
+    out.error('srm-mirror ca: intercept.cert is set: proxy mode presents that certificate; give clients the CA that issued it\n');
+    return 1;
+  }
+  const { cert } = await loadOrCreateCa(config.dataDir);
+  if (typeof flags.out !== 'string') {
+    out.write(cert);
+    return 0;
+  }
+  await writeFile(flags.out, cert);
+  out.write(`wrote proxy mode's CA certificate to ${flags.out}\n`);
+  return 0;
+}
 
 /**
  * `import DIR`: on a stopped mirror it imports itself; beside a running server (with the admin token) the server

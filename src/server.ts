@@ -4,6 +4,8 @@ import type { AddressInfo } from 'node:net';
 import { createMirror, type Mirror } from './app.js';
 import type { Config } from './config/config.js';
 import type { Logger } from './log.js';
+import { interceptDir, interceptIdentity } from './intercept/certificates.js';
+import { interceptOn, type Interceptor } from './intercept/intercept.js';
 
 export interface RunningMirror {
   readonly mirror: Mirror;
@@ -23,7 +25,25 @@ export async function startServer(config: Config, log: Logger, { now }: { now?: 
   server.timeout = 120_000; // a connection on which nothing moves for 2 min is closed
   server.keepAliveTimeout = 5_000;
   server.maxConnections = config.server.maxConnections; // more are refused at once rather than piling up
+  let intercept: Interceptor | undefined;
   try {
+    // ---- proxy mode (issue 12, item 3): CONNECT and absolute-form requests for the registry hosts, answered here ----
+    if (config.intercept.enabled) {
+      const { hosts, tunnel, cert, key } = config.intercept;
+      const identity = await interceptIdentity(config.dataDir, hosts, cert && key ? { cert, key } : undefined);
+      intercept = interceptOn(server, {
+        hosts,
+        tunnel,
+        identity,
+        handle: mirror.handle,
+        log,
+        connectTimeoutMs: config.upstream.connectTimeoutMs,
+        idleTimeoutMs: server.timeout,
+        publicUrl: config.publicUrl,
+      });
+      log.info('proxy mode', { hosts, tunnel, ca: identity.ca ? `${interceptDir(config.dataDir)}/ca.crt` : undefined });
+    }
+    // ---- end of proxy mode ----
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(config.port, config.host, resolve);
@@ -45,7 +65,10 @@ export async function startServer(config: Config, log: Logger, { now }: { now?: 
       // as they fall idle; cut whatever still runs once it is reached. The mirror shuts down alongside (refusing
       // upstream calls not yet started, letting downloads finish) and closes its stores once the connections are gone.
       const idle = setInterval(() => server.closeIdleConnections(), 50);
-      const cut = setTimeout(() => server.closeAllConnections(), graceMs);
+      const cut = setTimeout(() => {
+        server.closeAllConnections();
+        intercept?.closeTunnels(); // proxy mode's tunnels: opaque, so never idle as far as the server knows
+      }, graceMs);
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       try {
         await mirror.close(graceMs, closed);

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import cron from 'node-cron';
 import { readTrustedKeys, trustedKeyFiles } from '../bundles/trust.js';
+import { checkConfiguredIdentity } from '../intercept/certificates.js';
 
 export type UpstreamType = 'serverless-v3' | 'srm';
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
@@ -107,6 +108,18 @@ export interface Config {
   readonly import: {
     /** The .pub files (Ed25519) a bundle must be signed by; none: any bundle is imported, a signed one checked. */
     readonly trustedKeys: readonly string[];
+  };
+  /** Proxy mode (src/intercept): the mirror is also the forward proxy of clients that ignore `registry`. */
+  readonly intercept: {
+    /** Accept CONNECT (and absolute-form requests) for `hosts` and answer them with the mirror's own faces. */
+    readonly enabled: boolean;
+    /** The registry hosts answered here ("*.example.com" for subdomains). */
+    readonly hosts: readonly string[];
+    /** Pass CONNECT to any other host:443 through as a plain tunnel, instead of refusing it (403). */
+    readonly tunnel: boolean;
+    /** The operator's certificate (chain, PEM) and key for `hosts`; undefined: the mirror's own CA issues one. */
+    readonly cert: string | undefined;
+    readonly key: string | undefined;
   };
   readonly prefetch: {
     readonly enabled: boolean;
@@ -321,6 +334,9 @@ export function commandsUrlFor(upstreamUrl: string): string {
   return upstreamUrl === PUBLIC_V3 ? PUBLIC_V3_COMMANDS : upstreamUrl;
 }
 
+/** A path, or nothing. */
+const optionalPath: Parse<string | undefined> = (v, s) => (v === null || v === undefined || v === '' ? undefined : str(v, s));
+
 const cronExpression: Parse<string> = (v, s) => {
   if (typeof v === 'string' && cron.validate(v)) return v;
   throw new ConfigError(s, 'a cron expression such as "*/30 * * * *"', v);
@@ -457,6 +473,13 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'hosted.maxFileSize', target: 'hosted.maxFileBytes', flag: 'hosted-max-file-size', env: ['SRM_MIRROR_HOSTED_MAX_FILE_SIZE'], parse: positiveBytes, help: 'largest hosted file, e.g. 1GB' },
   { key: 'hosted.maxSize', target: 'hosted.maxSizeBytes', flag: 'hosted-max-size', env: ['SRM_MIRROR_HOSTED_MAX_SIZE'], parse: bytes, help: 'all hosted files together at most, e.g. 100GB (0: no limit)' },
   { key: 'import.trustedKeys', env: ['SRM_MIRROR_IMPORT_TRUSTED_KEYS'], parse: pathList, help: 'public keys bundles must be signed by: .pub files or folders of them' },
+  // ---- proxy mode (issue 12, item 3) ----
+  { key: 'intercept.enabled', flag: 'intercept', switch: true, env: ['SRM_MIRROR_INTERCEPT'], parse: bool, help: 'proxy mode: also be the forward proxy (`s set proxy`) of clients that ignore `registry`' },
+  { key: 'intercept.hosts', flag: 'intercept-hosts', env: ['SRM_MIRROR_INTERCEPT_HOSTS'], parse: hostList, help: 'registry hosts answered in proxy mode, comma-separated' },
+  { key: 'intercept.tunnel', flag: 'intercept-tunnel', switch: true, env: ['SRM_MIRROR_INTERCEPT_TUNNEL'], parse: bool, help: 'proxy mode: tunnel CONNECT to other hosts (port 443) instead of refusing it' },
+  { key: 'intercept.cert', flag: 'intercept-cert', env: ['SRM_MIRROR_INTERCEPT_CERT'], parse: optionalPath, help: 'proxy mode: certificate (PEM) for the intercepted hosts (default: issued by the mirror\'s own CA)' },
+  { key: 'intercept.key', flag: 'intercept-key', env: ['SRM_MIRROR_INTERCEPT_KEY'], parse: optionalPath, help: 'proxy mode: the private key (PEM) of intercept.cert' },
+  // ---- end of proxy mode ----
   { key: 'cache.memorySize', target: 'cache.memorySizeBytes', flag: 'memory-size', env: ['SRM_MIRROR_MEMORY_SIZE'], parse: bytes, help: 'metadata kept parsed in memory, e.g. 64MB' },
 ];
 
@@ -511,7 +534,24 @@ export function loadConfig({ flags = {}, env = process.env, cwd = process.cwd() 
   } catch (err) {
     throw new ConfigError('import.trustedKeys', 'a folder of .pub files or a list of paths to Ed25519 public keys', (err as Error).message);
   }
+  checkIntercept(config.intercept as { hosts: readonly string[]; cert?: string; key?: string }, cwd);
   return deepFreeze(config) as unknown as Config;
+}
+
+/** Proxy mode: the operator's certificate and key come together, and are read and checked at start-up. */
+function checkIntercept(intercept: { hosts: readonly string[]; cert?: string; key?: string }, cwd: string): void {
+  if (intercept.hosts.some((h) => h.startsWith('['))) throw new ConfigError('intercept.hosts', 'host names (a certificate names them)', intercept.hosts);
+  if ((intercept.cert === undefined) !== (intercept.key === undefined)) {
+    throw new ConfigError(intercept.cert === undefined ? 'intercept.cert' : 'intercept.key', 'both intercept.cert and intercept.key, or neither', 'one of them');
+  }
+  if (intercept.cert === undefined || intercept.key === undefined) return;
+  intercept.cert = resolve(cwd, intercept.cert);
+  intercept.key = resolve(cwd, intercept.key);
+  try {
+    checkConfiguredIdentity(intercept.cert, intercept.key, intercept.hosts);
+  } catch (err) {
+    throw new ConfigError('intercept.cert', 'a PEM certificate for every host of intercept.hosts, and its key in intercept.key', (err as Error).message);
+  }
 }
 
 function readJson(path: string, label: string): Tree {

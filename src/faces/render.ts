@@ -12,13 +12,27 @@ export type BaseUrl = (req: IncomingMessage) => string;
  * first X-Forwarded-Host / X-Forwarded-Proto, as a proxy in front of the mirror sets them.
  */
 export function baseUrlOf(publicUrl: string | undefined, trustProxy: boolean): BaseUrl {
-  if (publicUrl) return () => publicUrl;
   const first = (v: string | string[] | undefined) => (Array.isArray(v) ? v[0] : v)?.split(',')[0]?.trim() || undefined;
-  return (req) => {
-    const proto = (trustProxy && first(req.headers['x-forwarded-proto'])) || ((req.socket as TLSSocket).encrypted ? 'https' : 'http');
-    const host = (trustProxy && first(req.headers['x-forwarded-host'])) || req.headers.host || `${req.socket.localAddress}:${req.socket.localPort}`;
-    return `${proto}://${host}`;
-  };
+  const base: BaseUrl = publicUrl
+    ? () => publicUrl
+    : (req) => {
+        const proto = (trustProxy && first(req.headers['x-forwarded-proto'])) || ((req.socket as TLSSocket).encrypted ? 'https' : 'http');
+        const host = (trustProxy && first(req.headers['x-forwarded-host'])) || req.headers.host || `${req.socket.localAddress}:${req.socket.localPort}`;
+        return `${proto}://${host}`;
+      };
+  return (req) => interceptedOrigins.get(req) ?? base(req);
+}
+
+/**
+ * Proxy mode (src/intercept): a request the mirror took as a forward proxy, for a registry host, names that host's
+ * origin here ("https://api.devsapp.cn"), and the URLs handed out for it name the same origin, whatever publicUrl
+ * says: such a client reaches the mirror only as that host, through its proxy setting (it asks the proxy for the
+ * zipball's host again, which is the mirror).
+ */
+const interceptedOrigins = new WeakMap<IncomingMessage, string>();
+
+export function setInterceptedOrigin(req: IncomingMessage, origin: string): void {
+  interceptedOrigins.set(req, origin);
 }
 
 /** `query`: a download link's signature (see core/hosted/download-links.ts), or ''. */
