@@ -1,7 +1,7 @@
 // `npm run bench:hot`: the cached-metadata scenario alone (GET /v3/packages/bench-small/release/latest, a HIT on
 // the hot path), for one or more builds of the mirror side by side, to measure what a change costs the hot path.
 //
-//   node --import tsx bench/hot-path.ts [MAIN_JS ...]      (default: dist/main.js)
+//   node --import tsx bench/hot-path.ts [MAIN_JS[:LOG_LEVEL] ...]      (default: dist/main.js)
 //
 // Each build runs as its own process on its own data folder, against one fake upstream (bench/upstream-server.ts),
 // with its log written to a file (as a deployment writes it to a pipe or a file, not to nothing). After a warm-up the
@@ -29,8 +29,11 @@ const EXTRA = (process.env.HOT_ARGS ?? '').split(/\s+/).filter(Boolean);
 const PATH = '/v3/packages/bench-small/release/latest';
 
 async function main(): Promise<void> {
-  const builds = process.argv.slice(2).map((p) => resolve(p));
-  if (builds.length === 0) builds.push(join(ROOT, 'dist', 'main.js'));
+  const builds = process.argv.slice(2).map((arg) => {
+    const [path, level] = arg.split(':');
+    return { path: resolve(path!), level: level || LOG_LEVEL };
+  });
+  if (builds.length === 0) builds.push({ path: join(ROOT, 'dist', 'main.js'), level: LOG_LEVEL });
   const dir = mkdtempSync(join(tmpdir(), 'srm-hot-'));
   const spawned: Child[] = [];
   try {
@@ -38,13 +41,13 @@ async function main(): Promise<void> {
     writeFileSync(join(dir, 'manifest.json'), JSON.stringify({ packages: [{ name: 'bench-small', releases: [{ version: '1.0.0', file: join(dir, 'small.zip') }] }] }));
     const upstream = start('upstream', process.execPath, ['--import', 'tsx', join(ROOT, 'bench', 'upstream-server.ts'), join(dir, 'manifest.json')], { cwd: ROOT, stdout: 'pipe' });
     const upstreamUrl = `http://127.0.0.1:${(JSON.parse(await firstLine(upstream)) as { port: number }).port}`;
-    const mirrors: Array<{ build: string; url: string; child: Child; rounds: Measure[] }> = [];
-    for (const [i, build] of builds.entries()) {
+    const mirrors: Array<{ build: { path: string; level: string }; url: string; child: Child; rounds: Measure[]; cpuUs: number[] }> = [];
+    for (const [i, { path: build, level }] of builds.entries()) {
       const port = await freePort();
       const logFd = openSync(join(dir, `mirror-${i}.log`), 'a');
       // The node flags of the build's first line (its shebang), as the bench runs them.
       const nodeFlags = (readFileSync(build, 'utf8').split('\n')[0] ?? '').replace(/^#!.*?\bnode\b\s*/, '').split(/\s+/).filter(Boolean);
-      const args = ['serve', '--host', '127.0.0.1', '--port', String(port), '--data', join(dir, `data-${i}`), '--upstream', `${upstreamUrl}/v3`, '--log-level', LOG_LEVEL, '--prefetch', 'false', ...EXTRA];
+      const args = ['serve', '--host', '127.0.0.1', '--port', String(port), '--data', join(dir, `data-${i}`), '--upstream', `${upstreamUrl}/v3`, '--log-level', level, '--prefetch', 'false', ...EXTRA];
       const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SRM_MIRROR_')));
       // Its own spawn, not procs.start: the log goes to a file, not through a pipe to this process.
       const proc = spawn(process.execPath, [...nodeFlags, build, ...args], { cwd: ROOT, env, stdio: ['ignore', 'ignore', logFd] });
@@ -54,22 +57,30 @@ async function main(): Promise<void> {
       spawned.push(child);
       const url = `http://127.0.0.1:${port}`;
       await waitReady(`${url}/-/health`, child);
-      mirrors.push({ build, url, child, rounds: [] });
+      mirrors.push({ build: { path: build, level }, url, child, rounds: [], cpuUs: [] });
     }
     const opts = (seconds: number) => ({ connections: CONNECTIONS, threads: 1, seconds, scriptDir: dir, track });
     for (const m of mirrors) await wrk(m.url + PATH, opts(WARMUP)); // MISS, then HITs
     for (let r = 0; r < ROUNDS; r++) {
       // Alternate the order, so that no build always runs right after another one's load.
-      for (const m of r % 2 ? [...mirrors].reverse() : mirrors) m.rounds.push(await wrk(m.url + PATH, opts(SECONDS)));
+      for (const m of r % 2 ? [...mirrors].reverse() : mirrors) {
+        const cpu = cpuSeconds(m.child.pid);
+        const measured = await wrk(m.url + PATH, opts(SECONDS));
+        m.rounds.push(measured);
+        m.cpuUs.push(((cpuSeconds(m.child.pid) - cpu) / measured.requests) * 1e6);
+      }
     }
-    console.log(`hot path: GET ${PATH} (HIT), wrk 1 thread ${CONNECTIONS} connections, ${ROUNDS} rounds of ${SECONDS} s, --log-level ${LOG_LEVEL} ${EXTRA.join(' ')}`);
+    console.log(`hot path: GET ${PATH} (HIT), wrk 1 thread ${CONNECTIONS} connections, ${ROUNDS} rounds of ${SECONDS} s ${EXTRA.join(' ')}`);
+    console.log('CPU/req: the mirror process\'s own CPU time (user + system) per answered request, which other load on the machine hardly changes');
     for (const m of mirrors) {
       const sorted = [...m.rounds].sort((a, b) => rate(a) - rate(b));
       const median = sorted[Math.floor(sorted.length / 2)]!;
       const errors = m.rounds.reduce((n, x) => n + x.errors, 0);
+      const cpu = [...m.cpuUs].sort((a, b) => a - b)[Math.floor(m.cpuUs.length / 2)]!;
       console.log(
-        `${m.build}: median ${rate(median).toFixed(0)} req/s, p50 ${median.p50Ms.toFixed(2)} ms, p99 ${median.p99Ms.toFixed(2)} ms` +
-          `${errors ? `, ${errors} errors` : ''}; rounds: ${m.rounds.map((x) => rate(x).toFixed(0)).join(' ')}`,
+        `${m.build.path} (--log-level ${m.build.level}): median ${rate(median).toFixed(0)} req/s, p50 ${median.p50Ms.toFixed(2)} ms, p99 ${median.p99Ms.toFixed(2)} ms, ` +
+          `CPU/req median ${cpu.toFixed(1)} µs${errors ? `, ${errors} errors` : ''}; rounds: ${m.rounds.map((x) => rate(x).toFixed(0)).join(' ')} req/s, ` +
+          `${m.cpuUs.map((x) => x.toFixed(1)).join(' ')} µs`,
       );
     }
   } finally {
@@ -79,6 +90,13 @@ async function main(): Promise<void> {
     rmSync(dir, { recursive: true, force: true });
   }
 }
+
+/** A process's CPU time so far (user + system), from /proc/PID/stat. */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+}
+const CLOCK_TICKS = 100; // USER_HZ on Linux
 
 main().catch(async (err: unknown) => {
   console.error(err);
