@@ -13,7 +13,7 @@ import { readTrustedKeys, trustedKeyFiles } from './bundles/trust.js';
 import { ConfigError, loadConfig, parseSize, SETTINGS, type Config } from './config/config.js';
 import { Users, type Role } from './core/hosted/users.js';
 import { parseTarget, type PrefetchProgress, type PrefetchSummary } from './jobs/prefetch.js';
-import { createLogger } from './log.js';
+import { createLogger, stderrDestination } from './log.js';
 import { MirrorError } from './model/errors.js';
 import { srmPackage, version as validVersion } from './model/validate.js';
 import { startServer } from './server.js';
@@ -43,7 +43,7 @@ const COMMANDS: Record<string, Command> = {
     usage: 'srm-mirror serve [options]',
     options: {},
     async run(config) {
-      const log = createLogger(config.logLevel);
+      const log = createLogger(config.logLevel, stderrDestination());
       const running = await startServer(config, log);
       const signal = await new Promise<string>((resolve) => {
         process.once('SIGTERM', () => resolve('SIGTERM'));

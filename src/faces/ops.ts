@@ -74,7 +74,7 @@ export function opsFace({ status, metrics, prefetchNow, startVerify, exportBundl
     res.json(await status());
   });
   router.get('/metrics', async (_req, res) => {
-    res.type('text/plain; version=0.0.4').send(await metrics());
+    res.type('text/plain; version=0.0.4; charset=utf-8').send(await metrics());
   });
   /**
    * Starts a run over the followed packages and answers at once (see /-/status). Triggers while a run is under way
