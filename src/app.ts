@@ -41,6 +41,7 @@ import type { Logger } from './log.js';
 import { MirrorError } from './model/errors.js';
 import { checkZip, checkZipTail } from './model/zip.js';
 import { MirrorMetrics, requestObserver, type ImportTotals } from './metrics.js';
+import { readiness, type Readiness } from './ready.js';
 import { FsArchiveStore } from './stores/archive-store.js';
 import { prefix } from './stores/keys.js';
 import { MemoryCachedStore, type MetadataProblem } from './stores/metadata-store.js';
@@ -70,6 +71,8 @@ export interface Mirror {
   /** Rebuilds the archive index from the archive files, then marks the index intact (`srm-mirror repair`). */
   rebuildArchiveIndex(): Promise<RecoveryReport>;
   status(): Promise<MirrorStatus>;
+  /** What GET /-/ready answers: storage writable and config loaded (never the upstream). */
+  ready(): Promise<Readiness>;
   /** Writes a bundle of this mirror's content (bundles/export.ts); resolves with its summary, the last event. */
   exportBundle(request: ExportRequest, onEvent: OnEvent): Promise<Record<string, unknown>>;
   /**
@@ -266,7 +269,8 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
   });
   const exportBundle = (request: ExportRequest, onEvent: OnEvent) => exporter.run(request, onEvent);
 
-  // Observability (issue 12): prom-client metrics on this mirror's own registry, read from its parts when scraped.
+  // Observability (issue 12): prom-client metrics on this mirror's own registry, read from its parts when scraped;
+  // readiness (storage writable, config loaded; never the upstream).
   const metrics = new MirrorMetrics();
   http.observeWith(metrics.upstream);
   metrics.watch({
@@ -286,6 +290,8 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
     }),
     imports: () => ({ ...imported, running: importing }),
   });
+  let closing = false;
+  const ready = readiness({ dataDir: config.dataDir, store: metadata.store, closing: () => closing });
   // End of the observability block.
 
   const jobs: Array<{ stop(): unknown }> = [];
@@ -320,7 +326,7 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
     run.done.then(() => auditHosted()).catch((err: unknown) => log.error('scrub failed', { error: String(err) }));
     return run.startedAt;
   };
-  app.use('/-', opsFace({ status, metrics: () => metrics.text(), log, prefetchNow: config.offline ? undefined : prefetchNow, startVerify, exportBundle, importBundle: importNow, adminToken: config.adminToken }));
+  app.use('/-', opsFace({ status, metrics: () => metrics.text(), ready, log, prefetchNow: config.offline ? undefined : prefetchNow, startVerify, exportBundle, importBundle: importNow, adminToken: config.adminToken }));
   const reads = new HostedReads(hostedComponents, users, access, new DownloadLinks(now));
   const hostedV3 = {
     components: hostedComponents,
@@ -373,9 +379,11 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
       return report;
     },
     status,
+    ready,
     exportBundle,
     importBundle: importNow,
     async close(graceMs = config.shutdownGraceMs, serverClosed?: Promise<void>) {
+      closing = true; // /-/ready says so from now on
       for (const job of jobs) job.stop();
       // Upstream calls not started are refused now; fills and requests under way (and the server's connections)
       // get until the deadline, when what is left is cut.

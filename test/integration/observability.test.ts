@@ -1,9 +1,11 @@
-// Operations (issue 12, item 5): /-/metrics as valid Prometheus text with the families operators need, and a JSON
-// access log line per request with a request id.
+// Operations (issue 12, item 5): /-/metrics as valid Prometheus text with the families operators need, a JSON access
+// log line per request with a request id, and /-/ready, which never depends on the upstream.
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FakeUpstream } from '../fakes/upstream.js';
 import { componentZip } from '../fakes/zips.js';
-import { get, removeTempDirs, startMirror, until, type TestMirror } from '../helpers.js';
+import { get, removeTempDirs, send, startMirror, until, type TestMirror } from '../helpers.js';
 import { parsePrometheusText, type MetricType, type PromFamily } from '../prometheus-text.js';
 
 let fake: FakeUpstream;
@@ -220,5 +222,34 @@ describe('the access log', () => {
     expect(lines(m).find((l) => l.aborted)).toMatchObject({ route: 'zipball', status: 200 });
     const families = await scrape(m);
     expect(value(families, 'srm_mirror_responses_aborted_total', 'srm_mirror_responses_aborted_total', { route: 'zipball' })).toBe(1);
+  });
+});
+
+describe('GET /-/ready', () => {
+  it('is 200 with the upstream up, down, and offline: it never asks the upstream', async () => {
+    const m = await mirrorOf(fake.v3);
+    const up = await get(`${m.url}/-/ready`);
+    expect([up.status, up.json()]).toEqual([200, { status: 'ready', checks: { config: 'loaded', metadata: 'ok', dataDir: 'ok', shutdown: 'ok' } }]);
+    const before = fake.requests.length;
+    await fake.close();
+    expect((await get(`${m.url}/-/ready`)).status).toBe(200);
+    expect(fake.requests.length).toBe(before);
+    const offline = await mirrorOf('http://127.0.0.1:9/v3', { offline: true });
+    expect((await get(`${offline.url}/-/ready`)).status).toBe(200);
+    fake = await FakeUpstream.start(); // for afterEach
+  });
+
+  it('is 503 with the reason when the data folder cannot be written', async () => {
+    const m = await mirrorOf(fake.v3);
+    await mkdir(join(m.dataDir, '.ready-probe')); // the probe file cannot be written where a folder is
+    const res = await send('GET', `${m.url}/-/ready`);
+    expect(res.status).toBe(503);
+    expect(res.headers['cache-control']).toBe('no-store');
+    const body = res.json() as { status: string; reasons: string[]; checks: Record<string, string> };
+    expect(body.status).toBe('not ready');
+    expect(body.reasons).toEqual([expect.stringMatching(/^the data folder .* is not writable \(EISDIR/)]);
+    expect(body.checks).toMatchObject({ config: 'loaded', metadata: 'ok' });
+    // Reads go on meanwhile: readiness is for the load balancer to decide.
+    expect((await get(`${m.url}/v3/packages/fc3/release/latest`)).status).toBe(200);
   });
 });
