@@ -351,7 +351,7 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
   app.use('/v3', v3Face({ registry, baseUrl, log, forward, hosted: hostedV3 }));
   app.use(srmFace({ registry, baseUrl, reads, log }));
   const hot = v3HotPath({ registry, baseUrl, hosted: hostedV3, log });
-  const observe = requestObserver(metrics, log);
+  const observe = requestObserver(metrics, log, { accessLog: config.accessLog });
   const handle: RequestListener = (req, res) => {
     // `s set registry http://host/v3/` makes clients ask for /v3//packages/...: the same path, whatever the slashes.
     // Not under /api/, where an empty segment is an (invalid) name: collapsing it would name another thing.

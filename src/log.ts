@@ -5,7 +5,7 @@
 // a token, a key or a secret keep their name but lose their value.
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { pino, stdTimeFunctions, type DestinationStream } from 'pino';
+import { pino, type DestinationStream } from 'pino';
 import type { LogLevel } from './config/config.js';
 
 export type Fields = Record<string, unknown>;
@@ -47,13 +47,61 @@ function censor(value: unknown, path: string[]): unknown {
   return '[Redacted]';
 }
 
+/** The server's log lines are written when this many bytes are waiting, ... */
+const LOG_BATCH_BYTES = 16 * 1024;
+/** ... or this long after the first of them. */
+const LOG_BATCH_MS = 50;
+
 /**
- * Standard error through pino's asynchronous destination (sonic-boom): lines written while a write is under way are
- * sent together, instead of one write(2) each; what is left is flushed when the process exits. For the server, whose
- * access log writes a line per request.
+ * Standard error for the server, whose access log writes a line per request: lines are gathered for at most
+ * LOG_BATCH_MS (or LOG_BATCH_BYTES) and then handed together to pino's asynchronous destination (sonic-boom), so that a
+ * busy server makes one write(2) for a hundred answers instead of one each (a write a line cost about 5 us of the hot
+ * path's 70 here). What is waiting is written when the process exits; a SIGKILL loses at most the last 50 ms.
  */
 export function stderrDestination(): DestinationStream {
-  return pino.destination({ dest: 2, sync: false });
+  const sonic = pino.destination({ dest: 2, sync: false });
+  let lines: string[] = [];
+  let bytes = 0;
+  let timer: NodeJS.Timeout | undefined;
+  const flush = () => {
+    clearTimeout(timer);
+    timer = undefined;
+    if (lines.length === 0) return;
+    const text = lines.length === 1 ? lines[0]! : lines.join('');
+    lines = [];
+    bytes = 0;
+    sonic.write(text);
+  };
+  process.once('exit', () => {
+    flush();
+    try {
+      sonic.flushSync();
+    } catch {
+      // not open yet, or closed: nothing more can be written
+    }
+  });
+  return {
+    write(line: string) {
+      lines.push(line);
+      bytes += line.length;
+      if (bytes >= LOG_BATCH_BYTES) flush();
+      else timer ??= setTimeout(flush, LOG_BATCH_MS).unref();
+    },
+  };
+}
+
+/** pino's timestamp, as ISO 8601 (as before pino), made once per millisecond: toISOString() is a tenth of a line's cost. */
+function isoTime(): () => string {
+  let ms = -1;
+  let text = '';
+  return () => {
+    const now = Date.now();
+    if (now !== ms) {
+      ms = now;
+      text = `,"time":"${new Date(now).toISOString()}"`;
+    }
+    return text;
+  };
 }
 
 /**
@@ -66,7 +114,7 @@ export function createLogger(level: LogLevel, out: { write(line: string): unknow
     {
       level,
       base: undefined, // no pid and hostname on every line
-      timestamp: stdTimeFunctions.isoTime,
+      timestamp: isoTime(),
       formatters: { level: (label) => ({ level: label }) },
       redact: { paths: REDACT_PATHS, censor },
     },
@@ -88,7 +136,10 @@ export function createLogger(level: LogLevel, out: { write(line: string): unknow
  * one-time upload URL (/v3/uploads/{token}, publish step 2: whoever has it may upload the version).
  */
 export function loggedPath(url: string | undefined): string {
-  return (url ?? '').split('?')[0]!.replace(/^((?:\/v3)?\/uploads\/)[^/]+/, '$1***');
+  const u = url ?? '';
+  const q = u.indexOf('?');
+  const path = q < 0 ? u : u.slice(0, q);
+  return path.includes('/uploads/') ? path.replace(/^((?:\/v3)?\/uploads\/)[^/]+/, '$1***') : path;
 }
 
 /** A request id a client or a proxy in front may send: bounded, and of characters safe in a header and a log. */

@@ -282,10 +282,11 @@ export class MirrorMetrics {
 
 /**
  * Watches each request: gives it a request id (its valid x-request-id, else a new one), returned in the x-request-id
- * header; once it is answered (or cut), counts it in `metrics` and writes its access-log line at info.
+ * header; once it is answered (or cut), counts it in `metrics` and writes its access-log line at info (unless
+ * accessLog is false).
  */
-export function requestObserver(metrics: MirrorMetrics, log: Logger): (req: IncomingMessage, res: ServerResponse) => void {
-  const logged = log.enabled('info');
+export function requestObserver(metrics: MirrorMetrics, log: Logger, { accessLog = true }: { accessLog?: boolean } = {}): (req: IncomingMessage, res: ServerResponse) => void {
+  const logged = accessLog && log.enabled('info');
   return (req, res) => {
     const id = requestIdOf(req);
     res.setHeader('x-request-id', id);

@@ -1,8 +1,9 @@
 // The logger (pino behind the Logger interface), its redaction, request ids, and the route labels of the metrics.
+import { spawnSync } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { describe, expect, it } from 'vitest';
-import { createLogger, redactQuery, requestIdOf } from '../../src/log.js';
+import { createLogger, loggedPath, redactQuery, requestIdOf } from '../../src/log.js';
 import { MirrorMetrics, requestObserver, routeOf } from '../../src/metrics.js';
 import { keepLog } from '../helpers.js';
 import { parsePrometheusText } from '../prometheus-text.js';
@@ -54,6 +55,24 @@ describe('createLogger', () => {
     expect(first!.headers).toMatchObject({ authorization: '[Redacted]', sign_code: '[Redacted]', accept: 'application/json' });
     expect(first!.req).toMatchObject({ url: '/x?token=***&page=2' });
     expect(second!.url).toBe('https://oss.example/a.zip?OSSAccessKeyId=***&Signature=***&Expires=1');
+  });
+
+  it('loggedPath: never the query, never the token of a one-time upload URL', () => {
+    expect(loggedPath('/v3/packages/fc3/release/latest?token=x')).toBe('/v3/packages/fc3/release/latest');
+    expect(loggedPath('/v3/uploads/abc123/more?x=1')).toBe('/v3/uploads/***/more');
+    expect(loggedPath('/uploads/abc123')).toBe('/uploads/***');
+    expect(loggedPath(undefined)).toBe('');
+  });
+
+  it("the server's stderr destination writes every line, in order, also when the process exits at once", () => {
+    const script = `import { createLogger, stderrDestination } from './src/log.ts';
+      const log = createLogger('info', stderrDestination());
+      for (let i = 0; i < 5000; i++) log.info('line', { i });
+      setImmediate(() => { for (let i = 5000; i < 10000; i++) log.info('line', { i }); process.exit(0); });`;
+    const run = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'] });
+    expect(run.status).toBe(0);
+    const numbers = run.stderr.trimEnd().split('\n').map((l) => (JSON.parse(l) as { i: number }).i);
+    expect(numbers).toEqual(Array.from({ length: 10_000 }, (_, i) => i));
   });
 
   it('redactQuery keeps the names and everything else', () => {
@@ -129,7 +148,10 @@ describe('requestObserver', () => {
     const res = answer(requestObserver(metrics, quiet.log), '/v3/packages/fc3/release/latest');
     expect(res.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
     answer(requestObserver(metrics, loud.log), '/v3/packages/fc3/zipball/1.0.0', false);
+    const off = sink('info');
+    answer(requestObserver(new MirrorMetrics(), off.log, { accessLog: false }), '/v3/packages/fc3/release/latest');
     expect(quiet.lines).toEqual([]);
+    expect(off.lines).toEqual([]);
     expect(loud.parsed()).toEqual([expect.objectContaining({ msg: 'request', route: 'zipball', cache: 'HIT', status: 200, bytes: 500, aborted: true })]);
     const families = parsePrometheusText(await metrics.text());
     expect(families.get('srm_mirror_responses_total')!.samples).toEqual([{ name: 'srm_mirror_responses_total', labels: { cache: 'HIT', code: '2xx' }, value: 1 }]);
