@@ -39,10 +39,11 @@ import { giteaGenericFace, giteaPackageApi, gitlabGenericFace } from './faces/ge
 import { srmFace } from './faces/srm.js';
 import { baseUrlOf } from './faces/render.js';
 import { v3Face, v3HotPath } from './faces/v3.js';
-import { accessLog, type Logger } from './log.js';
+import type { Logger } from './log.js';
 import { MirrorError } from './model/errors.js';
 import { checkZip, checkZipTail } from './model/zip.js';
-import { renderMetrics, ResponseCounts } from './metrics.js';
+import { MirrorMetrics, requestObserver, type ImportTotals } from './metrics.js';
+import { readiness, type Readiness } from './ready.js';
 import { FsArchiveStore } from './stores/archive-store.js';
 import { prefix } from './stores/keys.js';
 import { MemoryCachedStore, type MetadataProblem } from './stores/metadata-store.js';
@@ -74,6 +75,8 @@ export interface Mirror {
   rebuildArchiveIndex(): Promise<RecoveryReport>;
   /** `known`: the hosted figures a caller counted already (the status page's listing), not counted again. */
   status(known?: KnownInventories): Promise<MirrorStatus>;
+  /** What GET /-/ready answers: storage writable and config loaded (never the upstream). */
+  ready(): Promise<Readiness>;
   /** Writes a bundle of this mirror's content (bundles/export.ts); resolves with its summary, the last event. */
   exportBundle(request: ExportRequest, onEvent: OnEvent): Promise<Record<string, unknown>>;
   /**
@@ -225,6 +228,7 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
   };
   // Imports, one at a time. A command holds the data folder alone: temp files there are a killed run's, cleared first.
   let importing = false;
+  const imported = { runs: { complete: 0, partial: 0, dry_run: 0, failed: 0 }, blobs: 0, bytes: 0 } satisfies ImportTotals; // for /-/metrics
   const importNow = async (dir: string, options: MirrorImportOptions, onEvent: OnEvent): Promise<ImportSummary | DryRunSummary> => {
     if (importing) throw new MirrorError('conflict', 'an import is under way on this mirror: run this one when it has ended');
     importing = true;
@@ -232,7 +236,17 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
       if (role === 'command') for (const s of [archiveStore, hostedStore]) for (const t of await s.tempFiles()) await s.deleteTemp(t);
       const trustedKeys = options.trustedKeys ?? readTrustedKeys(config.import.trustedKeys);
       const target = { dataDir: config.dataDir, archives, hosted: hostedBlobs, registry, components: hostedComponents, generic, freeBytes, now };
-      return await importBundle(dir, { ...options, trustedKeys, target }, onEvent);
+      const summary = await importBundle(dir, { ...options, trustedKeys, target }, onEvent).catch((err: unknown) => {
+        imported.runs.failed++;
+        throw err;
+      });
+      if (summary.dryRun) imported.runs.dry_run++;
+      else {
+        imported.runs[summary.status]++;
+        imported.blobs += summary.blobs;
+        imported.bytes += summary.bytes;
+      }
+      return summary;
     } finally {
       importing = false;
     }
@@ -279,37 +293,30 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
   });
   const exportBundle = (request: ExportRequest, onEvent: OnEvent) => exporter.run(request, onEvent);
 
-  const responses = new ResponseCounts();
-  const metrics = async (): Promise<string> => {
-    const { circuit, pending, counts } = http;
-    const { quota, fillsInProgress, diskProblem, rejected, scrub } = archives.status();
-    const last = await prefetcher.lastRun().catch(() => undefined); // a failing store is in /-/status, not a 500 here
-    const one = (v: number) => [['', v]] as const;
-    return renderMetrics([
-      ['srm_mirror_responses_total', 'counter', 'Answers sent, by x-cache and status class.', responses.entries().map(([l, c]) => [l, c.responses])],
-      ['srm_mirror_response_bytes_total', 'counter', 'Bytes sent, headers included, by x-cache and status class.', responses.entries().map(([l, c]) => [l, c.bytes])],
-      ['srm_mirror_upstream_requests_total', 'counter', 'Requests sent to the upstream, retries included (a followed redirect is part of its request).', one(counts.sent)],
-      ['srm_mirror_upstream_failures_total', 'counter', 'Upstream requests that got no answer (connection error, timeout).', one(counts.failed)],
-      ['srm_mirror_upstream_refused_total', 'counter', 'Upstream calls refused at once while the circuit was open.', one(counts.refused)],
-      ['srm_mirror_upstream_circuit_open', 'gauge', '1 while the upstream is marked down.', one(circuit.state === 'closed' ? 0 : 1)],
-      ['srm_mirror_upstream_requests_running', 'gauge', 'Upstream requests under way.', one(pending.running)],
-      ['srm_mirror_upstream_requests_waiting', 'gauge', 'Upstream requests waiting for a slot.', one(pending.waiting)],
-      ['srm_mirror_archive_fills_running', 'gauge', 'Archive downloads into the cache under way.', one(fillsInProgress)],
-      ['srm_mirror_archives', 'gauge', 'Archives on disk.', one(quota.archives)],
-      ['srm_mirror_archive_bytes', 'gauge', 'Bytes of archives on disk.', one(quota.usedBytes)],
-      ['srm_mirror_archive_quota_bytes', 'gauge', 'The disk quota for archives (0: none).', one(quota.maxBytes)],
-      ['srm_mirror_disk_problem', 'gauge', '1 while archives cannot be written (downloads pass through uncached).', one(diskProblem ? 1 : 0)],
-      ['srm_mirror_archives_rejected_total', 'counter', 'Upstream archives refused before they were stored (truncated, not the stated digest, not a zip).', one(rejected)],
-      ['srm_mirror_archives_corrupt_total', 'counter', 'Stored archives found corrupt (on serve or by the scrub) and dropped.', one(scrub.corruptFound)],
-      ['srm_mirror_scrub_last_run_timestamp_seconds', 'gauge', 'When the last scrub started (0: never since start).', one(scrub.lastRun ? Date.parse(scrub.lastRun.startedAt) / 1000 : 0)],
-      ['srm_mirror_hosted_blobs', 'gauge', 'Hosted files on disk (files with the same bytes are one).', one(hostedBlobs.status().blobs)],
-      ['srm_mirror_hosted_bytes', 'gauge', 'Bytes of hosted files on disk.', one(hostedBlobs.status().bytes)],
-      ['srm_mirror_hosted_corrupt', 'gauge', 'Hosted files the last audit found corrupt (kept, answered 500: restore them).', one(hostedBlobs.status().lastAudit?.corrupt.length ?? 0)],
-      ['srm_mirror_prefetch_followed_packages', 'gauge', 'Packages prefetch keeps warm.', one(prefetchTargets().length)],
-      ['srm_mirror_prefetch_last_run_timestamp_seconds', 'gauge', 'When the last prefetch run started (0: never).', one(last ? Date.parse(last.startedAt) / 1000 : 0)],
-      ['srm_mirror_prefetch_last_run_failures', 'gauge', 'Packages the last prefetch run failed on.', one(last?.failures.length ?? 0)],
-    ]);
-  };
+  // Observability (issue 12): prom-client metrics on this mirror's own registry, read from its parts when scraped;
+  // readiness (storage writable, config loaded; never the upstream).
+  const metrics = new MirrorMetrics();
+  http.observeWith(metrics.upstream);
+  metrics.watch({
+    upstream: () => ({ counts: http.counts, circuit: http.circuit, pending: http.pending }),
+    archives: () => archives.status(),
+    evicted: () => archives.reclaimer.evictedTotal,
+    metadata: () => ({ coalesced: metadataCache.coalesced, problem: store.problem() !== undefined }),
+    hosted: () => {
+      const { blobs, bytes, lastAudit } = hostedBlobs.status();
+      return { blobs, bytes, corrupt: lastAudit?.corrupt.length ?? 0, quotaBytes: config.hosted.maxSizeBytes };
+    },
+    prefetch: async () => ({
+      followed: prefetchTargets().length,
+      running: prefetcher.isRunning,
+      totals: prefetcher.totals,
+      lastRun: await prefetcher.lastRun().catch(() => undefined), // a failing store is in /-/status, not a 500 here
+    }),
+    imports: () => ({ ...imported, running: importing }),
+  });
+  let closing = false;
+  const ready = readiness({ dataDir: config.dataDir, store: metadata.store, closing: () => closing });
+  // End of the observability block.
 
   const jobs: Array<{ stop(): unknown }> = [];
   if (role === 'server') {
@@ -346,7 +353,7 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
   // The status page (issue 12): GET / and /-/ui, before the ops face (which answers the rest of /-/) and the SRM face.
   const catalog = new Catalog({ archives, components: hostedComponents, generic, registry });
   app.use(uiFace({ status, catalog, baseUrl, adminEnabled: config.adminToken !== undefined, log }));
-  app.use('/-', opsFace({ status, metrics, log, prefetchNow: config.offline ? undefined : prefetchNow, startVerify, exportBundle, importBundle: importNow, adminToken: config.adminToken }));
+  app.use('/-', opsFace({ status, metrics: () => metrics.text(), ready, log, prefetchNow: config.offline ? undefined : prefetchNow, startVerify, exportBundle, importBundle: importNow, adminToken: config.adminToken }));
   const reads = new HostedReads(hostedComponents, users, access, new DownloadLinks(now));
   const hostedV3 = {
     components: hostedComponents,
@@ -371,7 +378,7 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
   app.use('/v3', v3Face({ registry, baseUrl, log, forward, hosted: hostedV3 }));
   app.use(srmFace({ registry, baseUrl, reads, log, providerless: isV3 })); // /simple/devsapp/NAME (s 2.x) is the v3 package NAME
   const hot = v3HotPath({ registry, baseUrl, hosted: hostedV3, log });
-  const logAccess = log.enabled('debug') ? accessLog(log) : undefined;
+  const observe = requestObserver(metrics, log, { accessLog: config.accessLog });
   const handle: RequestListener = (req, res) => {
     // `s set registry http://host/v3/` makes clients ask for /v3//packages/...: the same path, whatever the slashes.
     // Not under /api/, where an empty segment is an (invalid) name: collapsing it would name another thing.
@@ -379,8 +386,7 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
       const q = req.url.indexOf('?');
       req.url = q < 0 ? req.url.replace(/\/{2,}/g, '/') : req.url.slice(0, q).replace(/\/{2,}/g, '/') + req.url.slice(q);
     }
-    responses.track(req, res);
-    logAccess?.(req, res);
+    observe(req, res);
     if (!hot(req, res)) void app(req, res);
   };
 
@@ -400,9 +406,11 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
       return report;
     },
     status,
+    ready,
     exportBundle,
     importBundle: importNow,
     async close(graceMs = config.shutdownGraceMs, serverClosed?: Promise<void>) {
+      closing = true; // /-/ready says so from now on
       for (const job of jobs) job.stop();
       // Upstream calls not started are refused now; fills and requests under way (and the server's connections)
       // get until the deadline, when what is left is cut.

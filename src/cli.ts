@@ -14,7 +14,7 @@ import { ConfigError, loadConfig, parseSize, SETTINGS, type Config } from './con
 import { Users, type Role } from './core/hosted/users.js';
 import { loadOrCreateCa } from './intercept/certificates.js';
 import { parseTarget, type PrefetchProgress, type PrefetchSummary } from './jobs/prefetch.js';
-import { createLogger } from './log.js';
+import { createLogger, stderrDestination } from './log.js';
 import { MirrorError } from './model/errors.js';
 import { srmPackage, version as validVersion } from './model/validate.js';
 import { startServer } from './server.js';
@@ -44,7 +44,7 @@ const COMMANDS: Record<string, Command> = {
     usage: 'srm-mirror serve [options]',
     options: {},
     async run(config) {
-      const log = createLogger(config.logLevel);
+      const log = createLogger(config.logLevel, stderrDestination());
       const running = await startServer(config, log);
       const signal = await new Promise<string>((resolve) => {
         process.once('SIGTERM', () => resolve('SIGTERM'));

@@ -21,6 +21,8 @@ export interface Config {
   /** Never contact the upstream: answer from the cache only. */
   readonly offline: boolean;
   readonly logLevel: LogLevel;
+  /** One info line per request (issue 12); false leaves it out, for the last few percent of throughput. */
+  readonly accessLog: boolean;
   /** Bearer token that mutating ops endpoints (POST /-/prefetch) require; undefined = they are refused. Never logged. */
   readonly adminToken: string | undefined;
   /** How long a shutdown lets work under way finish, in total, before cutting what is left. */
@@ -422,6 +424,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'trustProxy', flag: 'trust-proxy', switch: true, env: ['SRM_MIRROR_TRUST_PROXY'], parse: bool, help: 'honour X-Forwarded-Proto/-Host' },
   { key: 'offline', flag: 'offline', switch: true, env: ['SRM_MIRROR_OFFLINE'], parse: bool, help: 'never contact the upstream; serve the cache only' },
   { key: 'logLevel', flag: 'log-level', env: ['SRM_MIRROR_LOG_LEVEL'], parse: oneOf<LogLevel>('debug', 'info', 'warn', 'error'), help: 'debug, info, warn or error' },
+  { key: 'accessLog', flag: 'access-log', env: ['SRM_MIRROR_ACCESS_LOG'], parse: bool, help: 'log one info line per request (false: none)' },
   { key: 'upstream.url', flag: 'upstream', env: ['SRM_MIRROR_UPSTREAM'], parse: url, help: 'the upstream registry base URL' },
   { key: 'upstream.type', flag: 'upstream-type', env: ['SRM_MIRROR_UPSTREAM_TYPE'], parse: oneOf<UpstreamType>('serverless-v3', 'srm'), help: 'serverless-v3 or srm' },
   { key: 'upstream.concurrency', flag: 'upstream-concurrency', env: ['SRM_MIRROR_UPSTREAM_CONCURRENCY'], parse: integer(1, 1024), help: 'most upstream requests at once' },

@@ -71,6 +71,8 @@ const TIMED_OUT: unique symbol = Symbol('timed out');
 
 export class MetadataCache {
   private readonly flights = new Map<string, Flight>();
+  /** Reads that joined an upstream fetch already under way for their key, since start (for /-/metrics). */
+  coalesced = 0;
   private readonly now: () => number;
   private readonly delay: (ms: number, signal: AbortSignal) => Promise<void>;
 
@@ -101,7 +103,8 @@ export class MetadataCache {
     const { doc } = await this.read(key);
     if (doc && this.isFresh(doc, opts.maxAgeMs)) return this.answer(doc, 'HIT');
     let flight = this.flights.get(key);
-    if (!flight) {
+    if (flight) this.coalesced++;
+    else {
       const started = (flight = new Flight());
       started.promise = this.fly(key, started, fetch, opts).finally(() => {
         if (this.flights.get(key) === started) this.flights.delete(key);

@@ -1,4 +1,5 @@
-// The ops face: health, status, Prometheus metrics, and prefetch and verify triggers for operators and load balancers.
+// The ops face: health, readiness, status, Prometheus metrics, and prefetch and verify triggers for operators and load
+// balancers.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import express, { Router, type Request, type RequestHandler, type Response } from 'express';
 import { isAbsolute } from 'node:path';
@@ -7,6 +8,7 @@ import type { OnEvent } from '../bundles/progress.js';
 import { checkedKey } from '../bundles/trust.js';
 import type { Logger } from '../log.js';
 import { MirrorError, toMirrorError } from '../model/errors.js';
+import type { Readiness } from '../ready.js';
 import { errorHandler } from './errors.js';
 import { readBody } from './request-body.js';
 
@@ -15,6 +17,8 @@ export interface OpsFaceOptions {
   readonly status: () => Promise<unknown>;
   /** The metrics in Prometheus's text format. */
   readonly metrics: () => Promise<string>;
+  /** Whether the mirror is ready (GET /-/ready: 200 or 503). */
+  readonly ready: () => Promise<Readiness>;
   /** Starts a prefetch run; undefined when there is no upstream to prefetch from (offline). */
   readonly prefetchNow: ((trigger: string) => Promise<unknown>) | undefined;
   /** Starts a scrub of every archive (or joins the one under way); resolves with when that run started. */
@@ -110,7 +114,7 @@ export async function streamEvents(res: Response, job: (onEvent: OnEvent) => Pro
   res.end();
 }
 
-export function opsFace({ status, metrics, prefetchNow, startVerify, exportBundle, importBundle, log, adminToken }: OpsFaceOptions): Router {
+export function opsFace({ status, metrics, ready, prefetchNow, startVerify, exportBundle, importBundle, log, adminToken }: OpsFaceOptions): Router {
   const router = Router();
   const admin = requireAdmin(adminToken);
   const adminViaForm = adminOrForm(adminToken); // the status page's forms, or the header
@@ -118,11 +122,17 @@ export function opsFace({ status, metrics, prefetchNow, startVerify, exportBundl
   router.get('/health', (_req, res) => {
     res.json({ status: 'ok' });
   });
+  /** Ready for traffic: storage writable and config loaded. Never depends on the upstream (offline is a valid state). */
+  router.get('/ready', async (_req, res) => {
+    const r = await ready();
+    res.status(r.ready ? 200 : 503).setHeader('Cache-Control', 'no-store');
+    res.json(r.ready ? { status: 'ready', checks: r.checks } : { status: 'not ready', reasons: r.reasons, checks: r.checks });
+  });
   router.get('/status', async (_req, res) => {
     res.json(await status());
   });
   router.get('/metrics', async (_req, res) => {
-    res.type('text/plain; version=0.0.4').send(await metrics());
+    res.type('text/plain; version=0.0.4; charset=utf-8').send(await metrics());
   });
   /**
    * Starts a run over the followed packages and answers at once (see /-/status). Triggers while a run is under way

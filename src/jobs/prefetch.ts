@@ -52,8 +52,20 @@ export function parseTarget(spec: string): PrefetchTarget {
   return at > 0 ? { name: spec.slice(0, at), version: spec.slice(at + 1) } : { name: spec };
 }
 
+/** What prefetch did since start (for /-/metrics). */
+export interface PrefetchTotals {
+  /** Runs that ended: every package fine (ok), some failed (failures), or the run itself failed. */
+  readonly runs: { ok: number; failures: number; failed: number };
+  archivesFetched: number;
+  archivesCached: number;
+  bytes: number;
+  /** Packages runs failed on, summed over runs. */
+  packageFailures: number;
+}
+
 export class Prefetcher {
   private running: Promise<PrefetchSummary> | undefined;
+  private readonly counted: PrefetchTotals = { runs: { ok: 0, failures: 0, failed: 0 }, archivesFetched: 0, archivesCached: 0, bytes: 0, packageFailures: 0 };
 
   constructor(
     /** A registry whose reads always ask the upstream, at background priority. */
@@ -72,9 +84,29 @@ export class Prefetcher {
     return this.running !== undefined;
   }
 
+  get totals(): PrefetchTotals {
+    return { ...this.counted, runs: { ...this.counted.runs } };
+  }
+
   /** Runs now; while a run is under way, another call gets that run's summary instead of starting a second. */
   run(targets: readonly PrefetchTarget[], opts: RunOptions): Promise<PrefetchSummary> {
-    this.running ??= this.runOnce(targets, opts).finally(() => (this.running = undefined));
+    this.running ??= this.runOnce(targets, opts)
+      .then(
+        (summary) => {
+          const c = this.counted;
+          c.runs[summary.failures.length ? 'failures' : 'ok']++;
+          c.archivesFetched += summary.archivesFetched;
+          c.archivesCached += summary.archivesCached;
+          c.bytes += summary.bytes;
+          c.packageFailures += summary.failures.length;
+          return summary;
+        },
+        (err: unknown) => {
+          this.counted.runs.failed++;
+          throw err;
+        },
+      )
+      .finally(() => (this.running = undefined));
     return this.running;
   }
 

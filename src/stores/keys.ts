@@ -19,6 +19,7 @@
 //   hosted:generic:{owner}/{name}/{version}    GenericPackages: one version and its files ({ id, createdAt, files })
 //   hosted:downloads:{owner}/{name}/{version}  GenericPackages: its download count (a number)
 //   hosted:generic-ids                         GenericPackages: the last numeric id given to a version or a file
+//   ready-probe                      GET /-/ready: written and deleted at once, to prove the database takes writes
 import type { ListQuery } from '../model/release.js';
 
 export const key = {
@@ -40,6 +41,7 @@ export const key = {
   hostedGeneric: (owner: string, name: string, version: string) => `hosted:generic:${owner}/${name}/${version}`,
   hostedDownloads: (owner: string, name: string, version: string) => `hosted:downloads:${owner}/${name}/${version}`,
   hostedGenericIds: 'hosted:generic-ids',
+  readyProbe: 'ready-probe',
 } as const;
 
 /** Prefixes for key scans; `prefix.x(...)` is the start shared by every key `key.x(...)` can make. */

@@ -34,6 +34,12 @@ export interface UpstreamHttpOptions extends Omit<Config['upstream'], 'type'> {
   readonly resolve?: EgressPolicyOptions['resolve'];
 }
 
+/**
+ * Told of each HTTP request sent upstream (each try, each redirect hop of a download) once its answer's headers are
+ * in or it failed: its kind, its outcome (the status class, or error, timeout, refused) and how long that took.
+ */
+export type UpstreamObserver = (kind: 'metadata' | 'archive' | 'forward', outcome: string, seconds: number) => void;
+
 /** Validators for a conditional GET. */
 export interface Validators {
   readonly etag?: string;
@@ -106,6 +112,8 @@ interface Shared {
   readonly breaker: CircuitBreaker;
   readonly policy: EgressPolicy;
   readonly counts: UpstreamCounts;
+  /** Told of every request sent (observeWith). */
+  observe?: UpstreamObserver;
   /** Cancels a call still waiting for a slot, by its cancel function. */
   readonly waiting: Set<(reason: MirrorError) => void>;
   closing: boolean;
@@ -176,6 +184,11 @@ export class UpstreamHttp {
       waiting: new Set(),
       closing: false,
     };
+  }
+
+  /** Tells `observer` of every request sent upstream from now on, by this client and those sharing its connections. */
+  observeWith(observer: UpstreamObserver): void {
+    this.shared.observe = observer;
   }
 
   /** The same client (connections, queues, circuit breaker) with requests of another priority. */
@@ -412,11 +425,20 @@ export class UpstreamHttp {
     { hop, ...opts }: { method: Dispatcher.HttpMethod; headers: Headers; body?: Readable; maxRedirections?: 0; signal?: AbortSignal; hop?: boolean },
   ): Promise<Dispatcher.ResponseData> {
     if (!hop) this.counts.sent++; // a followed redirect is part of its request, as for the redirect interceptor
+    const started = performance.now();
+    const observed = (outcome: string) =>
+      this.shared.observe?.(dispatcher === this.shared.downloads ? 'archive' : opts.maxRedirections === 0 ? 'forward' : 'metadata', outcome, (performance.now() - started) / 1000);
     try {
-      return await request(url, { ...opts, dispatcher });
+      const res = await request(url, { ...opts, dispatcher });
+      observed(`${Math.floor(res.statusCode / 100)}xx`);
+      return res;
     } catch (err) {
-      if (opts.signal?.aborted) throw new Failed(opts.signal.reason as MirrorError, 'failure'); // the deadline passed
+      if (opts.signal?.aborted) {
+        observed('timeout');
+        throw new Failed(opts.signal.reason as MirrorError, 'failure'); // the deadline passed
+      }
       const refused = refusal(err);
+      observed(refused ? 'refused' : transportError(err, url).kind === 'upstream-timeout' ? 'timeout' : 'error');
       if (refused) throw new Failed(refused, 'none');
       this.counts.failed++;
       throw new Failed(transportError(err, url, this.shared.secrets), this.shared.closing ? 'none' : 'failure');

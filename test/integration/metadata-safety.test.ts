@@ -63,6 +63,10 @@ describe('a damaged metadata database', () => {
     const status = await statusOf(m);
     expect(status.metadataProblem?.error).toMatch(/LEVEL_CORRUPTION/);
     expect(m.logs.filter((l) => l.includes('metadata database is failing'))).toHaveLength(1);
+    // Not ready, and why (a load balancer may send its clients elsewhere while it answers through to the upstream).
+    const ready = await get(`${m.url}/-/ready`);
+    expect(ready.status).toBe(503);
+    expect(ready.json()).toMatchObject({ status: 'not ready', reasons: [expect.stringMatching(/^the metadata database is failing since .*LEVEL_CORRUPTION/)] });
     // With the upstream down too, the answer is the upstream's failure, in the client's format.
     await fake.close();
     const down = await get(`${m.url}/v3/packages/fc3/release/latest`);

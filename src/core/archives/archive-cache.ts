@@ -207,6 +207,8 @@ export class ArchiveCache {
   status(): {
     fillsInProgress: number;
     rejected: number;
+    /** Clients that followed a fill under way, since start. */
+    coalesced: number;
     diskProblem: DiskProblem | undefined;
     indexIntact: boolean;
     quota: { maxBytes: number; usedBytes: number; archives: number };

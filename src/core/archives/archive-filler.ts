@@ -66,6 +66,8 @@ export class ArchiveFiller {
   private disk: (DiskProblem & { readonly retryAt: number }) | undefined;
   /** Downloads refused since start (truncated, not what the upstream stated, not a zip). */
   rejected = 0;
+  /** Clients that followed a fill already under way instead of starting one, since start. */
+  coalesced = 0;
 
   constructor(
     private readonly store: ArchiveStore,
@@ -81,7 +83,9 @@ export class ArchiveFiller {
   async stream(id: string, source: ArchiveSource, stored: () => Promise<boolean>): Promise<Stream | undefined> {
     if (this.disk && this.now() < this.disk.retryAt) return this.passThrough(source, id);
     try {
-      let start = await (this.fills.get(id) ?? this.fill(id, source, stored));
+      const underWay = this.fills.get(id);
+      if (underWay) this.coalesced++;
+      let start = await (underWay ?? this.fill(id, source, stored));
       if ('writer' in start && start.writer.state === 'aborted') start = await this.fill(id, source, stored); // it failed: fetch again
       if ('ref' in start) return undefined;
       const reader = start.writer.reader();
@@ -101,9 +105,9 @@ export class ArchiveFiller {
     clearTimeout(timer);
   }
 
-  status(): { fillsInProgress: number; rejected: number; diskProblem: DiskProblem | undefined } {
+  status(): { fillsInProgress: number; rejected: number; coalesced: number; diskProblem: DiskProblem | undefined } {
     const disk = this.disk && { error: this.disk.error, since: this.disk.since };
-    return { fillsInProgress: this.fills.size, rejected: this.rejected, diskProblem: disk };
+    return { fillsInProgress: this.fills.size, rejected: this.rejected, coalesced: this.coalesced, diskProblem: disk };
   }
 
   private fill(id: string, source: ArchiveSource, stored: () => Promise<boolean>): Promise<FillStart> {

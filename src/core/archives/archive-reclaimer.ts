@@ -24,6 +24,8 @@ export class ArchiveReclaimer {
   private readonly doomed = new Set<string>();
   private readonly collecting = new SingleFlight<Reclaimed>();
   private readonly evicting = new SingleFlight<Reclaimed>();
+  /** Archives evicted for the quota since start, and their bytes (for /-/metrics). */
+  readonly evictedTotal = { removed: 0, bytes: 0 };
 
   constructor(
     private readonly store: ArchiveStore,
@@ -97,8 +99,11 @@ export class ArchiveReclaimer {
       const evicted = { removed: 0, bytes: 0 };
       if (!this.indexIntact) return evicted;
       for (const digest of this.quota.victims((d) => this.isLeased(d))) {
-        evicted.bytes += await this.remove(digest);
+        const bytes = await this.remove(digest);
+        evicted.bytes += bytes;
         evicted.removed++;
+        this.evictedTotal.bytes += bytes;
+        this.evictedTotal.removed++;
       }
       if (evicted.removed) this.log.warn('disk quota: evicted least recently used archives', { ...evicted, usedBytes: this.quota.usedBytes });
       return evicted;

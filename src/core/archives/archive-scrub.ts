@@ -47,6 +47,8 @@ export class ArchiveScrubber {
   private last: ScrubReport | undefined;
   /** Corrupt archives found (and dropped) since start. */
   corruptFound = 0;
+  /** Scrubs that ended since start: completed (with a report) or failed. */
+  private readonly runs = { completed: 0, failed: 0 };
 
   constructor(
     private readonly store: ArchiveStore,
@@ -66,7 +68,15 @@ export class ArchiveScrubber {
   start(options: ScrubOptions): { readonly startedAt: string; readonly done: Promise<ScrubReport> } {
     if (!this.running) {
       const started = this.clock.now();
-      const done = this.scrub(options, started).finally(() => (this.running = undefined));
+      const done = this.scrub(options, started)
+        .then(
+          (report) => (this.runs.completed++, report),
+          (err: unknown) => {
+            this.runs.failed++;
+            throw err;
+          },
+        )
+        .finally(() => (this.running = undefined));
       this.running = { startedAt: new Date(started).toISOString(), done };
     }
     return this.running;
@@ -76,8 +86,8 @@ export class ArchiveScrubber {
     return this.start(options).done;
   }
 
-  status(): { running: boolean; corruptFound: number; lastRun: ScrubReport | undefined } {
-    return { running: this.running !== undefined, corruptFound: this.corruptFound, lastRun: this.last };
+  status(): { running: boolean; corruptFound: number; runs: { completed: number; failed: number }; lastRun: ScrubReport | undefined } {
+    return { running: this.running !== undefined, corruptFound: this.corruptFound, runs: { ...this.runs }, lastRun: this.last };
   }
 
   private async scrub({ trigger, repair = false, tempFiles = false, unthrottled = false }: ScrubOptions, started: number): Promise<ScrubReport> {
