@@ -5,7 +5,8 @@ import { createMirror, type Mirror } from './app.js';
 import type { Config } from './config/config.js';
 import type { Logger } from './log.js';
 import { interceptDir, interceptIdentity } from './intercept/certificates.js';
-import { interceptOn, type Interceptor } from './intercept/intercept.js';
+import { dialDirect, dialThrough, interceptOn, type Interceptor } from './intercept/intercept.js';
+import { proxiesOf, type EgressSettings } from './upstreams/egress.js';
 
 export interface RunningMirror {
   readonly mirror: Mirror;
@@ -40,6 +41,7 @@ export async function startServer(config: Config, log: Logger, { now }: { now?: 
         connectTimeoutMs: config.upstream.connectTimeoutMs,
         idleTimeoutMs: server.timeout,
         publicUrl: config.publicUrl,
+        dial: tunnelDial(config.upstream),
       });
       log.info('proxy mode', { hosts, tunnel, ca: identity.ca ? `${interceptDir(config.dataDir)}/ca.crt` : undefined });
     }
@@ -78,4 +80,20 @@ export async function startServer(config: Config, log: Logger, { now }: { now?: 
       }
     },
   };
+}
+
+/**
+ * How proxy mode's tunnels (intercept.tunnel) reach their targets: through the upstream's forward proxy when one is
+ * set (the only way out of most corporate networks), except to hosts NO_PROXY names; otherwise directly.
+ */
+function tunnelDial(upstream: Pick<EgressSettings, 'proxy' | 'httpsProxy' | 'httpProxy' | 'noProxy'>) {
+  const proxies = proxiesOf(upstream);
+  if (!proxies?.https) return undefined;
+  const viaProxy = dialThrough(proxies.https);
+  const bypasses = (host: string) =>
+    proxies.noProxy.some((entry) => {
+      const name = entry.replace(/^\*?\./, '').replace(/:\d+$/, '');
+      return entry === '*' || host === name || host.endsWith(`.${name}`);
+    });
+  return (host: string, port: number) => (bypasses(host) ? dialDirect(host, port) : viaProxy(host, port));
 }

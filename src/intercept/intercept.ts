@@ -32,12 +32,13 @@
 // (https://api.devsapp.cn), and the URLs the mirror hands out name that origin (faces/render.ts), so the client asks
 // its proxy, the mirror, for them again. Absolute-form requests for an intercepted host are answered the same way
 // over plain HTTP. Anything else is refused with 403 naming the setting, or with intercept.tunnel passed through as
-// a blind tunnel to port 443, directly (the mirror has no upstream proxy setting yet: when one lands, `dial` is where
+// a blind tunnel to port 443, through upstream.proxy when one is set (see server.ts; `dial` is where
 // it goes).
 import type { IncomingMessage, RequestListener, Server, ServerResponse } from 'node:http';
 import { connect as netConnect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createSecureContext, TLSSocket } from 'node:tls';
+import { Client } from 'undici';
 import type { Logger } from '../log.js';
 import { setInterceptedOrigin } from '../faces/render.js';
 import { hostMatches } from '../upstreams/egress-policy.js';
@@ -58,8 +59,8 @@ export interface InterceptOptions {
   readonly idleTimeoutMs: number;
   /** publicUrl: an absolute-form request for it is the mirror's own. */
   readonly publicUrl?: string;
-  /** How a tunnel reaches its target; default: directly. */
-  readonly dial?: (host: string, port: number) => Socket;
+  /** How a tunnel reaches its target: directly (the default), or through upstream.proxy (dialThrough). */
+  readonly dial?: (host: string, port: number) => Promise<Socket>;
 }
 
 export interface Interceptor {
@@ -94,7 +95,7 @@ export function createInterceptor(server: Server, options: InterceptOptions): In
   const origins = new WeakMap<object, string>();
   const tunnels = new Set<() => void>();
   const selfHost = options.publicUrl ? new URL(options.publicUrl).host : undefined;
-  const dial = options.dial ?? ((host: string, port: number) => netConnect({ host, port }));
+  const dial = options.dial ?? dialDirect;
   const hostList = hosts.join(', ');
 
   const terminate = (raw: Socket, host: string) => {
@@ -105,37 +106,44 @@ export function createInterceptor(server: Server, options: InterceptOptions): In
   };
 
   const passThrough = (raw: Socket, head: Buffer, host: string, port: number) => {
-    const target = dial(host.replace(/^\[|\]$/g, ''), port); // [::1] is ::1 to connect to
-    let open = false;
+    let target: Socket | undefined;
     let done = false;
     const cut = () => {
       if (done) return;
       done = true;
       tunnels.delete(cut);
       raw.destroy();
-      target.destroy();
+      target?.destroy();
     };
     const fail = (status: number, reason: string, why: string) => {
       if (done) return;
       done = true;
       tunnels.delete(cut);
-      target.destroy();
+      target?.destroy();
       refuse(raw, status, reason, `srm-mirror (proxy mode, intercept.tunnel): ${why}`);
     };
     tunnels.add(cut);
-    target.setTimeout(options.connectTimeoutMs, () => (open ? cut() : fail(504, 'Gateway Timeout', `${host}:${port} did not answer within ${options.connectTimeoutMs} ms`)));
-    target.once('connect', () => {
-      open = true;
-      target.setTimeout(options.idleTimeoutMs);
-      raw.setTimeout(options.idleTimeoutMs, cut);
-      raw.write('HTTP/1.1 200 Connection Established\r\n\r\n');
-      if (head.length) target.write(head);
-      raw.pipe(target).pipe(raw);
-      log.debug('proxy mode: tunnel opened', { target: `${host}:${port}` });
-    });
-    target.on('error', (err: NodeJS.ErrnoException) => (open ? cut() : fail(502, 'Bad Gateway', `cannot reach ${host}:${port}: ${err.code ?? err.message}`)));
-    target.on('close', () => open && cut());
     raw.on('close', cut);
+    const late = setTimeout(() => fail(504, 'Gateway Timeout', `${host}:${port} did not answer within ${options.connectTimeoutMs} ms`), options.connectTimeoutMs);
+    dial(host.replace(/^\[|\]$/g, ''), port).then( // [::1] is ::1 to connect to
+      (socket) => {
+        clearTimeout(late);
+        if (done) return void socket.destroy();
+        target = socket;
+        socket.on('error', cut);
+        socket.on('close', cut);
+        socket.setTimeout(options.idleTimeoutMs, cut);
+        raw.setTimeout(options.idleTimeoutMs, cut);
+        raw.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+        if (head.length) socket.write(head);
+        raw.pipe(socket).pipe(raw);
+        log.debug('proxy mode: tunnel opened', { target: `${host}:${port}` });
+      },
+      (err: NodeJS.ErrnoException) => {
+        clearTimeout(late);
+        fail(502, 'Bad Gateway', `cannot reach ${host}:${port}: ${err.code ?? err.message}`);
+      },
+    );
   };
 
   const connect = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -227,4 +235,40 @@ function refuse(raw: Socket, status: number, reason: string, message: string): v
 function plain(res: ServerResponse, status: number, message: string): void {
   const body = `${message}\n`;
   res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) }).end(body);
+}
+
+/** A connection to host:port, once it is open. */
+export function dialDirect(host: string, port: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = netConnect({ host, port });
+    socket.once('connect', () => {
+      socket.off('error', reject);
+      resolve(socket);
+    });
+    socket.once('error', reject);
+  });
+}
+
+/**
+ * Tunnels through a forward proxy (upstream.proxy): CONNECT host:port to it, with its credentials when its URL has
+ * them; the proxy's socket once it answered 200 (undici's Client.connect).
+ */
+export function dialThrough(proxyUrl: string): (host: string, port: number) => Promise<Socket> {
+  const proxy = new URL(proxyUrl);
+  const auth = proxy.username ? `Basic ${Buffer.from(`${decodeURIComponent(proxy.username)}:${decodeURIComponent(proxy.password)}`).toString('base64')}` : undefined;
+  return async (host, port) => {
+    const client = new Client(proxy.origin);
+    try {
+      const { statusCode, socket } = await client.connect({ path: `${host.includes(':') ? `[${host}]` : host}:${port}`, headers: auth ? { 'proxy-authorization': auth } : {} });
+      if (statusCode !== 200) {
+        socket.destroy();
+        throw new Error(`the proxy (upstream.proxy) answered ${statusCode} to CONNECT`);
+      }
+      socket.once('close', () => void client.close().catch(() => {}));
+      return socket as Socket;
+    } catch (err) {
+      void client.destroy().catch(() => {});
+      throw err;
+    }
+  };
 }

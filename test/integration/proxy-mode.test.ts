@@ -9,7 +9,8 @@ import { ProxyAgent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli.js';
 import { FakeUpstream } from '../fakes/upstream.js';
-import { removeTempDirs, startMirror, tempDir, type TestMirror } from '../helpers.js';
+import { recordSecrets, removeTempDirs, startMirror, tempDir, type TestMirror } from '../helpers.js';
+import { ensureProxyTools, Tinyproxy } from '../fakes/proxy.js';
 
 const API = 'https://api.devsapp.cn';
 const COMMANDS = 'https://server-serverlgistry-v-awljqvnszb.cn-hangzhou.fcapp.run';
@@ -199,6 +200,30 @@ describe('proxy mode: refusals and tunnels', () => {
       await closed;
     } finally {
       await new Promise<void>((resolve) => echo.close(() => resolve()));
+    }
+  });
+
+  it('with upstream.proxy set, a tunnel goes through that proxy (with its credentials), as everything leaving the mirror does', async (ctx) => {
+    const tools = ensureProxyTools();
+    if ('skip' in tools) return ctx.skip(tools.skip);
+    const auth = { user: 'tunnel', password: 'tunnel-proxy-secret' };
+    recordSecrets(auth.password);
+    const proxy = await Tinyproxy.start(tools.tinyproxy, { connectPorts: [443], auth });
+    const echo: Server = createServer((sock) => sock.pipe(sock));
+    await new Promise<void>((resolve) => echo.listen(443, '127.0.0.9', resolve));
+    const m = await startMirror(fake.v3, { intercept: true, 'intercept-tunnel': true, 'upstream-proxy': proxy.url(auth) });
+    try {
+      const { text, socket } = await rawConnect(m, '127.0.0.9:443', true);
+      expect(text).toBe('HTTP/1.1 200 Connection Established\r\n\r\n');
+      const echoed = new Promise<string>((resolve) => socket.once('data', (d) => resolve(d.toString())));
+      socket.write('ping through two tunnels');
+      expect(await echoed).toBe('ping through two tunnels');
+      socket.destroy();
+      expect(proxy.connects('127.0.0.9:443')).toBe(1); // the proxy's own log: it carried the tunnel
+    } finally {
+      await m.close();
+      await new Promise<void>((resolve) => echo.close(() => resolve()));
+      proxy.stop();
     }
   });
 
