@@ -27,7 +27,7 @@ import { request } from 'undici';
 import { componentZip } from '../test/fakes/zips.js';
 import { entryId, parseManifest, type Manifest } from '../src/bundles/manifest.js';
 import type { BundleEvent } from '../src/bundles/progress.js';
-import { firstLine, freePort, PeakRss, start, stop, stopAll, waitReady, type Child } from './procs.js';
+import { envInt, firstLine, freePort, PeakRss, runBench, start, stop, stopAll, waitReady, type Child } from './procs.js';
 import type { Manifest as UpstreamManifest } from './upstream-server.js';
 import { ensureBuilt } from './world.js';
 
@@ -47,13 +47,6 @@ const VOLUME = '256MB';
 /** Small files checked over HTTP on each imported mirror (all the large ones are). */
 const SMALL_SAMPLE = 100;
 
-function envInt(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a whole number >= 1, got ${JSON.stringify(raw)}`);
-  return n;
-}
 
 function log(msg: string): void {
   process.stderr.write(`bench:bundles: ${msg}\n`);
@@ -515,21 +508,8 @@ function cleanup(): Promise<void> {
   return cleaning;
 }
 
-let interrupted = false;
-for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.once(signal, () => {
-    interrupted = true;
-    log(`${signal}: stopping`);
-    void cleanup().finally(() => process.exit(130));
-  });
-}
-
-main().then(
-  () => cleanup().then(() => process.exit(process.exitCode ?? 0)),
-  (err: unknown) => {
-    if (interrupted) return;
-    console.error(`bench:bundles failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-    if (rows.length) console.error(`\nfigures so far:\n${table(rows)}`);
-    void cleanup().finally(() => process.exit(1));
-  },
-);
+runBench('bench:bundles', main, cleanup, () => {
+  if (rows.length) console.error(`
+figures so far:
+${table(rows)}`);
+});

@@ -178,3 +178,36 @@ export class PeakRss {
     }
   }
 }
+
+/** A whole number >= min from the environment, or the fallback. */
+export function envInt(name: string, fallback: number, min = 1): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min) throw new Error(`${name} must be a whole number >= ${min}, got ${JSON.stringify(raw)}`);
+  return n;
+}
+
+/**
+ * Runs a bench's main: cleanup at the end, on failure (exit 1, after `onFailure` printed what it has) and on
+ * SIGINT/SIGTERM/SIGHUP (exit 130), so that no child process or temp folder outlives it.
+ */
+export function runBench(name: string, main: () => Promise<void>, cleanup: () => Promise<void>, onFailure: () => void = () => {}): void {
+  let interrupted = false;
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(signal, () => {
+      interrupted = true;
+      console.error(`${signal}: stopping`);
+      void cleanup().finally(() => process.exit(130));
+    });
+  }
+  main().then(
+    () => cleanup().then(() => process.exit(process.exitCode ?? 0)),
+    (err: unknown) => {
+      if (interrupted) return; // the signal handler cleans up and exits
+      console.error(`${name} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+      onFailure();
+      void cleanup().finally(() => process.exit(1));
+    },
+  );
+}

@@ -9,20 +9,13 @@ import { spawnSync } from 'node:child_process';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { mbps, rate } from './load.js';
-import { stopAll } from './procs.js';
+import { envInt, runBench, stopAll } from './procs.js';
 import { pct, table, targets, type Row, type Target } from './report.js';
 import { Scenarios, type Settings } from './scenarios.js';
-import { ensureBuilt, ensureTools, log, mirrorLog, nginxBin, World } from './world.js';
+import { ensureBuilt, ensureTools, mirrorLog, nginxBin, World } from './world.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
-function envInt(name: string, fallback: number, min = 1): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min) throw new Error(`${name} must be a whole number >= ${min}, got ${JSON.stringify(raw)}`);
-  return n;
-}
 
 const settings: Settings = {
   seconds: envInt('BENCH_SECONDS', 2),
@@ -122,20 +115,4 @@ function cleanup(): Promise<void> {
   return cleaning;
 }
 
-let interrupted = false;
-for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.once(signal, () => {
-    interrupted = true;
-    log(`${signal}: stopping`);
-    void cleanup().finally(() => process.exit(130));
-  });
-}
-
-main().then(
-  () => cleanup().then(() => process.exit(0)),
-  (err: unknown) => {
-    if (interrupted) return; // the signal handler cleans up and exits
-    console.error(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-    void cleanup().finally(() => process.exit(1));
-  },
-);
+runBench('bench', main, cleanup);

@@ -22,7 +22,7 @@ import { FakeUpstream, sha256 } from '../test/fakes/upstream.js';
 import { componentZip } from '../test/fakes/zips.js';
 import { bigBody, rawRequest } from '../test/fakes/clients.js';
 import { percentile } from './load.js';
-import { freePort, PeakRss, start, stop, stopAll, waitReady, type Child } from './procs.js';
+import { envInt, freePort, PeakRss, start, stop, stopAll, waitReady, type Child } from './procs.js';
 import { ensureBuilt } from './world.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -31,13 +31,6 @@ const ADMIN_TOKEN = 'soak-admin-token-0123456789';
 const MB = 1e6;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function envInt(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a whole number >= 1, got ${JSON.stringify(raw)}`);
-  return n;
-}
 
 function log(msg: string): void {
   process.stderr.write(`soak: ${msg}\n`);
