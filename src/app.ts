@@ -1,11 +1,14 @@
 // The composition root: builds the stores, the upstream, the caches and the faces from a Config. The layers,
 // from the outside in:
-//   faces (v3, srm, ops, generic packages; express routers, rendering only)
-//     → Registry (use cases); GenericPackages → HostedBlobs (hosted content, its own durable store); Users, Access
+//   faces (v3, srm, ops, generic packages, the status page; express routers, rendering only)
+//     → Registry (use cases; hosted names first: HostedComponents) and GenericPackages
+//       → HostedBlobs (hosted content, its own durable store); Users and Access say who may do what
 //       → MetadataCache (freshness, single-flight, stale-if-error) → MemoryCachedStore (LRU) → LevelMetadataStore
 //       → ArchiveCache (index, validated fills, verification, leases and quota, scrub) → FsArchiveStore (sha256)
 //       → Upstream adapter (serverless-v3 | srm) → UpstreamHttp (undici Agent + p-queue + circuit breaker)
 //   jobs: Prefetcher (cron) over the same Registry, its upstream requests at background priority; the scrub (cron)
+//   bundles: export and import of air-gap bundles, over narrow ports into the parts above
+// (server.ts adds proxy mode, intercept/, in front of the same request handler)
 import express from 'express';
 import type { IncomingMessage, RequestListener } from 'node:http';
 import { mkdir } from 'node:fs/promises';
