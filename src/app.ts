@@ -49,7 +49,7 @@ import { MirrorMetrics, requestObserver, type ImportTotals } from './metrics.js'
 import { readiness, type Readiness } from './ready.js';
 import { FsArchiveStore } from './stores/archive-store.js';
 import { prefix } from './stores/keys.js';
-import { MemoryCachedStore, type MetadataProblem } from './stores/metadata-store.js';
+import { hasKeys, MemoryCachedStore, type MetadataProblem } from './stores/metadata-store.js';
 import { markIndexIntact, openMetadata, type IndexState } from './stores/schema.js';
 import { parseTarget, Prefetcher, type PrefetchSummary, type PrefetchTarget } from './jobs/prefetch.js';
 import type { CircuitStatus } from './upstreams/circuit-breaker.js';
@@ -191,10 +191,8 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
   const hostedComponents = new HostedComponents(store, hostedBlobs, access, {
     patterns: config.hosted.packages,
     offline: config.offline,
-    knownUpstream: async (name) => {
-      for await (const _ of store.keys(prefix.release(name))) return true; // a release the upstream gave
-      return (await archives.versions(name)).length > 0;
-    },
+    // A release the upstream gave, or an archive of it.
+    knownUpstream: async (name) => (await hasKeys(store, prefix.release(name))) || (await archives.versions(name)).length > 0,
     now,
   });
   const unread = await hostedComponents.init();

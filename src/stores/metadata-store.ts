@@ -35,6 +35,12 @@ export interface Batch {
   readonly del?: readonly string[];
 }
 
+/** Whether any key starts with prefix (a scan that stops at the first). */
+export async function hasKeys(store: Pick<MetadataStore, 'keys'>, prefix = ''): Promise<boolean> {
+  for await (const _ of store.keys(prefix)) return true;
+  return false;
+}
+
 export class DataFolderLockedError extends Error {
   constructor(readonly location: string) {
     super(`the metadata database ${location} is in use by another srm-mirror process: stop it, or use another --data folder`);

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { Level } from 'level';
 import type { Logger } from '../log.js';
 import { key, prefix } from './keys.js';
-import { DataFolderLockedError, LevelMetadataStore, MetadataDamagedError, type MetadataStore } from './metadata-store.js';
+import { DataFolderLockedError, hasKeys, LevelMetadataStore, MetadataDamagedError, type MetadataStore } from './metadata-store.js';
 
 /** Whether the archive index (archive:, digest:) can be trusted, or was lost with the database and awaits repair. */
 export type IndexState = 'intact' | 'lost';
@@ -114,7 +114,7 @@ async function settle(store: LevelMetadataStore, location: string, { hasArchives
   }
   // No schema record: a lost index not rebuilt yet, a new data folder, or the layout before schema records.
   if ((await store.get(key.indexLost)) !== undefined) return lost();
-  if (!(await hasAnyKey(store))) {
+  if (!(await hasKeys(store))) {
     if (!(await hasArchives())) {
       await store.put(key.schema, { version: SCHEMA_VERSION } satisfies Schema);
       return 'intact';
@@ -192,11 +192,6 @@ async function refuseIfLocked(location: string): Promise<void> {
     return; // damaged or missing: that is what the repair is for
   }
   await db.close();
-}
-
-async function hasAnyKey(store: MetadataStore): Promise<boolean> {
-  for await (const _ of store.keys('')) return true;
-  return false;
 }
 
 async function inBatches(store: MetadataStore, entries: () => AsyncIterable<readonly [string, unknown]>): Promise<void> {

@@ -12,7 +12,7 @@ import { MirrorError } from '../../model/errors.js';
 import type { ArchiveRef } from '../../model/release.js';
 import { ArchiveRejectedError, type ArchiveStore, type ArchiveWriter, type Expected, type StoredReader } from '../../stores/archive-store.js';
 import { key, prefix } from '../../stores/keys.js';
-import type { MetadataStore } from '../../stores/metadata-store.js';
+import { hasKeys, type MetadataStore } from '../../stores/metadata-store.js';
 import type { ArchiveHandle } from '../archives/archive-cache.js';
 import { ArchiveVerifier, sha256Of, type Throttle } from '../archives/archive-verifier.js';
 import { SingleFlight } from '../single-flight.js';
@@ -222,9 +222,8 @@ export class HostedBlobs {
     }
   }
 
-  private async isUsed(digest: string): Promise<boolean> {
-    for await (const _ of this.db.keys(prefix.hostedBlob(digest))) return true;
-    return false;
+  private isUsed(digest: string): Promise<boolean> {
+    return hasKeys(this.db, prefix.hostedBlob(digest));
   }
 
   /**

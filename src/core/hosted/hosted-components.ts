@@ -13,7 +13,7 @@ import { componentIdentity, isPublishYaml, MAX_PUBLISH_YAML } from '../../model/
 import type { Adoption, ArchiveRef, PackageSummary, Release, Standing } from '../../model/release.js';
 import { readZipEntry, checkZip } from '../../model/zip.js';
 import { key, prefix } from '../../stores/keys.js';
-import type { MetadataStore } from '../../stores/metadata-store.js';
+import { hasKeys, type MetadataStore } from '../../stores/metadata-store.js';
 import type { ArchiveHandle } from '../archives/archive-cache.js';
 import { newestFirst } from '../versions.js';
 import type { Access, Caller } from './access.js';
@@ -158,7 +158,7 @@ export class HostedComponents {
     for await (const [k, c] of this.db.entries<ComponentRecord>(prefix.hostedComponent)) {
       const name = k.slice(prefix.hostedComponent.length);
       if (owner !== undefined && c.owner !== owner) continue;
-      if ((await this.releases(name)).length === 0) continue;
+      if (!(await hasKeys(this.db, prefix.hostedRelease(name)))) continue; // nothing published (yet, or any more)
       out.push({
         name,
         type: c.type,
