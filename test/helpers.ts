@@ -92,9 +92,10 @@ const children: ChildProcess[] = [];
 /**
  * Runs `srm-mirror serve` (from src, via tsx) as its own process; resolves with its URL once it listens. `logs`
  * keeps every stderr line, including any that is not one of the mirror's JSON lines (a crash's stack trace).
+ * `node`: another Node binary to run it on (test/fakes/node-lts.ts).
  */
-export function spawnMirror(args: string[]): Promise<{ child: ChildProcess; url: string; logs: string[] }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', 'serve', '--host', '127.0.0.1', '--port', '0', ...args], {
+export function spawnMirror(args: string[], { node = process.execPath }: { node?: string } = {}): Promise<{ child: ChildProcess; url: string; logs: string[] }> {
+  const child = spawn(node, ['--import', 'tsx', 'src/main.ts', 'serve', '--host', '127.0.0.1', '--port', '0', ...args], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   children.push(child);
