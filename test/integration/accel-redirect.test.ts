@@ -1,6 +1,8 @@
 // nginx offload (server.accelRedirect), against a real nginx running README's configuration: big cached HITs are
 // answered with X-Accel-Redirect and sent by nginx from the archive store's file, with the mirror's headers; the
 // rest is the mirror's. nginx's access log says which location answered each request.
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureNginx, Nginx } from '../fakes/nginx.js';
 import { FakeUpstream, sha256 } from '../fakes/upstream.js';
@@ -120,6 +122,28 @@ describe.skipIf('skip' in tools)('behind nginx: X-Accel-Redirect for cached arch
     expect(proxied.body.equals(small)).toBe(true);
     expect(proxied.headers.get('etag')).toBe(`"${sha256(small)}"`);
     expect(await servedBy(zipball('small'), 1)).toBe(zipball('small'));
+  });
+
+  it('a file gone before nginx opens it is a 404 without the archive\'s headers (never cached for a year)', async () => {
+    // The mirror's own redirecting answer, replayed by a stand-in whose file is not in the store.
+    const answer = await send('GET', `${mirror.url}${zipball('big')}`);
+    expect(answer.headers['x-accel-redirect']).toBe(location);
+    const standIn = createServer((_req, res) => {
+      for (const [name, value] of Object.entries(answer.headers)) if (!['connection', 'keep-alive', 'date'].includes(name) && value !== undefined) res.setHeader(name, value);
+      res.setHeader('X-Accel-Redirect', `${PREFIX}00/${'0'.repeat(64)}`);
+      res.end();
+    });
+    await new Promise<void>((resolve) => standIn.listen(0, '127.0.0.1', resolve));
+    const front = await Nginx.start((tools as { nginx: string }).nginx, (standIn.address() as AddressInfo).port, mirror.dataDir);
+    try {
+      const res = await get(`${front.url}${zipball('big')}`);
+      expect(res.status).toBe(404);
+      for (const name of ['etag', 'x-cache', 'cache-control', 'content-disposition']) expect(res.headers.get(name)).toBeNull();
+      expect(res.headers.get('content-type')).not.toBe('application/zip');
+    } finally {
+      front.stop();
+      standIn.close();
+    }
   });
 
   it('the internal location cannot be asked for from outside', async () => {
