@@ -211,7 +211,7 @@ function newestMtime(dir: string): number {
  * Writes a zip of exactly `size` bytes holding one stored entry of incompressible data (different in every 8 MiB of
  * every file): the mirror stores only archives that are structurally valid zips.
  */
-async function writeBlob(path: string, size: number, label: string): Promise<void> {
+export async function writeBlob(path: string, size: number, label: string): Promise<void> {
   const name = Buffer.from(`${label}.bin`);
   const dataSize = size - (30 + name.length) - (46 + name.length) - 22;
   const chunk = randomBytes(Math.min(dataSize, 8 * MiB));

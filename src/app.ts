@@ -33,6 +33,7 @@ import { DownloadLinks } from './core/hosted/download-links.js';
 import { Users } from './core/hosted/users.js';
 import { MetadataCache } from './core/metadata-cache.js';
 import { Registry } from './core/registry.js';
+import { offloadVia, type AccelRedirect } from './faces/accel-redirect.js';
 import { opsFace } from './faces/ops.js';
 import { uiFace } from './faces/ui.js';
 import { Catalog } from './core/catalog.js';
@@ -380,6 +381,10 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
   app.use(srmFace({ registry, baseUrl, reads, log, providerless: isV3 })); // /simple/devsapp/NAME (s 2.x) is the v3 package NAME
   const hot = v3HotPath({ registry, baseUrl, hosted: hostedV3, log });
   const observe = requestObserver(metrics, log, { accessLog: config.accessLog });
+  // Behind nginx, big cached HITs are sent by nginx from the archive store's files (faces/accel-redirect.ts).
+  const { accelRedirect, accelRedirectMinSize: minSize } = config.server;
+  const accel: AccelRedirect | undefined =
+    accelRedirect === undefined ? undefined : { prefix: accelRedirect, minSize, locate: (d) => archiveStore.location(d), lease: (d) => archives.reclaimer.lease(d, { touch: false }) };
   const handle: RequestListener = (req, res) => {
     // `s set registry http://host/v3/` makes clients ask for /v3//packages/...: the same path, whatever the slashes.
     // Not under /api/, where an empty segment is an (invalid) name: collapsing it would name another thing.
@@ -388,6 +393,7 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
       req.url = q < 0 ? req.url.replace(/\/{2,}/g, '/') : req.url.slice(0, q).replace(/\/{2,}/g, '/') + req.url.slice(q);
     }
     observe(req, res);
+    if (accel) offloadVia(res, accel);
     if (!hot(req, res)) void app(req, res);
   };
 

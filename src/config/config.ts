@@ -30,6 +30,10 @@ export interface Config {
   readonly server: {
     /** Open connections at most (node's server.maxConnections); more are refused at once. */
     readonly maxConnections: number;
+    /** nginx offload: the internal location cached HITs are redirected to (X-Accel-Redirect); undefined = off. */
+    readonly accelRedirect: string | undefined;
+    /** Smaller HITs are sent by the mirror itself. */
+    readonly accelRedirectMinSize: number;
   };
   readonly upstream: {
     readonly url: string;
@@ -235,6 +239,13 @@ const optionalSecret: Parse<string | undefined> = (v, s) => {
   if (v === null || v === undefined || v === '') return undefined;
   if (typeof v === 'string' && v.trim().length >= 16 && !/\s/.test(v)) return v;
   throw new ConfigError(s, 'a token of at least 16 characters without spaces', typeof v === 'string' ? `a ${v.length}-character value` : typeof v);
+};
+
+/** An nginx internal location's URI prefix ("/_srm/archives/"), or nothing: unreserved characters, "/" at both ends. */
+const accelPrefix: Parse<string | undefined> = (v, s) => {
+  if (v === null || v === undefined || v === '') return undefined;
+  if (typeof v === 'string' && /^\/([A-Za-z0-9._~-]+\/)+$/.test(v) && !v.includes('..')) return v;
+  throw new ConfigError(s, 'a URI prefix such as "/_srm/archives/": starting and ending with "/", of letters, digits and - . _ ~, without ".."', v);
 };
 
 // --- Egress settings (proxy, CA, upstream credentials): none of their messages repeats a credential. ---
@@ -454,6 +465,8 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'writes.bodyTimeout', target: 'writes.bodyTimeoutMs', flag: 'write-body-timeout', env: ['SRM_MIRROR_WRITE_BODY_TIMEOUT'], parse: positiveDuration, help: 'a request body idle this long is cut' },
   { key: 'writes.maxBodySize', target: 'writes.maxBodyBytes', flag: 'max-body-size', env: ['SRM_MIRROR_MAX_BODY_SIZE'], parse: positiveBytes, help: 'largest request body passed through, e.g. 100MB' },
   { key: 'server.maxConnections', flag: 'max-connections', env: ['SRM_MIRROR_MAX_CONNECTIONS'], parse: integer(1, 1_000_000), help: 'most open client connections' },
+  { key: 'server.accelRedirect', flag: 'accel-redirect', env: ['SRM_MIRROR_ACCEL_REDIRECT'], parse: accelPrefix, help: 'behind nginx: its internal location that sends cached archives (X-Accel-Redirect), e.g. /_srm/archives/' },
+  { key: 'server.accelRedirectMinSize', flag: 'accel-redirect-min-size', env: ['SRM_MIRROR_ACCEL_REDIRECT_MIN_SIZE'], parse: bytes, help: 'smallest cached archive nginx sends, e.g. 1MB (0: every one)' },
   { key: 'adminToken', flag: 'admin-token', env: ['SRM_MIRROR_ADMIN_TOKEN'], parse: optionalSecret, help: 'bearer token for POST /-/prefetch (unset: refused)' },
   { key: 'shutdownGrace', target: 'shutdownGraceMs', flag: 'shutdown-grace', env: ['SRM_MIRROR_SHUTDOWN_GRACE'], parse: duration, help: 'time work under way gets to finish at shutdown, in total' },
   { key: 'cache.maxAge', target: 'cache.maxAgeMs', flag: 'max-age', env: ['SRM_MIRROR_MAX_AGE'], parse: duration, help: 'how long metadata is served without asking the upstream' },
@@ -536,6 +549,10 @@ export function loadConfig({ flags = {}, env = process.env, cwd = process.cwd() 
     readTrustedKeys(imports.trustedKeys);
   } catch (err) {
     throw new ConfigError('import.trustedKeys', 'a folder of .pub files or a list of paths to Ed25519 public keys', (err as Error).message);
+  }
+  const { server, cache } = config as { server: { accelRedirect?: string }; cache: { verifyOnServe: boolean } };
+  if (server.accelRedirect !== undefined && cache.verifyOnServe) {
+    throw new ConfigError('server.accelRedirect', 'no offload to nginx when cache.verifyOnServe is true (nginx would send the bytes unhashed)', server.accelRedirect);
   }
   checkIntercept(config.intercept as { hosts: readonly string[]; cert?: string; key?: string }, cwd);
   return deepFreeze(config) as unknown as Config;

@@ -10,6 +10,7 @@ import type { ServerResponse } from 'node:http';
 import parseRange from 'range-parser';
 import type { ArchiveHandle } from '../core/archives/archive-cache.js';
 import type { ArchiveReader } from '../stores/archive-store.js';
+import { accelRedirected } from './accel-redirect.js';
 
 const CHUNK = 256 * 1024;
 
@@ -41,6 +42,7 @@ export async function sendArchive(req: Request, res: Response, handle: ArchiveHa
     res.status(304).end();
     return;
   }
+  if (accelRedirected(res, handle)) return; // nginx sends the file (faces/accel-redirect.ts)
   const range = req.headers.range && (req.headers['if-range'] === undefined || req.headers['if-range'] === etag) ? parseRange(ref.size, req.headers.range, { combine: true }) : -2;
   if (range === -1) {
     res.setHeader('Content-Range', `bytes */${ref.size}`);

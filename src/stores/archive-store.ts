@@ -135,8 +135,7 @@ export class FsArchiveStore implements ArchiveStore {
 
   /** Where a committed archive's file is; the digest is checked, so no other string ever becomes a path. */
   private path(digest: string): string {
-    if (!DIGEST.test(digest)) throw new Error(`not a sha256 digest: ${JSON.stringify(digest)}`);
-    return join(this.root, 'sha256', digest.slice(0, 2), digest);
+    return join(this.root, 'sha256', this.location(digest));
   }
 
   async stat(digest: string): Promise<ArchiveStat | undefined> {
@@ -195,6 +194,12 @@ export class FsArchiveStore implements ArchiveStore {
   async deleteQuarantined(digest: string): Promise<void> {
     if (!DIGEST.test(digest)) throw new Error(`not a sha256 digest: ${JSON.stringify(digest)}`);
     await rm(join(this.root, 'quarantine', digest), { force: true });
+  }
+
+  /** A committed archive's file relative to the store's sha256/ folder ("<xx>/<digest>"), for nginx (accel-redirect). */
+  location(digest: string): string {
+    if (!DIGEST.test(digest)) throw new Error(`not a sha256 digest: ${JSON.stringify(digest)}`);
+    return `${digest.slice(0, 2)}/${digest}`;
   }
 }
 

@@ -11,7 +11,7 @@ import { tempDir, until } from '../helpers.js';
 /** Where tinyproxy's connections to upstreams come from (any 127.x address is on the loopback interface). */
 export const PROXY_ADDRESS = '127.0.0.2';
 
-function onPath(binary: string): string | undefined {
+export function onPath(binary: string): string | undefined {
   for (const dir of (process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin').split(':').concat(['/usr/sbin', '/usr/bin'])) {
     if (existsSync(join(dir, binary))) return join(dir, binary);
   }
@@ -23,22 +23,31 @@ function onPath(binary: string): string | undefined {
  * binary alone, no service started). Resolves with a reason to skip only when they truly cannot be installed.
  */
 export function ensureProxyTools(): { tinyproxy: string; openssl: string } | { skip: string } {
-  const missing = () => [['tinyproxy', 'tinyproxy-bin'], ['openssl', 'openssl']].filter(([bin]) => !onPath(bin!)).map(([, pkg]) => pkg!);
-  if (missing().length > 0) {
-    if (process.getuid?.() !== 0) return { skip: `${missing().join(' and ')} not installed, and the tests do not run as root to install them` };
-    if (!existsSync('/usr/bin/apt-get')) return { skip: `${missing().join(' and ')} not installed, and there is no apt-get here` };
-    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-    const install = (rename: Record<string, string> = {}) =>
-      spawnSync('apt-get', ['install', '-y', '--no-install-recommends', ...missing().map((p) => rename[p] ?? p)], { env, encoding: 'utf8' });
-    let result = install();
-    if (result.status !== 0) {
-      spawnSync('apt-get', ['update'], { env, encoding: 'utf8' }); // a fresh machine's package lists may be empty
-      result = install();
-    }
-    if (result.status !== 0) result = install({ 'tinyproxy-bin': 'tinyproxy' }); // releases before the split into -bin
-    if (result.status !== 0) return { skip: `could not install ${missing().join(' and ')}: ${(result.stderr || result.stdout).trim().split('\n').pop()}` };
+  // tinyproxy before its split into -bin: older releases.
+  const skip = ensureBinaries([['tinyproxy', 'tinyproxy-bin'], ['openssl', 'openssl']], { 'tinyproxy-bin': 'tinyproxy' });
+  return skip ? { skip } : { tinyproxy: onPath('tinyproxy')!, openssl: onPath('openssl')! };
+}
+
+/**
+ * Installs the Debian packages of the [binary, package] pairs whose binary is missing (apt, as root), trying the
+ * `fallback` names of packages when the first names fail; a reason to skip when they truly cannot be installed.
+ */
+export function ensureBinaries(needed: ReadonlyArray<readonly [string, string]>, fallback: Record<string, string> = {}): string | undefined {
+  const missing = () => needed.filter(([bin]) => !onPath(bin)).map(([, pkg]) => pkg);
+  if (missing().length === 0) return undefined;
+  if (process.getuid?.() !== 0) return `${missing().join(' and ')} not installed, and the tests do not run as root to install them`;
+  if (!existsSync('/usr/bin/apt-get')) return `${missing().join(' and ')} not installed, and there is no apt-get here`;
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  const install = (rename: Record<string, string> = {}) =>
+    spawnSync('apt-get', ['install', '-y', '--no-install-recommends', ...missing().map((p) => rename[p] ?? p)], { env, encoding: 'utf8' });
+  let result = install();
+  if (result.status !== 0) {
+    spawnSync('apt-get', ['update'], { env, encoding: 'utf8' }); // a fresh machine's package lists may be empty
+    result = install();
   }
-  return { tinyproxy: onPath('tinyproxy')!, openssl: onPath('openssl')! };
+  if (result.status !== 0 && Object.keys(fallback).length > 0) result = install(fallback);
+  if (result.status !== 0) return `could not install ${missing().join(' and ')}: ${(result.stderr || result.stdout).trim().split('\n').pop()}`;
+  return undefined;
 }
 
 export interface TestCertificates {
@@ -62,7 +71,7 @@ export async function testCertificates(openssl = 'openssl'): Promise<TestCertifi
   return { caFile: f('ca.pem'), key: readFileSync(f('server.key'), 'utf8'), cert: readFileSync(f('server.pem'), 'utf8') };
 }
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   const server = createServer();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
