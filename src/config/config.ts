@@ -487,7 +487,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'intercept.key', flag: 'intercept-key', env: ['SRM_MIRROR_INTERCEPT_KEY'], parse: optionalPath, help: 'proxy mode: the private key (PEM) of intercept.cert' },
   // ---- end of proxy mode ----
   { key: 'cache.memorySize', target: 'cache.memorySizeBytes', flag: 'memory-size', env: ['SRM_MIRROR_MEMORY_SIZE'], parse: bytes, help: 'metadata kept parsed in memory, e.g. 64MB' },
-  { key: 'cache.memoryArchives', target: 'cache.memoryArchivesBytes', flag: 'memory-archives', env: ['SRM_MIRROR_MEMORY_ARCHIVES'], parse: bytes, help: 'small hot archives held in memory, e.g. 32MB (0: none)' },
+  { key: 'cache.memoryArchives', target: 'cache.memoryArchivesBytes', flag: 'memory-archives', env: ['SRM_MIRROR_MEMORY_ARCHIVES'], parse: bytes, help: 'small hot archives held in memory, e.g. 8MB (0: none)' },
   { key: 'cache.memoryArchiveMaxSize', target: 'cache.memoryArchiveMaxBytes', flag: 'memory-archive-max-size', env: ['SRM_MIRROR_MEMORY_ARCHIVE_MAX_SIZE'], parse: positiveBytes, help: 'largest archive held in memory, e.g. 2MB' },
 ];
 
