@@ -23,7 +23,7 @@ import { readTrustedKeys } from './bundles/trust.js';
 import cron from 'node-cron';
 import { ArchiveCache, type ScrubReport } from './core/archives/archive-cache.js';
 import { rateLimit, realClock } from './core/archives/archive-scrub.js';
-import { rebuildIndex, type RecoveryReport } from './core/archives/archive-recovery.js';
+import type { RecoveryReport } from './core/archives/archive-recovery.js';
 import { Follows } from './core/follows.js';
 import { Access } from './core/hosted/access.js';
 import { GenericPackages, type GenericInventory } from './core/hosted/generic-packages.js';
@@ -180,6 +180,7 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
     verifyOnServe: config.cache.verifyOnServe,
     scrubRate: config.cache.scrubRateBytes,
     contentCheck: { file: checkZip, stream: checkZipTail }, // every archive the mirror serves is a component's zip
+    memory: { maxBytes: config.cache.memoryArchivesBytes, maxArchiveBytes: config.cache.memoryArchiveMaxBytes },
     clock: { ...realClock, now },
   });
   await archives.init();
@@ -408,7 +409,7 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
     prefetchNow,
     verifyNow,
     async rebuildArchiveIndex() {
-      const report = await rebuildIndex(archiveStore, archives.index);
+      const report = await archives.rebuildIndex();
       await markIndexIntact(store);
       return report;
     },

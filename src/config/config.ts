@@ -95,6 +95,9 @@ export interface Config {
     readonly scrubRateBytes: number;
     /** Hash every whole-archive HIT while it is sent, holding its last bytes until the digest matches. */
     readonly verifyOnServe: boolean;
+    /** Bytes of small hot archives held in memory (0: none), and the largest archive held. */
+    readonly memoryArchivesBytes: number;
+    readonly memoryArchiveMaxBytes: number;
   };
   /** Packages this mirror owns (see core/hosted): never read from, or sent to, the upstream. */
   readonly hosted: {
@@ -497,6 +500,8 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'intercept.key', flag: 'intercept-key', env: ['SRM_MIRROR_INTERCEPT_KEY'], parse: optionalPath, help: 'proxy mode: the private key (PEM) of intercept.cert' },
   // ---- end of proxy mode ----
   { key: 'cache.memorySize', target: 'cache.memorySizeBytes', flag: 'memory-size', env: ['SRM_MIRROR_MEMORY_SIZE'], parse: bytes, help: 'metadata kept parsed in memory, e.g. 64MB' },
+  { key: 'cache.memoryArchives', target: 'cache.memoryArchivesBytes', flag: 'memory-archives', env: ['SRM_MIRROR_MEMORY_ARCHIVES'], parse: bytes, help: 'small hot archives held in memory, e.g. 8MB (0: none)' },
+  { key: 'cache.memoryArchiveMaxSize', target: 'cache.memoryArchiveMaxBytes', flag: 'memory-archive-max-size', env: ['SRM_MIRROR_MEMORY_ARCHIVE_MAX_SIZE'], parse: positiveBytes, help: 'largest archive held in memory, e.g. 2MB' },
 ];
 
 const DEFAULTS_FILE = new URL('../../config/default.json', import.meta.url);

@@ -3,16 +3,15 @@
 // One being filled (MISS) or passed through (BYPASS) goes out as its bytes arrive; if that fails, the response is
 // destroyed, so the client sees a failed download rather than a short one.
 //
-// Bodies are pumped through two buffers reused for the whole response: allocating a fresh buffer per chunk is what
-// made the mirror's memory climb while streaming gigabytes (bench).
+// A HIT held in memory is written as the Buffer it is (a range as a view of it). Other bodies are pumped through
+// buffers of one pool, reused from response to response: allocating buffers per chunk or per response is what made
+// the mirror's memory climb while streaming gigabytes, and its garbage collector busy (bench).
 import type { Request, Response } from 'express';
 import type { ServerResponse } from 'node:http';
 import parseRange from 'range-parser';
 import type { ArchiveHandle } from '../core/archives/archive-cache.js';
 import type { ArchiveReader } from '../stores/archive-store.js';
 import { accelRedirected } from './accel-redirect.js';
-
-const CHUNK = 256 * 1024;
 
 export interface SendOptions {
   /** Default: application/zip (a component). */
@@ -31,8 +30,8 @@ export async function sendArchive(req: Request, res: Response, handle: ArchiveHa
   res.setHeader('Content-Type', options.contentType ?? 'application/zip');
   res.setHeader('Content-Disposition', `attachment; filename="${filename.replace(/[^\w.@+-]/g, '_')}"`);
   if (options.lastModified) res.setHeader('Last-Modified', options.lastModified.toUTCString());
-  const { ref, reader } = handle;
-  if (!ref) return send(req, res, reader, 200, 0, handle.size);
+  const { ref } = handle;
+  if (!ref) return send(req, res, handle, 200, 0, handle.size);
   const etag = `"${ref.digest}"`;
   res.setHeader('ETag', etag);
   res.setHeader('Cache-Control', options.cacheControl ?? 'public, max-age=31536000, immutable');
@@ -53,9 +52,9 @@ export async function sendArchive(req: Request, res: Response, handle: ArchiveHa
   if (range !== -2 && range.type === 'bytes' && range.length === 1) {
     const { start, end } = range[0]!;
     res.setHeader('Content-Range', `bytes ${start}-${end}/${ref.size}`);
-    return send(req, res, reader, 206, start, end - start + 1);
+    return send(req, res, handle, 206, start, end - start + 1);
   }
-  return send(req, res, reader, 200, 0, ref.size);
+  return send(req, res, handle, 200, 0, ref.size);
 }
 
 /** If-Modified-Since at or after the content's time, and no If-None-Match (which takes precedence, RFC 9110). */
@@ -70,29 +69,37 @@ function matches(header: string | undefined, etag: string): boolean {
   return header !== undefined && header.split(',').some((tag) => ['*', etag, `W/${etag}`].includes(tag.trim()));
 }
 
-/** The reader's bytes from `start` (`length` of them, or to the end when unknown) as the body (none for HEAD). */
-async function send(req: Request, res: Response, reader: ArchiveReader, status: number, start: number, length: number | undefined): Promise<void> {
+/** The archive's bytes from `start` (`length` of them, or to the end when unknown) as the body (none for HEAD). */
+async function send(req: Request, res: Response, handle: ArchiveHandle, status: number, start: number, length: number | undefined): Promise<void> {
   res.status(status);
   if (length !== undefined) res.setHeader('Content-Length', length);
   if (req.method === 'HEAD') {
     res.end();
     return;
   }
-  await pump(reader, res, start, length);
+  const { bytes } = handle;
+  if (bytes) {
+    // No read, no copy: the socket takes the held Buffer itself, which nothing ever writes to.
+    res.end(start === 0 && (length === undefined || length === bytes.length) ? bytes : bytes.subarray(start, start + (length ?? bytes.length)));
+    return;
+  }
+  await pump(handle.reader, res, start, length);
 }
 
 /**
- * Download buffers. Each download pumps through two, held while its socket drains: the 256 KiB ones come from a
- * pool of at most POOLED, and past that a download gets small ones, so that thousands of slow or paused clients
- * cost bounded memory (at most 32 MB of pool, plus 32 KiB a download beyond it) at full speed for the first 64.
+ * Transfer buffers: one pool of CHUNK-sized ones, taken and given back per response. At most POOLED are lent at a
+ * time; past that a download gets SMALL ones, so that thousands of slow or paused clients cost bounded memory (at
+ * most 32 MB of pool, plus 32 KiB a download beyond it).
  */
+const CHUNK = 256 * 1024;
 const POOLED = 128;
 const SMALL = 16 * 1024;
+/** A body of up to this many chunks is read in one system call (readv) and written in one go. */
+const BATCH = 4;
 const pool: Buffer[] = [];
 let lent = 0;
 
-function takeBuffer(size: number): Buffer {
-  if (size < CHUNK) return Buffer.allocUnsafe(size); // a small archive needs no more
+function takeBuffer(): Buffer {
   if (lent >= POOLED) return Buffer.allocUnsafe(SMALL);
   lent++;
   return pool.pop() ?? Buffer.allocUnsafeSlow(CHUNK);
@@ -106,40 +113,42 @@ function giveBuffer(buf: Buffer, flushed: boolean): void {
 }
 
 /**
- * Copies a reader to a response through two buffers: one is read into while the other is on its way to the
- * socket, and a buffer is reused only once its write has been flushed. Any failure destroys the response.
+ * Copies a reader to a response. A body that fits BATCH chunks takes that many buffers, read at once and written at
+ * once (one trip to the thread pool, one system call to the socket, when the reader can readv). A longer one (or one
+ * of unknown length) alternates between two buffers: one is read into while the other is on its way to the socket,
+ * and a buffer is reused only once its write has been flushed. Any failure destroys the response.
  */
 export async function pump(reader: ArchiveReader, res: ServerResponse, start = 0, length?: number): Promise<void> {
   const end = length === undefined ? Infinity : start + length;
-  const buffers = [takeBuffer(length ?? CHUNK), takeBuffer(length ?? CHUNK)];
-  let done = false;
-  const flushed: Array<Promise<void>> = [Promise.resolve(), Promise.resolve()];
-  // Writes still waiting to be flushed fail when the response closes. (Not Promise.race against a "closed"
-  // promise: every race would leave a reaction on it until the response ends, thousands per download.)
-  const unflushed = new Set<(err: Error) => void>();
-  const onClose = () => unflushed.forEach((fail) => fail(new Error('response closed')));
+  const chunks = length === undefined ? Infinity : Math.max(1, Math.ceil(length / CHUNK));
+  // [buffers of slot 0, buffers of slot 1]: one slot of `chunks` buffers, or two of one each.
+  const slots: Buffer[][] = chunks === 1 ? [[takeBuffer()]] : chunks <= BATCH && reader.readv && lent + chunks <= POOLED ? [Array.from({ length: chunks }, takeBuffer)] : [[takeBuffer()], [takeBuffer()]];
+  const flushed: Array<Promise<void>> = slots.map(() => Promise.resolve());
+  // The write of each slot still waiting to be flushed fails when the response closes. (Not Promise.race against a
+  // "closed" promise: every race would leave a reaction on it until the response ends, thousands per download.)
+  const unflushed: Array<((err: Error) => void) | undefined> = [];
+  const onClose = () => unflushed.forEach((fail) => fail?.(new Error('response closed')));
   res.once('close', onClose);
-  const write = (chunk: Buffer) =>
-    new Promise<void>((resolve, reject) => {
-      unflushed.add(reject);
-      res.write(chunk, (err) => {
-        unflushed.delete(reject);
-        if (err) reject(err);
-        else resolve();
-      });
-    });
+  let done = false;
   try {
-    for (let pos = start, i = 0; pos < end; i = 1 - i) {
+    for (let pos = start, i = 0; pos < end; i = (i + 1) % slots.length) {
       await flushed[i];
       if (res.destroyed) throw new Error('response closed');
-      const buf = buffers[i]!;
-      const n = await reader.read(end - pos < buf.length ? buf.subarray(0, end - pos) : buf, pos);
+      const bufs = fit(slots[i]!, end - pos);
+      const n = bufs.length === 1 ? await reader.read(bufs[0]!, pos) : await reader.readv!(bufs, pos);
       if (n === 0) {
         if (end !== Infinity) throw new Error('archive ended before its length'); // never a short body as a whole one
         break;
       }
       pos += n;
-      flushed[i] = write(buffers[i]!.subarray(0, n));
+      flushed[i] = new Promise<void>((resolve, reject) => {
+        unflushed[i] = reject;
+        writeAll(res, bufs, n, (err) => {
+          unflushed[i] = undefined;
+          if (err) reject(err);
+          else resolve();
+        });
+      });
       flushed[i]!.catch(() => {}); // awaited in its turn
     }
     await Promise.all(flushed);
@@ -149,6 +158,28 @@ export async function pump(reader: ArchiveReader, res: ServerResponse, start = 0
     res.destroy();
   } finally {
     res.off('close', onClose);
-    for (const buf of buffers) giveBuffer(buf, done);
+    for (const slot of slots) for (const buf of slot) giveBuffer(buf, done);
   }
+}
+
+/** The buffers as they hold no more than `left` bytes: the last one cut short (a view), those beyond it left out. */
+function fit(bufs: Buffer[], left: number): Buffer[] {
+  let room = 0;
+  for (let j = 0; j < bufs.length; j++) {
+    if (room + bufs[j]!.length >= left) return j === bufs.length - 1 && room + bufs[j]!.length === left ? bufs : [...bufs.slice(0, j), bufs[j]!.subarray(0, left - room)];
+    room += bufs[j]!.length;
+  }
+  return bufs;
+}
+
+/** Writes the first `n` bytes of the buffers as one socket write; `flushed` is called once they all are. */
+function writeAll(res: ServerResponse, bufs: Buffer[], n: number, flushed: (err?: Error | null) => void): void {
+  res.cork();
+  for (let j = 0; n > 0; j++) {
+    const buf = bufs[j]!;
+    const part = n >= buf.length ? buf : buf.subarray(0, n);
+    n -= part.length;
+    res.write(part, n === 0 ? flushed : undefined);
+  }
+  res.uncork();
 }

@@ -54,6 +54,10 @@ describe('loadConfig', () => {
     [{ flags: { 'writes-concurrency': '0' } }, /"--writes-concurrency": expected a whole number from 1 to 256, got "0"/],
     [{ flags: { 'max-connections': 'lots' } }, /"--max-connections": expected a whole number/],
     [{ flags: { 'shutdown-grace': 'soon' } }, /"--shutdown-grace": expected a duration/],
+    [{ flags: { 'memory-archives': 'lots' } }, /"--memory-archives": expected a size such as "20GB".*got "lots"/],
+    [{ env: { SRM_MIRROR_MEMORY_ARCHIVES: '-1MB' } }, /"SRM_MIRROR_MEMORY_ARCHIVES": expected a size/],
+    [{ flags: { 'memory-archive-max-size': '0' } }, /"--memory-archive-max-size": expected a size above 0/],
+    [{ env: { SRM_MIRROR_MEMORY_ARCHIVE_MAX_SIZE: 'big' } }, /"SRM_MIRROR_MEMORY_ARCHIVE_MAX_SIZE": expected a size/],
   ])('refuses a bad value and names it: %j', (sources, message) => {
     expect(() => loadConfig({ env: {}, ...sources })).toThrow(message);
   });
@@ -65,6 +69,12 @@ describe('loadConfig', () => {
     expect(c.writes).toEqual({ concurrency: 4, bodyTimeoutMs: 30_000, maxBodyBytes: 100_000_000 });
     const flags = loadConfig({ flags: { 'archive-hosts': ' CDN.example.com, *.oss.example.net ', 'allow-private-hosts': true }, env: {} });
     expect(flags.upstream).toMatchObject({ archiveHosts: ['cdn.example.com', '*.oss.example.net'], allowPrivateHosts: true });
+  });
+
+  it('holds small hot archives in memory by default, within a bounded budget; flags and env set it', () => {
+    expect(loadConfig({ env: {} }).cache).toMatchObject({ memoryArchivesBytes: 8_000_000, memoryArchiveMaxBytes: 2_000_000 });
+    const set = loadConfig({ flags: { 'memory-archives': '0' }, env: { SRM_MIRROR_MEMORY_ARCHIVE_MAX_SIZE: '512KiB' } });
+    expect(set.cache).toMatchObject({ memoryArchivesBytes: 0, memoryArchiveMaxBytes: 512 * 1024 });
   });
 
   it('refuses a short admin token without repeating it', () => {

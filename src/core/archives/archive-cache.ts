@@ -6,9 +6,11 @@
 //   ArchiveVerifier   whether stored bytes still match their digest (hash, or a trusted version of the file)
 //   ArchiveReclaimer  leases, deferred deletes, the quota, collection of what nothing points at
 //   ArchiveScrubber   rehashing everything at a bounded rate; the audit behind `verify`
+//   ArchiveMemory     small hot archives held in memory, verified as they are loaded
 //
 // A HIT takes its lease before any check and serves from the file it opened and checked, so neither eviction nor
-// a delete can take the bytes from under a client, and no byte is served from a file that was not verified.
+// a delete can take the bytes from under a client, and no byte is served from a file that was not verified. A HIT
+// from memory needs no lease (the bytes are in hand) but counts as a use all the same.
 import type { Logger } from '../../log.js';
 import { MirrorError } from '../../model/errors.js';
 import type { ArchiveRef } from '../../model/release.js';
@@ -16,8 +18,10 @@ import type { ArchiveReader, ArchiveStore, StoredReader } from '../../stores/arc
 import type { MetadataStore } from '../../stores/metadata-store.js';
 import { ArchiveFiller, type ArchiveSource, type ContentCheck, type DiskProblem } from './archive-filler.js';
 import { ArchiveIndex } from './archive-index.js';
+import { ArchiveMemory, bufferReader, type MemoryOptions, type MemoryStatus } from './archive-memory.js';
 import { ArchiveQuota } from './archive-quota.js';
 import { ArchiveReclaimer } from './archive-reclaimer.js';
+import { rebuildIndex, type RecoveryReport } from './archive-recovery.js';
 import { ArchiveScrubber, realClock, type Clock, type ScrubOptions, type ScrubReport } from './archive-scrub.js';
 import { ArchiveVerifier, verifyingReader } from './archive-verifier.js';
 
@@ -32,6 +36,8 @@ export interface ArchiveHandle {
   /** Bytes in all, when known (a HIT always; a download when the upstream said). */
   readonly size: number | undefined;
   readonly reader: ArchiveReader;
+  /** The whole archive, for a HIT from memory: sent as it is, with no copy (`reader` reads it too). */
+  readonly bytes?: Buffer;
   /** Closes the reader and lets the archive go again: call once the response is over. Safe to call twice. */
   close(): void;
 }
@@ -54,6 +60,8 @@ export interface ArchiveCacheOptions {
   readonly scrubRate: number;
   /** What every archive's content must pass (a zip check), stored or passed through. */
   readonly contentCheck?: ContentCheck;
+  /** Small hot archives held in memory (default: none). */
+  readonly memory?: MemoryOptions;
   readonly clock?: Clock;
 }
 
@@ -63,6 +71,7 @@ export class ArchiveCache {
   readonly scrubber: ArchiveScrubber;
   private readonly verifier: ArchiveVerifier;
   private readonly filler: ArchiveFiller;
+  private readonly memory: ArchiveMemory;
 
   constructor(
     db: MetadataStore,
@@ -74,7 +83,9 @@ export class ArchiveCache {
     const now = () => clock.now();
     this.index = new ArchiveIndex(db);
     this.verifier = new ArchiveVerifier(now);
-    this.reclaimer = new ArchiveReclaimer(store, this.index, new ArchiveQuota(options.quotaBytes, now), this.verifier, log, options.indexIntact, now);
+    this.memory = new ArchiveMemory(options.memory ?? { maxBytes: 0, maxArchiveBytes: 0 });
+    const forget = (digest: string) => (this.verifier.forget(digest), this.memory.drop(digest));
+    this.reclaimer = new ArchiveReclaimer(store, this.index, new ArchiveQuota(options.quotaBytes, now), forget, log, options.indexIntact, now);
     this.filler = new ArchiveFiller(store, this.index, this.verifier, this.reclaimer, log, options.contentCheck, now);
     this.scrubber = new ArchiveScrubber(store, this.index, this.verifier, this.reclaimer, log, options.scrubRate, clock);
   }
@@ -184,6 +195,16 @@ export class ArchiveCache {
     return this.reclaimer.unlink(id);
   }
 
+  /**
+   * Rebuilds the index from the stored files (`repair`); files that cannot be attributed are quarantined, and no
+   * copy of them stays in memory either.
+   */
+  async rebuildIndex(): Promise<RecoveryReport> {
+    const report = await rebuildIndex(this.store, this.index);
+    for (const { digest } of report.quarantined) this.memory.drop(digest);
+    return report;
+  }
+
   /** Deletes every quarantined archive (`srm-mirror gc --quarantine`). */
   async emptyQuarantine(): Promise<{ removed: number; bytes: number }> {
     const all = await this.store.quarantined();
@@ -212,6 +233,7 @@ export class ArchiveCache {
     diskProblem: DiskProblem | undefined;
     indexIntact: boolean;
     quota: { maxBytes: number; usedBytes: number; archives: number };
+    memory: MemoryStatus;
     scrub: ReturnType<ArchiveScrubber['status']>;
   } {
     const { quota } = this.reclaimer;
@@ -219,6 +241,7 @@ export class ArchiveCache {
       ...this.filler.status(),
       indexIntact: this.reclaimer.indexIntact,
       quota: { maxBytes: quota.maxBytes, usedBytes: quota.usedBytes, archives: quota.count },
+      memory: this.memory.status(),
       scrub: this.scrubber.status(),
     };
   }
@@ -238,12 +261,20 @@ export class ArchiveCache {
   private async hit(id: string): Promise<ArchiveHandle | undefined> {
     const ref = await this.index.get(id);
     if (!ref) return undefined;
+    const held = this.memory.get(ref.digest);
+    if (held) return this.fromMemory(ref, held);
     const release = this.reclaimer.lease(ref.digest);
     let reader: StoredReader | undefined;
-    let verdict: 'serve' | 'corrupt' | 'absent';
+    let verdict: 'serve' | 'corrupt' | 'absent' | Buffer;
     try {
       reader = await this.store.open(ref.digest);
-      verdict = !reader ? 'absent' : reader.stat.size === ref.size && (await this.verifier.check(ref.digest, reader)) ? 'serve' : 'corrupt';
+      if (!reader) verdict = 'absent';
+      else if (reader.stat.size !== ref.size) verdict = 'corrupt';
+      else if (this.memory.wants(ref.digest, ref.size)) {
+        // Hashed while loaded (the verifier's trust in the file's version is not enough for a copy held for long).
+        const open = reader;
+        verdict = (await this.memory.load(ref.digest, () => readWhole(open, ref.size))) ?? 'corrupt';
+      } else verdict = (await this.verifier.check(ref.digest, reader)) ? 'serve' : 'corrupt';
     } catch (err) {
       if (typeof (err as NodeJS.ErrnoException).code !== 'string') throw err; // not the disk's: a bug, let it show
       this.filler.diskFailed(err);
@@ -256,8 +287,15 @@ export class ArchiveCache {
     }
     reader?.close();
     release();
+    if (verdict instanceof Buffer) return this.fromMemory(ref, verdict);
     if (verdict === 'corrupt') this.dropCorrupt(ref.digest, id);
     return undefined;
+  }
+
+  /** A HIT from memory: no lease (the bytes are in hand), but a use for the quota, so the file is not evicted first. */
+  private fromMemory(ref: ArchiveRef, bytes: Buffer): ArchiveHandle {
+    this.reclaimer.quota.touch(ref.digest);
+    return { status: 'HIT', ref, size: ref.size, bytes, reader: bufferReader(bytes), close: () => {} };
   }
 
   /** Drops an archive whose bytes no longer match: never served again, fetched again on the next request. */
@@ -266,6 +304,17 @@ export class ArchiveCache {
     this.scrubber.corruptFound++;
     void this.reclaimer.remove(digest).catch((err: unknown) => this.log.warn('archive removal failed', { digest, error: String(err) }));
   }
+}
+
+/** A whole file of `size` bytes, in a Buffer of its own (one read when the disk gives it all at once). */
+async function readWhole(reader: ArchiveReader, size: number): Promise<Buffer> {
+  const bytes = Buffer.allocUnsafeSlow(size);
+  for (let pos = 0; pos < size; ) {
+    const n = await reader.read(bytes.subarray(pos), pos);
+    if (n === 0) return bytes.subarray(0, pos); // cut short since its stat: it fails the hash
+    pos += n;
+  }
+  return bytes;
 }
 
 function once(fn: () => void): () => void {

@@ -8,7 +8,6 @@ import type { ArchiveStore } from '../../stores/archive-store.js';
 import { SingleFlight } from '../single-flight.js';
 import type { ArchiveIndex } from './archive-index.js';
 import type { ArchiveQuota } from './archive-quota.js';
-import type { ArchiveVerifier } from './archive-verifier.js';
 
 /** An archive younger than this is not collected as unreferenced: its fill may be between commit and index write. */
 const COLLECT_MIN_AGE_MS = 60_000;
@@ -31,7 +30,8 @@ export class ArchiveReclaimer {
     private readonly store: ArchiveStore,
     private readonly index: ArchiveIndex,
     readonly quota: ArchiveQuota,
-    private readonly verifier: ArchiveVerifier,
+    /** Lets go of what else is known of an archive's bytes (the verifier's trust, a memory copy) once it is removed. */
+    private readonly forget: (digest: string) => void,
     private readonly log: Logger,
     /** False while the index is lost: nothing is collected or evicted until it is repaired. */
     readonly indexIntact: boolean,
@@ -125,12 +125,12 @@ export class ArchiveReclaimer {
 
   /** Deletes an archive's file now, or marks it to go with its last lease; resolves with the bytes freed now. */
   private async deleteFile(digest: string): Promise<number> {
+    this.forget(digest); // at once, even while leased: it is out of the index already
     if (this.isLeased(digest)) {
       this.doomed.add(digest);
       return 0;
     }
     this.doomed.delete(digest);
-    this.verifier.forget(digest);
     // The quota and the disk change together, with nothing in between (the store's delete takes effect at once, as
     // a commit's move does), so the byte count stays exact whatever fill commits the same digest meanwhile.
     const freed = this.quota.removed(digest);
