@@ -242,7 +242,9 @@ export class World {
       this.npmPort = await portOf(npm);
       this.verdaccioPort = await freePort();
       const config = verdaccioConfig(this.path('verdaccio'), this.npmUpstream, this.verdaccioPort);
-      this.verdaccioChild = this.own(start('verdaccio', process.execPath, [this.o.verdaccio, '-c', config], { cwd: this.path('verdaccio'), core: SERVER_CORE }));
+      // It warns that it runs as root (as the bench does here): not worth echoing.
+      const quiet = (line: string) => !/superuser privileges|--trace-warnings/.test(line);
+      this.verdaccioChild = this.own(start('verdaccio', process.execPath, [this.o.verdaccio, '-c', config], { cwd: this.path('verdaccio'), core: SERVER_CORE, onStderr: quiet }));
       await waitReady(`${this.verdaccio}/-/ping`, this.verdaccioChild, 60_000);
     }
   }
