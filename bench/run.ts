@@ -197,14 +197,18 @@ function verdicts(r: Results): Target[] {
   const paired = (what: string, c: Compared | undefined, min: number, naWhy?: string): Target => {
     if (!c) return { what, figure: naWhy ?? 'n/a', meets: undefined };
     const { min: lo, max: hi } = range(ratios(c.rounds, rate));
-    return { what, figure: `min ${x(lo)} (range ${x(lo)}-${x(hi)})${c.rounds.allDiscarded ? ', every round short of CPU' : ''}`, meets: lo >= min };
+    // With no round in which the servers had their core, the run measured the machine: no verdict.
+    if (c.rounds.allDiscarded) return { what, figure: `min ${x(lo)} (range ${x(lo)}-${x(hi)}), every round short of CPU: no verdict`, meets: undefined };
+    return { what, figure: `min ${x(lo)} (range ${x(lo)}-${x(hi)})`, meets: lo >= min };
   };
   // Against a peer: the mirror's slowest kept steady round against the peer's fastest round.
   const vsPeer = (what: string, mirror: Rounds, peer: Compared | undefined, min: number): Target => {
     if (!peer) return { what, figure: 'n/a: peers skipped (BENCH_PEERS=0)', meets: undefined };
     const slowest = Math.min(...roundsOf(mirror, 1).map((x) => rate(x.m)));
     const fastest = Math.max(...roundsOf(peer.rounds, 0).map((x) => rate(x.m)));
-    return { what, figure: `${x(slowest / fastest)} (${slowest.toFixed(0)} vs ${fastest.toFixed(0)} req/s)`, meets: slowest / fastest >= min };
+    const figure = `${x(slowest / fastest)} (${slowest.toFixed(0)} vs ${fastest.toFixed(0)} req/s)`;
+    if (mirror.allDiscarded || peer.rounds.allDiscarded) return { what, figure: `${figure}, every round short of CPU: no verdict`, meets: undefined };
+    return { what, figure, meets: slowest / fastest >= min };
   };
   const p99 = Math.max(...roundsOf(r.steady.meta.rounds, 1).map((x) => x.m.p99Ms));
   const [bigCold, bigCached] = r.big.map((row) => row.rss ?? 0) as [number, number];
