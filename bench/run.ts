@@ -104,7 +104,7 @@ async function main(): Promise<void> {
   const upstreamTarget = (path: string) => ({ server: 'upstream', url: world.upstream + path, pids: () => [] });
   const direct = [await run.wrkSolo('upstream direct: release/latest', upstreamTarget(LATEST), undefined), await run.wrkSolo('upstream direct: 1 MiB blob', upstreamTarget(`/blob/${SMALL.name}/${SMALL.version}`), undefined)];
   const left = idleUntil - Date.now();
-  if (left < 0) log(`warning: the idle lasted ${((IDLE_SECONDS * 1000 - left) / 1000).toFixed(0)} s, longer than ${IDLE_SECONDS} s`);
+  if (left < 0) log(`the idle lasted ${((IDLE_SECONDS * 1000 - left) / 1000).toFixed(0)} s: the peers took longer than ${IDLE_SECONDS} s`);
   else await new Promise((r) => setTimeout(r, left));
 
   const steady = await cached('steady');
@@ -216,7 +216,11 @@ function verdicts(r: Results): Target[] {
   const mb = (n: number) => (n / 1e6).toFixed(0);
   return [
     paired('cached metadata >= 0.5x nginx (steady)', r.steady.meta, 0.5),
-    { what: `cached metadata p99 <= 1.5 ms, ${settings.connections} conn (steady)`, figure: `worst round p99 ${p99.toFixed(2)} ms`, meets: p99 <= 1.5 },
+    {
+      what: `cached metadata p99 <= 1.5 ms, ${settings.connections} conn (steady)`,
+      figure: `worst round p99 ${p99.toFixed(2)} ms${r.steady.meta.rounds.allDiscarded ? ', every round short of CPU: no verdict' : ''}`,
+      meets: r.steady.meta.rounds.allDiscarded ? undefined : p99 <= 1.5,
+    },
     vsPeer("cached metadata >= 15x Verdaccio's packument", r.steady.meta.rounds, r.peers?.packument, 15),
     paired('cached 1 MiB archive, --memory-archives 0: >= 0.6x nginx', r.steady.zipNoMem, 0.6, r.noMemNa),
     paired(`cached 1 MiB archive, default settings${r.noMemNa ? ' (no memory cache in this build)' : ''}: >= 0.8x nginx`, r.steady.zip, 0.8),
