@@ -15,6 +15,7 @@ import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync }
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { cpuSeconds } from './cpu.js';
 import { rate, wrk, type Measure } from './load.js';
 import { firstLine, freePort, start, stopAll, track, waitReady, type Child } from './procs.js';
 
@@ -90,13 +91,6 @@ async function main(): Promise<void> {
     rmSync(dir, { recursive: true, force: true });
   }
 }
-
-/** A process's CPU time so far (user + system), from /proc/PID/stat. */
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
-}
-const CLOCK_TICKS = 100; // USER_HZ on Linux
 
 main().catch(async (err: unknown) => {
   console.error(err);

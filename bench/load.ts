@@ -4,6 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Agent, interceptors, request, type Dispatcher } from 'undici';
+import { onClientCore } from './pin.js';
 
 /** One measured load: what every row of the report is made of. */
 export interface Measure {
@@ -39,6 +40,8 @@ export interface WrkOptions {
   seconds: number;
   /** Folder for wrk's Lua script. */
   scriptDir: string;
+  /** Request headers, e.g. ['Accept: application/json']. */
+  headers?: readonly string[];
   /** Told of wrk when it starts (true) and ends (false), so that an interrupted bench can stop it. */
   track?: (proc: ChildProcess, running: boolean) => void;
 }
@@ -46,8 +49,9 @@ export interface WrkOptions {
 export async function wrk(url: string, o: WrkOptions): Promise<Measure> {
   const script = join(o.scriptDir, 'report.lua');
   writeFileSync(script, WRK_REPORT);
-  const args = ['-t', String(o.threads), '-c', String(o.connections), '-d', `${o.seconds}s`, '--timeout', '5s', '-s', script, url];
-  const child = spawn('wrk', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const headers = (o.headers ?? []).flatMap((h) => ['-H', h]);
+  const args = ['-t', String(o.threads), '-c', String(o.connections), '-d', `${o.seconds}s`, '--timeout', '5s', ...headers, '-s', script, url];
+  const child = spawn(...onClientCore('wrk', args), { stdio: ['ignore', 'pipe', 'pipe'] });
   o.track?.(child, true);
   let out = '';
   let err = '';

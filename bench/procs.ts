@@ -5,6 +5,7 @@ import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { request } from 'undici';
+import { onCore } from './pin.js';
 
 export interface Child {
   readonly name: string;
@@ -25,11 +26,14 @@ export interface StartOptions extends SpawnOptions {
   onStderr?: (line: string) => boolean;
   /** Keep stdout to read it (firstLine); otherwise it is discarded. */
   stdout?: 'pipe' | 'ignore';
+  /** Run on this core (see pin.ts); by default wherever this process runs. */
+  core?: number;
 }
 
 /** Starts a process whose stderr lines are echoed (cut to 240 characters) with a [name] prefix. */
-export function start(name: string, command: string, args: string[], { onStderr, stdout = 'ignore', ...options }: StartOptions = {}): Child {
-  const proc = spawn(command, args, { ...options, stdio: ['ignore', stdout, 'pipe'] });
+export function start(name: string, command: string, args: string[], { onStderr, stdout = 'ignore', core, ...options }: StartOptions = {}): Child {
+  const [cmd, argv] = core === undefined ? [command, args] : onCore(core, command, args);
+  const proc = spawn(cmd, argv, { ...options, stdio: ['ignore', stdout, 'pipe'] });
   if (proc.pid === undefined) throw new Error(`could not start ${name} (${command})`);
   let tail = '';
   let partial = '';
@@ -210,4 +214,8 @@ export function runBench(name: string, main: () => Promise<void>, cleanup: () =>
       void cleanup().finally(() => process.exit(1));
     },
   );
+}
+
+export function log(msg: string): void {
+  process.stderr.write(`bench: ${msg}\n`);
 }

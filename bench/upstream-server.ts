@@ -3,17 +3,27 @@
 // /blob/... — but serves the blobs from files on disk with fs streams, so a 1 GiB archive never sits in memory.
 // It counts the requests it answers; GET /-/count reports the counts (and is not counted itself).
 //
-//   node --import tsx bench/upstream-server.ts MANIFEST.json [MBPS]
+//   node --import tsx bench/upstream-server.ts MANIFEST.json
 //
-// With MBPS, each blob download is sent at no more than MBPS MB/s (a WAN-like upstream); by default at full speed.
-// MANIFEST: {"packages": [{"name": "...", "releases": [{"version": "...", "file": "/abs/path"}]}]} (newest first).
+// MANIFEST: {"packages": [{"name": "...", "releases": [{"version": "...", "file": "/abs/path"}], "mbps": 200}]}
+// (releases newest first). A package with `mbps` sends each blob at no more than that many MB/s (a WAN-like
+// upstream); others at full speed. A package with `generated: {count, size}` has versions 1.0.1 .. 1.0.count, each
+// a distinct zip of `size` bytes made in memory when asked for (many small archives without files on disk).
 // Prints one line, {"port": N}, once it listens on 127.0.0.1.
+import { randomBytes } from 'node:crypto';
 import { createReadStream, readFileSync, statSync, type ReadStream } from 'node:fs';
 import { createServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { crc32 } from 'node:zlib';
+import { dataSizeFor, storedZip } from './zip.js';
 
 export interface Manifest {
-  packages: Array<{ name: string; releases: Array<{ version: string; file: string }> }>;
+  packages: Array<{
+    name: string;
+    releases?: Array<{ version: string; file: string }>;
+    mbps?: number;
+    generated?: { count: number; size: number };
+  }>;
 }
 
 export interface UpstreamCounts {
@@ -28,26 +38,27 @@ const BLOB_CHUNK = 256 * 1024;
 
 interface Release {
   readonly version: string;
-  readonly file: string;
+  /** A file on disk, or undefined for a generated archive. */
+  readonly file: string | undefined;
   readonly size: number;
   readonly createdAt: string;
+  /** Bytes per second for its blob; 0 = full speed. */
+  readonly bytesPerSecond: number;
 }
 
 function main(): void {
-  const [manifestPath, rateArg] = process.argv.slice(2);
-  if (!manifestPath) throw new Error('usage: upstream-server.ts MANIFEST.json [MB/s per blob download]');
-  const bytesPerSecond = Number(rateArg ?? 0) * 1e6;
+  const [manifestPath] = process.argv.slice(2);
+  if (!manifestPath) throw new Error('usage: upstream-server.ts MANIFEST.json');
   const manifest = JSON.parse(readFileSync(manifestPath, 'utf8')) as Manifest;
   const packages = new Map<string, Release[]>(
-    manifest.packages.map((p) => [
-      p.name,
-      p.releases.map((r, i) => ({
-        version: r.version,
-        file: r.file,
-        size: statSync(r.file).size,
-        createdAt: new Date(Date.UTC(2024, 0, 1) + (p.releases.length - i) * 86_400_000).toISOString(),
-      })),
-    ]),
+    manifest.packages.map((p) => {
+      const bytesPerSecond = (p.mbps ?? 0) * 1e6;
+      const listed = (p.releases ?? []).map((r) => ({ version: r.version, file: r.file as string | undefined, size: statSync(r.file).size }));
+      const g = p.generated;
+      const made = g ? Array.from({ length: g.count }, (_, i) => ({ version: `1.0.${g.count - i}`, file: undefined, size: g.size })) : [];
+      const all = [...listed, ...made];
+      return [p.name, all.map((r, i) => ({ ...r, bytesPerSecond, createdAt: new Date(Date.UTC(2024, 0, 1) + (all.length - i) * 86_400_000).toISOString() }))];
+    }),
   );
   const counts: UpstreamCounts = { total: 0, metadata: 0, zipball: 0, blob: 0 };
 
@@ -64,10 +75,11 @@ function main(): void {
       if (!release) return json(res, 404, { request_id: 'bench', body: '未找到指定资源' });
       res.writeHead(200, { 'content-type': 'application/zip', 'content-length': release.size });
       if (req.method === 'HEAD') return void res.end();
+      if (release.file === undefined) return void res.end(generatedZip(`${path[1]}-${release.version}`, release.size));
       const file = createReadStream(release.file, { highWaterMark: BLOB_CHUNK });
       file.on('error', () => res.destroy());
       res.on('close', () => file.destroy());
-      if (bytesPerSecond > 0) throttled(file, res, bytesPerSecond);
+      if (release.bytesPerSecond > 0) throttled(file, res, release.bytesPerSecond);
       else file.pipe(res);
       return;
     }
@@ -130,6 +142,19 @@ function throttled(file: ReadStream, res: ServerResponse, bytesPerSecond: number
     }
   });
   file.on('end', () => res.end());
+}
+
+/** Random bytes shared by every generated archive; each one's label at the start makes its digest its own. */
+let noise: Buffer | undefined;
+
+function generatedZip(label: string, size: number): Buffer {
+  const entry = `${label}.bin`;
+  const dataSize = dataSizeFor(entry, size);
+  if (!noise || noise.length < dataSize) noise = randomBytes(dataSize);
+  const data = Buffer.from(noise.subarray(0, dataSize));
+  data.write(`${label};`, 0);
+  const { head, tail } = storedZip(entry, dataSize, crc32(data));
+  return Buffer.concat([head, data, tail]);
 }
 
 function envelope(body: unknown) {

@@ -1,5 +1,7 @@
-// What the scenarios run against: archives written to a temp folder, the fake upstream serving them, the mirror
-// (its own process, from dist/) and nginx (one worker, serving the same bytes from disk), all on 127.0.0.1.
+// What the scenarios run against, all on 127.0.0.1: archives written to a temp folder; the fake v3 upstream and
+// the fake npm upstream (client core); and on the server core the mirrors (one process per configuration, from
+// dist/ or BENCH_MIRROR, under `node` or BENCH_NODE), nginx (one worker, serving the same bytes from disk, and in
+// front of the offload mirror), the bare pass-through proxy and Verdaccio. See pin.ts for the cores.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { crc32 } from 'node:zlib';
@@ -8,43 +10,94 @@ import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
-import { firstLine, freePort, PeakRss, start, stop, waitReady, type Child } from './procs.js';
+import { childPids } from './cpu.js';
+import { CLIENT_CORE, SERVER_CORE } from './pin.js';
+import { firstLine, freePort, log, PeakRss, start, stop, waitReady, type Child } from './procs.js';
 import type { Manifest, UpstreamCounts } from './upstream-server.js';
+import { verdaccioConfig } from './verdaccio.js';
+import { dataSizeFor, storedZip } from './zip.js';
 
+export { log };
 export const MiB = 1024 * 1024;
+
+/** One mirror process: its name in the report, its extra `serve` flags. */
+export interface MirrorSpec {
+  readonly name: string;
+  readonly flags: readonly string[];
+  /** The node binary it runs under (default: the world's). */
+  readonly node?: string;
+}
 
 export interface WorldOptions {
   readonly root: string;
   /** The mirror's entry point (dist/main.js). */
   readonly mainJs: string;
+  /** The node binary the mirrors and the pass-through proxy run under. */
+  readonly node: string;
+  readonly mirrors: readonly MirrorSpec[];
+  /** The mirror nginx fronts with X-Accel-Redirect offload, if any. */
+  readonly offload?: string;
+  readonly passthrough: boolean;
+  /** Verdaccio's bin script, when it is a peer in this run. */
+  readonly verdaccio?: string;
   readonly coldRuns: number;
   readonly coldMiB: number;
+  /** The cap of the capped cold package's blobs, MB/s. */
+  readonly coldMBps: number;
+  /** 0: no big archive. */
   readonly bigMiB: number;
-  /** Folder for the mirror's --cpu-prof output, when wanted. */
+  /** How many distinct 1 MiB archives bench-mem offers (to fill the in-memory archive cache); 0: none. */
+  readonly memArchives: number;
+  /** Folder for the mirrors' --cpu-prof output, when wanted. */
   readonly cpuProfDir: string | undefined;
-  /** Caps each blob download from the fake upstream (MB/s); 0 = full speed. */
-  readonly upstreamMBps: number;
 }
 
 /** Package names, and the versions the fake upstream has of each. */
 export const SMALL = { name: 'bench-small', version: '1.0.0' }; // 1 MiB; its release/latest is the metadata scenario
-export const COLD = 'bench-cold'; // coldRuns versions of coldMiB, each fetched once through the mirror
+export const OFFLOAD = { name: 'bench-offload', version: '1.0.0' }; // 8 MiB, for nginx offload
+export const COLD = 'bench-cold'; // coldRuns versions of coldMiB behind the capped upstream, each fetched once
+export const COLD_FAST = 'bench-cold-fast'; // the same at loopback speed
 export const BIG = { name: 'bench-big', version: '1.0.0' }; // one archive of bigMiB
+export const MEM = 'bench-mem'; // generated 1 MiB archives, versions 1.0.1 .. 1.0.memArchives
+export const OFFLOAD_MIB = 8;
+
+/** A mirror process the world started. */
+export class Mirror {
+  child!: Child;
+  rss!: PeakRss;
+  port = 0;
+
+  constructor(
+    readonly spec: MirrorSpec,
+    readonly dataDir: string,
+  ) {}
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  get pid(): number {
+    return this.child.pid;
+  }
+}
 
 export class World {
   readonly coldVersions: string[];
-  mirrorChild!: Child;
-  rss!: PeakRss;
-  private upstreamChild!: Child;
-  private nginxChild!: Child;
+  readonly mirrors = new Map<string, Mirror>();
+  private readonly children: Child[] = [];
   private upstreamPort = 0;
-  private mirrorPort = 0;
-  private mirrorFlags: readonly string[] = [];
+  private npmPort = 0;
   private nginxPort = 0;
+  private offloadPort = 0;
+  private passthroughPort = 0;
+  private verdaccioPort = 0;
+  private nginxChild: Child | undefined;
+  private passthroughChild: Child | undefined;
+  private verdaccioChild: Child | undefined;
 
   private constructor(
     readonly dir: string,
-    private readonly o: WorldOptions,
+    readonly o: WorldOptions,
   ) {
     this.coldVersions = Array.from({ length: o.coldRuns }, (_, i) => `64.0.${i + 1}`);
   }
@@ -60,16 +113,48 @@ export class World {
     return world;
   }
 
+  mirror(name: string): Mirror {
+    const m = this.mirrors.get(name);
+    if (!m) throw new Error(`no mirror ${name} in this run`);
+    return m;
+  }
+
   get upstream(): string {
     return `http://127.0.0.1:${this.upstreamPort}`;
   }
 
-  get mirror(): string {
-    return `http://127.0.0.1:${this.mirrorPort}`;
+  get npmUpstream(): string {
+    return `http://127.0.0.1:${this.npmPort}`;
   }
 
   get nginx(): string {
     return `http://127.0.0.1:${this.nginxPort}`;
+  }
+
+  /** nginx proxying to the offload mirror, sending its archives itself. */
+  get nginxOffload(): string {
+    return `http://127.0.0.1:${this.offloadPort}`;
+  }
+
+  get passthrough(): string {
+    return `http://127.0.0.1:${this.passthroughPort}`;
+  }
+
+  get verdaccio(): string {
+    return `http://127.0.0.1:${this.verdaccioPort}`;
+  }
+
+  /** nginx's worker processes (where its CPU time goes; the master only manages them). */
+  nginxWorkers(): number[] {
+    return this.nginxChild ? childPids(this.nginxChild.pid) : [];
+  }
+
+  get passthroughPid(): number {
+    return this.passthroughChild!.pid;
+  }
+
+  get verdaccioPid(): number {
+    return this.verdaccioChild!.pid;
   }
 
   /** The fake upstream's request counts so far. */
@@ -78,31 +163,24 @@ export class World {
     return (await res.body.json()) as UpstreamCounts;
   }
 
+  /** The fake npm upstream's request count so far. */
+  async npmCount(): Promise<number> {
+    const res = await request(`${this.npmUpstream}/-/count`);
+    return ((await res.body.json()) as { total: number }).total;
+  }
+
   /** Puts a file where nginx serves it, as /name. */
   serveFromNginx(name: string, bytes: Uint8Array): void {
     writeFileSync(join(this.dir, 'www', name), bytes, { mode: 0o644 });
   }
 
   async nginxReady(path: string): Promise<void> {
-    await waitReady(this.nginx + path, this.nginxChild);
-  }
-
-  /**
-   * Stops the mirror and starts it again on the same port and data folder, with a fresh peak-RSS watch; `flags`
-   * are added to its command line from now on (e.g. ['--verify-on-serve', 'true']).
-   */
-  async restartMirror(flags: readonly string[] = this.mirrorFlags): Promise<void> {
-    this.rss.close();
-    await stop(this.mirrorChild, 15_000);
-    this.mirrorFlags = flags;
-    await this.startMirror();
+    await waitReady(this.nginx + path, this.nginxChild!);
   }
 
   async stop(): Promise<void> {
-    this.rss.close();
-    await stop(this.nginxChild);
-    await stop(this.mirrorChild, 15_000);
-    await stop(this.upstreamChild);
+    for (const m of this.mirrors.values()) m.rss.close();
+    await Promise.all([...this.children].reverse().map((c) => stop(c, 15_000)));
   }
 
   private path(...parts: string[]): string {
@@ -110,49 +188,101 @@ export class World {
   }
 
   private async writeArchives(): Promise<void> {
-    for (const d of ['blobs', 'mirror-data', 'www', 'nginx']) mkdirSync(this.path(d), { mode: 0o755 });
-    const { coldMiB, bigMiB } = this.o;
+    for (const d of ['blobs', 'www', 'nginx', 'verdaccio']) mkdirSync(this.path(d), { mode: 0o755 });
+    const { coldMiB, bigMiB, coldMBps, memArchives } = this.o;
+    const blob = (name: string) => this.path('blobs', name);
+    const cold = (pkg: string) => this.coldVersions.map((v) => ({ version: v, file: blob(`${pkg}-${v}.zip`) })).reverse();
     const manifest: Manifest = {
       packages: [
-        { name: SMALL.name, releases: [{ version: SMALL.version, file: this.path('blobs', 'small.zip') }] },
-        { name: COLD, releases: this.coldVersions.map((v) => ({ version: v, file: this.path('blobs', `cold-${v}.zip`) })).reverse() },
-        { name: BIG.name, releases: [{ version: BIG.version, file: this.path('blobs', 'big.zip') }] },
+        { name: SMALL.name, releases: [{ version: SMALL.version, file: blob('small.zip') }] },
+        { name: OFFLOAD.name, releases: [{ version: OFFLOAD.version, file: blob('offload.zip') }] },
+        ...(this.o.coldRuns ? [{ name: COLD, releases: cold(COLD), mbps: coldMBps }, { name: COLD_FAST, releases: cold(COLD_FAST) }] : []),
+        ...(bigMiB ? [{ name: BIG.name, releases: [{ version: BIG.version, file: blob('big.zip') }] }] : []),
+        ...(memArchives ? [{ name: MEM, generated: { count: memArchives, size: MiB } }] : []),
       ],
     };
-    log(`writing ${(1 + this.coldVersions.length * coldMiB + bigMiB).toLocaleString()} MiB of archives under ${this.dir}`);
-    await writeBlob(this.path('blobs', 'small.zip'), MiB, 'small');
-    for (const v of this.coldVersions) await writeBlob(this.path('blobs', `cold-${v}.zip`), coldMiB * MiB, `cold-${v}`);
-    await writeBlob(this.path('blobs', 'big.zip'), bigMiB * MiB, 'big');
-    // nginx serves the same 1 MiB file.
-    copyFileSync(this.path('blobs', 'small.zip'), this.path('www', 'small.zip'));
+    const total = 1 + OFFLOAD_MIB + 2 * this.coldVersions.length * coldMiB + bigMiB;
+    log(`writing ${total.toLocaleString()} MiB of archives under ${this.dir}`);
+    await writeBlob(blob('small.zip'), MiB, 'small');
+    await writeBlob(blob('offload.zip'), OFFLOAD_MIB * MiB, 'offload');
+    for (const pkg of this.o.coldRuns ? [COLD, COLD_FAST] : []) {
+      for (const v of this.coldVersions) await writeBlob(blob(`${pkg}-${v}.zip`), coldMiB * MiB, `${pkg}-${v}`);
+    }
+    if (bigMiB) await writeBlob(blob('big.zip'), bigMiB * MiB, 'big');
+    // nginx serves the same files.
+    copyFileSync(blob('small.zip'), this.path('www', 'small.zip'));
+    copyFileSync(blob('offload.zip'), this.path('www', 'offload.zip'));
     writeFileSync(this.path('manifest.json'), JSON.stringify(manifest));
     spawnSync('sync'); // so that the kernel writing the archives back to disk does not overlap the measurements
   }
 
   private async startAll(): Promise<void> {
-    this.upstreamChild = start('upstream', process.execPath, ['--import', 'tsx', join(this.o.root, 'bench', 'upstream-server.ts'), this.path('manifest.json'), String(this.o.upstreamMBps)], {
-      cwd: this.o.root,
-      stdout: 'pipe',
-    });
-    this.upstreamPort = (JSON.parse(await firstLine(this.upstreamChild)) as { port: number }).port;
-    this.mirrorPort = await freePort();
-    await this.startMirror();
+    const tsx = (script: string, args: string[], core: number, node = process.execPath) =>
+      start(script.replace(/\.ts$/, ''), node, ['--import', 'tsx', join(this.o.root, 'bench', script), ...args], { cwd: this.o.root, stdout: 'pipe', core });
+    const portOf = async (c: Child) => (JSON.parse(await firstLine(c)) as { port: number }).port;
+    const upstream = this.own(tsx('upstream-server.ts', [this.path('manifest.json')], CLIENT_CORE));
+    this.upstreamPort = await portOf(upstream);
+    for (const spec of this.o.mirrors) {
+      const m = new Mirror(spec, this.path(`mirror-${spec.name}`));
+      mkdirSync(m.dataDir, { mode: 0o755 });
+      m.port = await freePort();
+      await this.startMirror(m);
+      this.mirrors.set(spec.name, m);
+    }
+    if (this.o.passthrough) {
+      this.passthroughChild = this.own(tsx('passthrough.ts', [this.upstream], SERVER_CORE, this.o.node));
+      this.passthroughPort = await portOf(this.passthroughChild);
+    }
     this.nginxPort = await freePort();
-    this.nginxChild = startNginx(this.path('nginx'), this.path('www'), this.nginxPort);
+    const offload = this.o.offload === undefined ? undefined : this.mirror(this.o.offload);
+    if (offload) this.offloadPort = await freePort();
+    this.nginxChild = this.own(startNginx(this.path('nginx'), this.path('www'), this.nginxPort, offload && { port: this.offloadPort, mirror: offload }));
+    if (this.o.verdaccio) {
+      const npm = this.own(tsx('npm-upstream.ts', [String(MiB)], CLIENT_CORE));
+      this.npmPort = await portOf(npm);
+      this.verdaccioPort = await freePort();
+      const config = verdaccioConfig(this.path('verdaccio'), this.npmUpstream, this.verdaccioPort);
+      // It warns that it runs as root (as the bench does here): not worth echoing.
+      const quiet = (line: string) => !/superuser privileges|--trace-warnings/.test(line);
+      this.verdaccioChild = this.own(start('verdaccio', process.execPath, [this.o.verdaccio, '-c', config], { cwd: this.path('verdaccio'), core: SERVER_CORE, onStderr: quiet }));
+      await waitReady(`${this.verdaccio}/-/ping`, this.verdaccioChild, 60_000);
+    }
   }
 
-  /** The mirror from dist/, with no SRM_MIRROR_* setting from our environment leaking in. */
-  private async startMirror(): Promise<void> {
+  private own(c: Child): Child {
+    this.children.push(c);
+    return c;
+  }
+
+  /** A mirror from dist/, with no SRM_MIRROR_* setting from our environment leaking in. */
+  private async startMirror(m: Mirror): Promise<void> {
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SRM_MIRROR_')));
     const prof = this.o.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', this.o.cpuProfDir] : [];
     // No scheduled prefetch: a run that fell into a measured window would add upstream requests to it.
-    const args = ['serve', '--host', '127.0.0.1', '--port', String(this.mirrorPort), '--data', this.path('mirror-data'), '--upstream', `${this.upstream}/v3`, '--log-level', 'warn', '--prefetch', 'false', ...this.mirrorFlags];
-    // The node flags the mirror runs with are on the first line of dist/main.js (its shebang): run them here too.
-    const nodeFlags = (readFileSync(this.o.mainJs, 'utf8').split('\n')[0] ?? '').replace(/^#!.*?\bnode\b\s*/, '').split(/\s+/).filter(Boolean);
-    this.mirrorChild = start('mirror', process.execPath, [...nodeFlags, ...prof, this.o.mainJs, ...args], { cwd: this.o.root, env, onStderr: mirrorLog.add });
-    await waitReady(`${this.mirror}/-/health`, this.mirrorChild);
-    this.rss = new PeakRss(this.mirrorChild.pid);
+    const args = ['serve', '--host', '127.0.0.1', '--port', String(m.port), '--data', m.dataDir, '--upstream', `${this.upstream}/v3`, '--log-level', 'warn', '--prefetch', 'false', ...m.spec.flags];
+    const node = m.spec.node ?? this.o.node;
+    m.child = this.own(start(`mirror ${m.spec.name}`, node, [...shebangFlags(this.o.mainJs), ...prof, this.o.mainJs, ...args], { cwd: this.o.root, env, onStderr: mirrorLog.add, core: SERVER_CORE }));
+    await waitReady(`${m.url}/-/health`, m.child);
+    m.rss = new PeakRss(m.child.pid);
   }
+}
+
+/** The node flags the mirror runs with, from the first line of dist/main.js (its shebang). */
+export function shebangFlags(mainJs: string): string[] {
+  return (readFileSync(mainJs, 'utf8').split('\n')[0] ?? '').replace(/^#!.*?\bnode\b\s*/, '').split(/\s+/).filter(Boolean);
+}
+
+/** The `serve` flags a build of the mirror knows, from its help text (`serve --help`, or the general --help). */
+export function mirrorFlags(node: string, mainJs: string): Set<string> {
+  const help = [['serve', '--help'], ['--help']]
+    .map((a) => spawnSync(node, [mainJs, ...a], { encoding: 'utf8', timeout: 30_000 }))
+    .map((r) => `${r.stdout ?? ''}\n${r.stderr ?? ''}`)
+    .join('\n');
+  return new Set([...help.matchAll(/(--[a-z][a-z0-9-]*)/g)].map((m) => m[1]!));
+}
+
+export function nodeVersion(node: string): string {
+  return spawnSync(node, ['--version'], { encoding: 'utf8' }).stdout.trim();
 }
 
 /** The mirror's log lines (it runs at --log-level warn), counted by message; only the first two of each are echoed. */
@@ -212,8 +342,8 @@ function newestMtime(dir: string): number {
  * every file): the mirror stores only archives that are structurally valid zips.
  */
 export async function writeBlob(path: string, size: number, label: string): Promise<void> {
-  const name = Buffer.from(`${label}.bin`);
-  const dataSize = size - (30 + name.length) - (46 + name.length) - 22;
+  const entry = `${label}.bin`;
+  const dataSize = dataSizeFor(entry, size);
   const chunk = randomBytes(Math.min(dataSize, 8 * MiB));
   const file = await open(path, 'w', 0o644);
   const writeAt = async (buf: Buffer, pos: number) => {
@@ -221,45 +351,45 @@ export async function writeBlob(path: string, size: number, label: string): Prom
   };
   try {
     let crc = 0;
-    const dataAt = 30 + name.length;
+    const dataAt = 30 + Buffer.byteLength(entry);
     for (let off = 0; off < dataSize; off += chunk.length) {
       chunk.write(`${label}:${off};`, 0);
       const part = chunk.subarray(0, Math.min(chunk.length, dataSize - off));
       crc = crc32(part, crc);
       await writeAt(part, dataAt + off);
     }
-    const local = Buffer.alloc(30);
-    local.writeUInt32LE(0x04034b50, 0);
-    local.writeUInt16LE(20, 4); // version needed
-    local.writeUInt32LE(crc, 14);
-    local.writeUInt32LE(dataSize, 18); // compressed size (stored)
-    local.writeUInt32LE(dataSize, 22);
-    local.writeUInt16LE(name.length, 26);
-    await writeAt(Buffer.concat([local, name]), 0);
-    const central = Buffer.alloc(46);
-    central.writeUInt32LE(0x02014b50, 0);
-    central.writeUInt16LE(20, 4);
-    central.writeUInt16LE(20, 6);
-    central.writeUInt32LE(crc, 16);
-    central.writeUInt32LE(dataSize, 20);
-    central.writeUInt32LE(dataSize, 24);
-    central.writeUInt16LE(name.length, 28);
-    const cdAt = dataAt + dataSize;
-    const end = Buffer.alloc(22);
-    end.writeUInt32LE(0x06054b50, 0);
-    end.writeUInt16LE(1, 8);
-    end.writeUInt16LE(1, 10);
-    end.writeUInt32LE(46 + name.length, 12);
-    end.writeUInt32LE(cdAt, 16);
-    await writeAt(Buffer.concat([central, name, end]), cdAt);
+    const { head, tail } = storedZip(entry, dataSize, crc);
+    await writeAt(head, 0);
+    await writeAt(tail, dataAt + dataSize);
   } finally {
     await file.close();
   }
 }
 
-/** nginx with one worker serving `www` from disk, as a child (daemon off), with everything it writes in `prefix`. */
-function startNginx(prefix: string, www: string, port: number): Child {
+/**
+ * nginx with one worker, as a child (daemon off) with everything it writes in `prefix`: serving `www` from disk on
+ * `port`, and, with `offload`, proxying to that mirror on its own port while sending the archives the mirror
+ * names in X-Accel-Redirect straight from the mirror's data folder (an internal location).
+ */
+function startNginx(prefix: string, www: string, port: number, offload: { port: number; mirror: Mirror } | undefined): Child {
   const conf = join(prefix, 'nginx.conf');
+  const offloadConf = offload
+    ? `
+  upstream srm_mirror { server 127.0.0.1:${offload.mirror.port}; keepalive 32; }
+  server {
+    listen 127.0.0.1:${offload.port};
+    location / {
+      proxy_pass http://srm_mirror;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $http_host;
+    }
+    location /_srm/archives/ {
+      internal;
+      alias ${offload.mirror.dataDir}/archives/sha256/;
+    }
+  }`
+    : '';
   writeFileSync(
     conf,
     `worker_processes 1;
@@ -282,13 +412,9 @@ http {
   server {
     listen 127.0.0.1:${port};
     root ${www};
-  }
+  }${offloadConf}
 }
 `,
   );
-  return start('nginx', nginxBin(), ['-p', prefix, '-e', join(prefix, 'error.log'), '-c', conf]);
-}
-
-export function log(msg: string): void {
-  process.stderr.write(`bench: ${msg}\n`);
+  return start('nginx', nginxBin(), ['-p', prefix, '-e', join(prefix, 'error.log'), '-c', conf], { core: SERVER_CORE });
 }

@@ -1,0 +1,92 @@
+// The one place where rounds are run, paired and discarded. A comparison runs its sides in turn, always in the same
+// order (nginx, mirror, nginx, mirror, ...), each round the same length; each attempt's ratio is subject/baseline.
+// When the servers are saturated (wrk rows), an attempt in which any side's server got less than `minCores` of a
+// core (CPU seconds / wall seconds, from /proc) is discarded: something else on the machine took its core. A
+// replacement attempt follows, up to `maxExtra` of them. Targets use the worst kept ratio, never the best.
+import { withCpu, type CpuUse } from './cpu.js';
+import type { Measure } from './load.js';
+
+export interface Side {
+  readonly server: string;
+  /** The processes whose CPU is this server's (nginx: its worker; nginx in front of the mirror: both). */
+  readonly pids: () => readonly number[];
+  /** One measured round; `attempt` counts from 0 (a cold download takes a new version each time). */
+  readonly run: (attempt: number) => Promise<Measure>;
+}
+
+export interface Round {
+  readonly m: Measure;
+  readonly cpu: CpuUse;
+}
+
+export interface Attempt {
+  /** 1-based. */
+  readonly n: number;
+  /** One per side, in the sides' order. */
+  readonly rounds: readonly Round[];
+  /** Why it was discarded, e.g. "nginx 0.71 core". */
+  readonly discarded?: string;
+}
+
+export interface RoundOptions {
+  readonly rounds: number;
+  /** Replacement attempts allowed beyond `rounds`. */
+  readonly maxExtra: number;
+  /** Discard an attempt in which a side got less of a core than this; undefined: never (unsaturated loads). */
+  readonly minCores: number | undefined;
+}
+
+export interface Rounds {
+  readonly sides: readonly Side[];
+  readonly attempts: readonly Attempt[];
+  /** The attempts that count; when every attempt was discarded, all of them (and `allDiscarded` says so). */
+  readonly kept: readonly Attempt[];
+  readonly allDiscarded: boolean;
+}
+
+export async function runRounds(sides: readonly Side[], o: RoundOptions): Promise<Rounds> {
+  const attempts: Attempt[] = [];
+  let kept = 0;
+  for (let i = 0; kept < o.rounds && i < o.rounds + o.maxExtra; i++) {
+    const rounds: Round[] = [];
+    for (const side of sides) {
+      const { value: m, cpu } = await withCpu(side.pids(), () => side.run(i));
+      rounds.push({ m, cpu });
+    }
+    const short = o.minCores === undefined ? [] : rounds.flatMap((r, s) => (r.cpu.cores < o.minCores! ? [`${sides[s]!.server} ${r.cpu.cores.toFixed(2)} core`] : []));
+    attempts.push({ n: i + 1, rounds, ...(short.length ? { discarded: short.join(', ') } : {}) });
+    if (!short.length) kept++;
+  }
+  const good = attempts.filter((a) => !a.discarded);
+  return { sides, attempts, kept: good.length ? good : attempts, allDiscarded: good.length === 0 };
+}
+
+/** The ratios subject/baseline (sides 1 and 0) of the kept attempts, by `metric`. */
+export function ratios(r: Rounds, metric: (m: Measure) => number, subject = 1, baseline = 0): number[] {
+  return r.kept.map((a) => metric(a.rounds[subject]!.m) / metric(a.rounds[baseline]!.m));
+}
+
+/** A side's kept rounds. */
+export function roundsOf(r: Rounds, side: number): Round[] {
+  return r.kept.map((a) => a.rounds[side]!);
+}
+
+/** The median round of a side by `metric` (the lower middle one). */
+export function medianRound(rounds: readonly Round[], metric: (m: Measure) => number): Round {
+  const sorted = [...rounds].sort((a, b) => metric(a.m) - metric(b.m));
+  return sorted[Math.floor((sorted.length - 1) / 2)]!;
+}
+
+/** "3 discarded (#2 nginx 0.71 core; ...)", or '' when none was. */
+export function discardNote(r: Rounds): string {
+  const d = r.attempts.filter((a) => a.discarded);
+  if (!d.length) return '';
+  const which = d.map((a) => `#${a.n} ${a.discarded}`).join('; ');
+  return r.allDiscarded
+    ? `EVERY round was below the CPU floor (${which}): the figures are kept but the server was not what limited them`
+    : `${d.length} of ${r.attempts.length} rounds discarded for lack of CPU (${which})`;
+}
+
+export function range(xs: readonly number[]): { min: number; max: number } {
+  return { min: Math.min(...xs), max: Math.max(...xs) };
+}
