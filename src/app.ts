@@ -40,6 +40,7 @@ import { forwarder } from './faces/forward.js';
 import { HostedReads } from './faces/hosted-reads.js';
 import { giteaGenericFace, giteaPackageApi, gitlabGenericFace } from './faces/generic.js';
 import { srmFace } from './faces/srm.js';
+import { RenderedAnswers } from './faces/json.js';
 import { baseUrlOf } from './faces/render.js';
 import { v3Face, v3HotPath } from './faces/v3.js';
 import type { Logger } from './log.js';
@@ -376,9 +377,10 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
   app.use('/api/packages', giteaGenericFace(genericFaces));
   app.use('/api/v1/packages', giteaPackageApi(genericFaces));
   app.use('/api/v4/projects', gitlabGenericFace(genericFaces));
-  app.use('/v3', v3Face({ registry, baseUrl, log, forward, hosted: hostedV3 }));
-  app.use(srmFace({ registry, baseUrl, reads, log, providerless: isV3 })); // /simple/devsapp/NAME (s 2.x) is the v3 package NAME
-  const hot = v3HotPath({ registry, baseUrl, hosted: hostedV3, log });
+  const renders = new RenderedAnswers();
+  app.use('/v3', v3Face({ registry, baseUrl, log, forward, hosted: hostedV3, renders }));
+  app.use(srmFace({ registry, baseUrl, reads, renders, log, providerless: isV3 })); // /simple/devsapp/NAME (s 2.x) is the v3 package NAME
+  const hot = v3HotPath({ registry, baseUrl, hosted: hostedV3, renders, log });
   const observe = requestObserver(metrics, log, { accessLog: config.accessLog });
   const handle: RequestListener = (req, res) => {
     // `s set registry http://host/v3/` makes clients ask for /v3//packages/...: the same path, whatever the slashes.

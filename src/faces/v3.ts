@@ -14,11 +14,11 @@ import type { Registry } from '../core/registry.js';
 import type { Logger } from '../log.js';
 import { MirrorError, toMirrorError } from '../model/errors.js';
 import { publishSpecName } from '../model/publish-spec.js';
-import { V3_PAGE_SIZE, type Release } from '../model/release.js';
+import { V3_PAGE_SIZE } from '../model/release.js';
 import * as valid from '../model/validate.js';
 import { sendArchive } from './archive-response.js';
 import { answerError, errorHandler } from './errors.js';
-import { sendJson, sendMetadata } from './json.js';
+import { sendJson, sendMetadata, type Frame, type RenderedAnswers } from './json.js';
 import { v3Release, type BaseUrl } from './render.js';
 import { hasCredentials, sendForwarded, type Forward } from './forward.js';
 import type { HostedReads } from './hosted-reads.js';
@@ -46,10 +46,12 @@ export interface V3FaceOptions {
   /** Passes requests to a v3 upstream untouched; undefined when there is none to pass them to (offline, srm). */
   readonly forward: Forward | undefined;
   readonly hosted: HostedV3;
+  /** Rendered answers, reused while their document is unchanged (shared with the hot path). */
+  readonly renders: RenderedAnswers;
   readonly log: Logger;
 }
 
-export function v3Face({ registry, baseUrl, forward, hosted, log }: V3FaceOptions): Router {
+export function v3Face({ registry, baseUrl, forward, hosted, renders, log }: V3FaceOptions): Router {
   const router = Router();
   const name = (req: Request) => valid.packageName(req.params.name as string);
   const caller = (req: Request) => hosted.users.authenticate(req.headers);
@@ -82,15 +84,16 @@ export function v3Face({ registry, baseUrl, forward, hosted, log }: V3FaceOption
 
   /** Answers from the shared cache; what the anonymous mirror may not see is forwarded with the caller's credentials. */
   const read =
-    (answer: (req: Request, base: string) => Promise<[Cached<unknown>, unknown]>) =>
+    (answer: (req: Request, base: string) => Promise<Answer>) =>
     async (req: Request, res: Response) => {
-      let answered: [Cached<unknown>, unknown];
+      const base = baseUrl(req);
+      let answered: Answer;
       try {
-        answered = await answer(req, baseUrl(req));
+        answered = await answer(req, base);
       } catch (err) {
         return orPrivate(req, res, err);
       }
-      sendCached(req, res, ...answered);
+      sendCached(req, res, renders, renderKey(base, req.originalUrl), answered);
     };
 
   router.get(
@@ -105,7 +108,7 @@ export function v3Face({ registry, baseUrl, forward, hosted, log }: V3FaceOption
       // Hosted packages are listed to those who may read them (hosted.anonymousRead); credentials are looked at only then.
       const withHosted = hosted.access.mayRead(undefined) || hosted.access.mayRead(await caller(req));
       const cached = await registry.listPackages(query, { withHosted });
-      return [cached, cached.value];
+      return [cached, () => cached.value];
     }),
   );
 
@@ -123,7 +126,7 @@ export function v3Face({ registry, baseUrl, forward, hosted, log }: V3FaceOption
     '/packages/:name/release',
     read(async (req, base) => {
       const cached = await registry.releasePage(name(req), valid.page(req.query.page));
-      return [cached, cached.value.map((r) => v3Release(r, base, name(req), false, link(name(req), r.version)))];
+      return [cached, () => cached.value.map((r) => v3Release(r, base, name(req), false, link(name(req), r.version)))];
     }),
   );
 
@@ -237,6 +240,9 @@ function publishedNames(yaml: string | undefined): string[] {
   return [...new Set([publishSpecName(yaml), ...lines].filter((n): n is string => !!n))];
 }
 
+/** A read's answer: the cached document, and how its content is rendered (only when no rendering of it is kept). */
+type Answer = readonly [Cached<unknown>, () => unknown];
+
 /** One release, latest (version undefined) or pinned, as `s` reads it. */
 async function releaseAnswer(
   registry: Registry,
@@ -244,18 +250,24 @@ async function releaseAnswer(
   version: string | undefined,
   base: string,
   link: (name: string, version: string) => string = () => '',
-): Promise<[Cached<Release>, unknown]> {
+): Promise<Answer> {
   const cached = version === undefined ? await registry.latest(name) : await registry.release(name, version);
-  return [cached, v3Release(cached.value, base, name, true, link(name, cached.value.version))];
+  return [cached, () => v3Release(cached.value, base, name, true, link(name, cached.value.version))];
 }
 
-/** The {request_id, body} envelope around a body's JSON. */
+/** The {request_id, body} envelope around a body's JSON: its head, then the JSON, then `}`. */
+const envelopeHead = () => `{"request_id":"${randomUUID()}","body":`;
+const ENVELOPE: Frame = () => [envelopeHead(), '}'];
+
 function envelope(bodyJson: string): string {
-  return `{"request_id":"${randomUUID()}","body":${bodyJson}}`;
+  return `${envelopeHead()}${bodyJson}}`;
 }
 
-function sendCached(req: IncomingMessage, res: ServerResponse, cached: Cached<unknown>, body: unknown): void {
-  sendMetadata(req, res, cached, body, envelope);
+/** What a v3 read's rendering depends on besides its document: the base URL and the whole URL asked (path and query). */
+const renderKey = (base: string, url: string) => `v3 ${base} ${url}`;
+
+function sendCached(req: IncomingMessage, res: ServerResponse, renders: RenderedAnswers, key: string, [cached, content]: Answer): void {
+  sendMetadata(req, res, cached, renders.of(cached, key, content), ENVELOPE);
 }
 
 function sendError(res: ServerResponse, e: MirrorError): void {
@@ -270,7 +282,7 @@ const HOT_ROUTE = /^\/v3\/packages\/([^/?]+)\/release\/(?:latest|tags\/([^/?]+))
  * Same registry, rendering and errors as the routes above, which still serve everything else: other methods,
  * queries, and requests with credentials (they may need private pass-through).
  */
-export function v3HotPath({ registry, baseUrl, hosted, log }: Pick<V3FaceOptions, 'registry' | 'baseUrl' | 'hosted' | 'log'>) {
+export function v3HotPath({ registry, baseUrl, hosted, renders, log }: Pick<V3FaceOptions, 'registry' | 'baseUrl' | 'hosted' | 'renders' | 'log'>) {
   return (req: IncomingMessage, res: ServerResponse): boolean => {
     const match = req.method === 'GET' && !hasCredentials(req) ? HOT_ROUTE.exec(req.url ?? '') : null;
     if (!match) return false;
@@ -278,8 +290,8 @@ export function v3HotPath({ registry, baseUrl, hosted, log }: Pick<V3FaceOptions
       const name = valid.packageName(valid.decodeSegment(match[1]!));
       if (hosted.components.isHosted(name)) hosted.access.read(undefined); // this request carries no credentials
       const version = match[2] === undefined ? undefined : valid.version(valid.decodeSegment(match[2]));
-      const [cached, body] = await releaseAnswer(registry, name, version, baseUrl(req));
-      sendCached(req, res, cached, body);
+      const base = baseUrl(req);
+      sendCached(req, res, renders, renderKey(base, req.url!), await releaseAnswer(registry, name, version, base));
     })().catch((err: unknown) => answerError(log, req, res, err, sendError));
     return true;
   };
