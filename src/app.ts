@@ -41,8 +41,10 @@ import { forwarder } from './faces/forward.js';
 import { HostedReads } from './faces/hosted-reads.js';
 import { giteaGenericFace, giteaPackageApi, gitlabGenericFace } from './faces/generic.js';
 import { srmFace } from './faces/srm.js';
+import { RenderedAnswers } from './faces/json.js';
 import { baseUrlOf } from './faces/render.js';
-import { v3Face, v3HotPath } from './faces/v3.js';
+import { v3Face } from './faces/v3.js';
+import { hotPath } from './faces/hot-path.js';
 import type { Logger } from './log.js';
 import { MirrorError } from './model/errors.js';
 import { checkZip, checkZipTail } from './model/zip.js';
@@ -378,9 +380,11 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
   app.use('/api/packages', giteaGenericFace(genericFaces));
   app.use('/api/v1/packages', giteaPackageApi(genericFaces));
   app.use('/api/v4/projects', gitlabGenericFace(genericFaces));
-  app.use('/v3', v3Face({ registry, baseUrl, log, forward, hosted: hostedV3 }));
-  app.use(srmFace({ registry, baseUrl, reads, log, providerless: isV3 })); // /simple/devsapp/NAME (s 2.x) is the v3 package NAME
-  const hot = v3HotPath({ registry, baseUrl, hosted: hostedV3, log });
+  const renders = new RenderedAnswers();
+  const v3 = v3Face({ registry, baseUrl, log, forward, hosted: hostedV3, renders });
+  app.use(v3.hot.mount, v3.router);
+  app.use(srmFace({ registry, baseUrl, reads, renders, log, providerless: isV3 })); // /simple/devsapp/NAME (s 2.x) is the v3 package NAME
+  const hot = hotPath([v3.hot]);
   const observe = requestObserver(metrics, log, { accessLog: config.accessLog });
   // Behind nginx, big cached HITs are sent by nginx from the archive store's files (faces/accel-redirect.ts).
   const { accelRedirect, accelRedirectMinSize: minSize } = config.server;

@@ -15,6 +15,11 @@ export interface Logger {
   info(msg: string, fields?: Fields): void;
   warn(msg: string, fields?: Fields): void;
   error(msg: string, fields?: Fields): void;
+  /**
+   * An info line whose fields are JSON already (`"key":value,...`), written as it is: no serializer, no redaction. For
+   * the access log only, whose fields are few, known, and never secret (see accessLine).
+   */
+  infoJson(msg: string, fieldsJson: string): void;
   enabled(level: LogLevel): boolean;
 }
 
@@ -110,11 +115,12 @@ function isoTime(): () => string {
  */
 export function createLogger(level: LogLevel, out: { write(line: string): unknown } = process.stderr): Logger {
   const destination = out as DestinationStream;
+  const time = isoTime();
   const p = pino(
     {
       level,
       base: undefined, // no pid and hostname on every line
-      timestamp: isoTime(),
+      timestamp: time,
       formatters: { level: (label) => ({ level: label }) },
       redact: { paths: REDACT_PATHS, censor },
     },
@@ -122,11 +128,14 @@ export function createLogger(level: LogLevel, out: { write(line: string): unknow
   );
   // The message goes in as the object's first key, so that it comes right after the level and the time, before the
   // fields (pino puts a message given apart last; people and tests read the line from the left).
+  const info = p.isLevelEnabled('info');
   return {
     debug: (msg, fields) => p.debug({ msg, ...fields }),
     info: (msg, fields) => p.info({ msg, ...fields }),
     warn: (msg, fields) => p.warn({ msg, ...fields }),
     error: (msg, fields) => p.error({ msg, ...fields }),
+    // The same line pino writes, without its serializer and redaction: they were two thirds of an access line's cost.
+    infoJson: (msg, fieldsJson) => void (info && destination.write(`{"level":"info"${time()},"msg":${JSON.stringify(msg)},${fieldsJson}}\n`)),
     enabled: (l) => p.isLevelEnabled(l),
   };
 }
@@ -172,9 +181,14 @@ export interface Answered {
 /**
  * The access log: one info line per request (request id, method, route, path as loggedPath gives it, status, x-cache,
  * duration in ms, bytes sent with headers). `url`: the request's URL as it came in (express rewrites req.url).
+ * Written as JSON here (Logger.infoJson): the path has no query (loggedPath), so nothing in it is for redaction; the
+ * id, method, route and cache are of safe characters, but quoted as JSON all the same.
  */
 export function accessLine(log: Logger, req: IncomingMessage, url: string, res: ServerResponse, id: string, a: Answered): void {
-  const fields: Fields = { id, method: req.method, route: a.route, path: loggedPath(url), status: res.statusCode, cache: a.cache, ms: Math.round(a.seconds * 1e4) / 10, bytes: a.bytes };
-  if (a.aborted) fields.aborted = true;
-  log.info('request', fields);
+  const q = JSON.stringify;
+  log.infoJson(
+    'request',
+    `"id":${q(id)},"method":${q(req.method ?? '')},"route":${q(a.route)},"path":${q(loggedPath(url))},"status":${res.statusCode},"cache":${q(a.cache)},` +
+      `"ms":${Math.round(a.seconds * 1e4) / 10},"bytes":${a.bytes}${a.aborted ? ',"aborted":true' : ''}`,
+  );
 }

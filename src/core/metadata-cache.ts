@@ -19,6 +19,10 @@ import type { Fetched } from '../upstreams/upstream.js';
 export type CacheStatus = 'HIT' | 'MISS' | 'REVALIDATED' | 'STALE' | 'OFFLINE' | 'BYPASS' | 'HOSTED';
 
 export interface Cached<T> {
+  /**
+   * The stored document: the same object for every read until the document changes (a new one is stored), so that the
+   * faces can reuse what they rendered of it (faces/json.ts RenderedAnswers). Never changed in place.
+   */
   readonly value: T;
   readonly status: CacheStatus;
   /** Seconds since the value was last confirmed by the upstream. */

@@ -21,7 +21,7 @@ import { sendArchive } from './archive-response.js';
 import { srmPackagePath, srmRelease, type BaseUrl } from './render.js';
 import { errorHandler } from './errors.js';
 import type { HostedReads } from './hosted-reads.js';
-import { sendJson, sendMetadata } from './json.js';
+import { sendJson, sendMetadata, type Frame, type RenderedAnswers } from './json.js';
 
 /** First path segments that belong to other faces. */
 const RESERVED = new Set(['v3', 'api', '-']);
@@ -71,7 +71,20 @@ function parseSrmPath(path: string, providerless: boolean): SrmRequest | undefin
   return undefined;
 }
 
-export function srmFace({ registry, baseUrl, reads, log, providerless = false }: { registry: Registry; baseUrl: BaseUrl; reads: HostedReads; log: Logger; providerless?: boolean }) {
+/** s 2.x's answers are wrapped as {"Response": ...}. */
+const V2_FRAME: Frame = () => ['{"Response":', '}'];
+
+export interface SrmFaceOptions {
+  readonly registry: Registry;
+  readonly baseUrl: BaseUrl;
+  readonly reads: HostedReads;
+  /** Rendered answers, reused while their document is unchanged. */
+  readonly renders: RenderedAnswers;
+  readonly log: Logger;
+  readonly providerless?: boolean;
+}
+
+export function srmFace({ registry, baseUrl, reads, renders, log, providerless = false }: SrmFaceOptions) {
   const handle = async (req: Request, res: Response, next: NextFunction) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') return next();
     const parsed = parseSrmPath(req.path, providerless);
@@ -81,22 +94,24 @@ export function srmFace({ registry, baseUrl, reads, log, providerless = false }:
     // s 2.x's zipball URLs come back under /simple, for the package as it asked for it.
     const base = v2 ? `${baseUrl(req)}/${V2_PREFIX}` : baseUrl(req);
     const release = (r: Release) => srmRelease(r, base, asked, reads.linkQuery(route.pkg, r.version));
-    const send = (cached: Cached<unknown>, body: unknown) => sendMetadata(req, res, cached, body, v2 ? (json) => `{"Response":${json}}` : undefined);
+    // The rendering depends on the document, the base URL and the URL asked (path and query) only.
+    const send = (cached: Cached<unknown>, content: () => unknown) =>
+      sendMetadata(req, res, cached, renders.of(cached, `srm ${base} ${req.originalUrl}`, content), v2 ? V2_FRAME : undefined);
     switch (route.kind) {
       case 'latest': {
         const cached = await registry.latest(route.pkg);
-        return send(cached, release(cached.value));
+        return send(cached, () => release(cached.value));
       }
       case 'tag': {
         const cached = await registry.release(route.pkg, route.version);
-        return send(cached, release(cached.value));
+        return send(cached, () => release(cached.value));
       }
       case 'releases': {
         const paging = v2 ? undefined : pagingOf(req); // checked before the upstream is asked
         const cached = await registry.allReleases(route.pkg);
-        if (!paging) return send(cached, cached.value.map(release));
+        if (!paging) return send(cached, () => cached.value.map(release));
         const page = paginate(res, cached.value, paging, `${base}/${srmPackagePath(asked)}/releases`);
-        return send(cached, page.map(release));
+        return send(cached, () => page.map(release));
       }
       case 'zipball':
         return sendArchive(req, res, await registry.archive(route.pkg, route.version), `${route.pkg}-${route.version}.zip`);

@@ -4,7 +4,7 @@
 // through to the upstream untouched, and a successful one updates the cache before the client hears of it, so its
 // next read already reflects it.
 import { randomUUID } from 'node:crypto';
-import { Router, type Request, type Response } from 'express';
+import { Router, type Request } from 'express';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Access } from '../core/hosted/access.js';
 import type { HostedComponents } from '../core/hosted/hosted-components.js';
@@ -14,13 +14,14 @@ import type { Registry } from '../core/registry.js';
 import type { Logger } from '../log.js';
 import { MirrorError, toMirrorError } from '../model/errors.js';
 import { publishSpecName } from '../model/publish-spec.js';
-import { V3_PAGE_SIZE, type Release } from '../model/release.js';
+import { V3_PAGE_SIZE } from '../model/release.js';
 import * as valid from '../model/validate.js';
 import { sendArchive } from './archive-response.js';
 import { answerError, errorHandler } from './errors.js';
-import { sendJson, sendMetadata } from './json.js';
+import { sendJson, sendMetadata, type Frame, type RenderedAnswers } from './json.js';
 import { v3Release, type BaseUrl } from './render.js';
 import { hasCredentials, sendForwarded, type Forward } from './forward.js';
+import { asExpress, registerReads, type HotRoutes, type ReadRoute, type RouteContext } from './hot-path.js';
 import type { HostedReads } from './hosted-reads.js';
 import { guardedBody, peekBody, readBody, type BodyLimits } from './request-body.js';
 
@@ -46,23 +47,24 @@ export interface V3FaceOptions {
   /** Passes requests to a v3 upstream untouched; undefined when there is none to pass them to (offline, srm). */
   readonly forward: Forward | undefined;
   readonly hosted: HostedV3;
+  /** Rendered answers, reused while their document is unchanged (shared with the hot path). */
+  readonly renders: RenderedAnswers;
   readonly log: Logger;
 }
 
-export function v3Face({ registry, baseUrl, forward, hosted, log }: V3FaceOptions): Router {
-  const router = Router();
-  const name = (req: Request) => valid.packageName(req.params.name as string);
-  const caller = (req: Request) => hosted.users.authenticate(req.headers);
-  const isHosted = (req: Request) => typeof req.params.name === 'string' && hosted.components.isHosted(req.params.name);
+export interface V3Face {
+  readonly router: Router;
+  /** The reads the hot path answers too (faces/hot-path.ts): the same routes as the router's. */
+  readonly hot: HotRoutes;
+}
 
+export function v3Face({ registry, baseUrl, forward, hosted, renders, log }: V3FaceOptions): V3Face {
+  const router = Router();
+  const name = (at: { params: Request['params'] }) => valid.packageName(at.params.name as string);
+  const caller = (req: IncomingMessage) => hosted.users.authenticate(req.headers);
   // Reads of hosted packages need a user, or a download link, when hosted.anonymousRead is false (writes check their own).
-  router.use('/packages/:name', async (req, _res, next) => {
-    if (req.method === 'GET' || req.method === 'HEAD') {
-      const zipball = /^\/zipball\/([^/]+)$/.exec(req.path);
-      await hosted.reads.check(req, req.params.name as string, zipball ? { version: valid.decodeSegment(zipball[1]!), query: req.query } : undefined);
-    }
-    next();
-  });
+  const mayRead = (req: IncomingMessage, at: Pick<RouteContext, 'params' | 'query'>, zipball?: string) =>
+    hosted.reads.check(req, at.params.name as string, zipball === undefined ? undefined : { version: zipball, query: at.query });
   const link = (name: string, version: string) => hosted.reads.linkQuery(name, version);
 
   /**
@@ -71,72 +73,83 @@ export function v3Face({ registry, baseUrl, forward, hosted, log }: V3FaceOption
    * passed through with them, never cached; otherwise the error stands. Credentials of this mirror (a user's signed
    * headers, Basic, tokens), right or wrong, are never sent to the upstream.
    */
-  const orPrivate = async (req: Request, res: Response, err: unknown): Promise<void> => {
+  const orPrivate = async (at: RouteContext, err: unknown): Promise<void> => {
     const e = toMirrorError(err);
-    const upstreamAccount = async () => (await caller(req).catch(() => true)) === undefined;
-    if (forward && hasCredentials(req) && !isHosted(req) && (e.kind === 'not-found' || e.kind === 'unauthorized') && (await upstreamAccount())) {
-      return sendForwarded(res, await forward(req));
+    const ex = at.express; // requests with credentials are express's (the hot path takes none)
+    if (!ex) throw e;
+    const upstreamAccount = async () => (await caller(ex.req).catch(() => true)) === undefined;
+    const hostedName = typeof at.params.name === 'string' && hosted.components.isHosted(at.params.name);
+    if (forward && hasCredentials(ex.req) && !hostedName && (e.kind === 'not-found' || e.kind === 'unauthorized') && (await upstreamAccount())) {
+      return sendForwarded(ex.res, await forward(ex.req));
     }
     throw e;
   };
 
   /** Answers from the shared cache; what the anonymous mirror may not see is forwarded with the caller's credentials. */
   const read =
-    (answer: (req: Request, base: string) => Promise<[Cached<unknown>, unknown]>) =>
-    async (req: Request, res: Response) => {
-      let answered: [Cached<unknown>, unknown];
+    (answer: (req: IncomingMessage, at: RouteContext, base: string) => Promise<Answer>) =>
+    async (req: IncomingMessage, res: ServerResponse, at: RouteContext) => {
+      if (at.params.name !== undefined) await mayRead(req, at);
+      const base = baseUrl(req);
+      let answered: Answer;
       try {
-        answered = await answer(req, baseUrl(req));
+        answered = await answer(req, at, base);
       } catch (err) {
-        return orPrivate(req, res, err);
+        return orPrivate(at, err);
       }
-      sendCached(req, res, ...answered);
+      sendCached(req, res, renders, renderKey(base, at.url), answered);
     };
 
-  router.get(
-    '/packages/releases',
-    read(async (req) => {
-      const query = {
-        page: valid.page(req.query.page),
-        category: valid.queryText('category', req.query.category),
-        tag: valid.queryText('tag', req.query.tag),
-        search: valid.queryText('search', req.query.search),
-      };
-      // Hosted packages are listed to those who may read them (hosted.anonymousRead); credentials are looked at only then.
-      const withHosted = hosted.access.mayRead(undefined) || hosted.access.mayRead(await caller(req));
-      const cached = await registry.listPackages(query, { withHosted });
-      return [cached, cached.value];
-    }),
-  );
-
-  router.get(
-    '/packages/:name/release/latest',
-    read((req, base) => releaseAnswer(registry, name(req), undefined, base, link)),
-  );
-
-  router.get(
-    '/packages/:name/release/tags/:version',
-    read((req, base) => releaseAnswer(registry, name(req), valid.version(req.params.version as string), base, link)),
-  );
-
-  router.get(
-    '/packages/:name/release',
-    read(async (req, base) => {
-      const cached = await registry.releasePage(name(req), valid.page(req.query.page));
-      return [cached, cached.value.map((r) => v3Release(r, base, name(req), false, link(name(req), r.version)))];
-    }),
-  );
-
-  router.get('/packages/:name/zipball/:version', async (req, res) => {
-    const pkg = name(req);
-    const version = valid.version(req.params.version as string);
-    let handle: Awaited<ReturnType<Registry['archive']>>;
-    try {
-      handle = await registry.archive(pkg, version);
-    } catch (err) {
-      return orPrivate(req, res, err);
-    }
-    await sendArchive(req, res, handle, `${pkg}-${version}.zip`);
+  const reads: ReadRoute[] = [
+    {
+      path: '/packages/releases',
+      handle: read(async (req, { query: q }) => {
+        const query = {
+          page: valid.page(q.page),
+          category: valid.queryText('category', q.category),
+          tag: valid.queryText('tag', q.tag),
+          search: valid.queryText('search', q.search),
+        };
+        // Hosted packages are listed to those who may read them (hosted.anonymousRead); credentials are looked at only then.
+        const withHosted = hosted.access.mayRead(undefined) || hosted.access.mayRead(await caller(req));
+        const cached = await registry.listPackages(query, { withHosted });
+        return [cached, () => cached.value];
+      }),
+    },
+    { path: '/packages/:name/release/latest', handle: read((_req, at, base) => releaseAnswer(registry, name(at), undefined, base, link)) },
+    {
+      path: '/packages/:name/release/tags/:version',
+      handle: read((_req, at, base) => releaseAnswer(registry, name(at), valid.version(at.params.version as string), base, link)),
+    },
+    {
+      path: '/packages/:name/release',
+      handle: read(async (_req, at, base) => {
+        const pkg = name(at);
+        const cached = await registry.releasePage(pkg, valid.page(at.query.page));
+        return [cached, () => cached.value.map((r) => v3Release(r, base, pkg, false, link(pkg, r.version)))];
+      }),
+    },
+    {
+      path: '/packages/:name/zipball/:version',
+      handle: async (req, res, at) => {
+        await mayRead(req, at, at.params.version); // a download link names its version
+        const pkg = name(at);
+        const version = valid.version(at.params.version as string);
+        let handle: Awaited<ReturnType<Registry['archive']>>;
+        try {
+          handle = await registry.archive(pkg, version);
+        } catch (err) {
+          return orPrivate(at, err);
+        }
+        await sendArchive(...asExpress(req, res, at), handle, `${pkg}-${version}.zip`);
+      },
+    },
+  ];
+  registerReads(router, reads);
+  // Other reads under a package's path are refused as the routes' are, before the 404.
+  router.use('/packages/:name', async (req, _res, next) => {
+    if (req.method === 'GET' || req.method === 'HEAD') await mayRead(req, req);
+    next();
   });
 
   /** Passes a write to the upstream, or says why it cannot be. */
@@ -224,7 +237,7 @@ export function v3Face({ registry, baseUrl, forward, hosted, log }: V3FaceOption
 
   router.use(errorHandler(log, sendError));
 
-  return router;
+  return { router, hot: { mount: '/v3', reads, fail: (req, res, err) => answerError(log, req, res, err, sendError) } };
 }
 
 /**
@@ -237,6 +250,9 @@ function publishedNames(yaml: string | undefined): string[] {
   return [...new Set([publishSpecName(yaml), ...lines].filter((n): n is string => !!n))];
 }
 
+/** A read's answer: the cached document, and how its content is rendered (only when no rendering of it is kept). */
+type Answer = readonly [Cached<unknown>, () => unknown];
+
 /** One release, latest (version undefined) or pinned, as `s` reads it. */
 async function releaseAnswer(
   registry: Registry,
@@ -244,43 +260,26 @@ async function releaseAnswer(
   version: string | undefined,
   base: string,
   link: (name: string, version: string) => string = () => '',
-): Promise<[Cached<Release>, unknown]> {
+): Promise<Answer> {
   const cached = version === undefined ? await registry.latest(name) : await registry.release(name, version);
-  return [cached, v3Release(cached.value, base, name, true, link(name, cached.value.version))];
+  return [cached, () => v3Release(cached.value, base, name, true, link(name, cached.value.version))];
 }
 
-/** The {request_id, body} envelope around a body's JSON. */
+/** The {request_id, body} envelope around a body's JSON: its head, then the JSON, then `}`. */
+const envelopeHead = () => `{"request_id":"${randomUUID()}","body":`;
+const ENVELOPE: Frame = () => [envelopeHead(), '}'];
+
 function envelope(bodyJson: string): string {
-  return `{"request_id":"${randomUUID()}","body":${bodyJson}}`;
+  return `${envelopeHead()}${bodyJson}}`;
 }
 
-function sendCached(req: IncomingMessage, res: ServerResponse, cached: Cached<unknown>, body: unknown): void {
-  sendMetadata(req, res, cached, body, envelope);
+/** What a v3 read's rendering depends on besides its document: the base URL and the whole URL asked (path and query). */
+const renderKey = (base: string, url: string) => `v3 ${base} ${url}`;
+
+function sendCached(req: IncomingMessage, res: ServerResponse, renders: RenderedAnswers, key: string, [cached, content]: Answer): void {
+  sendMetadata(req, res, cached, renders.of(cached, key, content), ENVELOPE);
 }
 
 function sendError(res: ServerResponse, e: MirrorError): void {
   sendJson(res, e.status, envelope(JSON.stringify(e.message)));
-}
-
-const HOT_ROUTE = /^\/v3\/packages\/([^/?]+)\/release\/(?:latest|tags\/([^/?]+))$/;
-
-/**
- * The read clients repeat most, a release (latest or pinned), answered on plain node http: for an answer this
- * small, express's own per-request work costs more than the answer itself (bench: about 13k against 40k req/s).
- * Same registry, rendering and errors as the routes above, which still serve everything else: other methods,
- * queries, and requests with credentials (they may need private pass-through).
- */
-export function v3HotPath({ registry, baseUrl, hosted, log }: Pick<V3FaceOptions, 'registry' | 'baseUrl' | 'hosted' | 'log'>) {
-  return (req: IncomingMessage, res: ServerResponse): boolean => {
-    const match = req.method === 'GET' && !hasCredentials(req) ? HOT_ROUTE.exec(req.url ?? '') : null;
-    if (!match) return false;
-    (async () => {
-      const name = valid.packageName(valid.decodeSegment(match[1]!));
-      if (hosted.components.isHosted(name)) hosted.access.read(undefined); // this request carries no credentials
-      const version = match[2] === undefined ? undefined : valid.version(valid.decodeSegment(match[2]));
-      const [cached, body] = await releaseAnswer(registry, name, version, baseUrl(req));
-      sendCached(req, res, cached, body);
-    })().catch((err: unknown) => answerError(log, req, res, err, sendError));
-    return true;
-  };
 }

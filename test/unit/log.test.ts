@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { describe, expect, it } from 'vitest';
-import { createLogger, loggedPath, redactQuery, requestIdOf } from '../../src/log.js';
+import { accessLine, createLogger, loggedPath, redactQuery, requestIdOf } from '../../src/log.js';
 import { MirrorMetrics, requestObserver, routeOf } from '../../src/metrics.js';
 import { keepLog } from '../helpers.js';
 import { parsePrometheusText } from '../prometheus-text.js';
@@ -20,6 +20,23 @@ describe('createLogger', () => {
     log.warn('disk full', { dir: '/data', free: 0 });
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(/^\{"level":"warn","time":"\d{4}-\d\d-\d\dT[\d:.]+Z","msg":"disk full","dir":"\/data","free":0\}\n$/);
+  });
+
+  it('writes the access line as pino writes a line, valid JSON whatever the path holds, and only at info', () => {
+    const { log, lines, parsed } = sink('info');
+    const socket = { bytesWritten: 0 };
+    const req = { method: 'GET', url: '', headers: {}, socket } as unknown as IncomingMessage;
+    const res = { statusCode: 404 } as ServerResponse;
+    const path = '/v3/packages/"quoted"\\back\u0001é/release/latest';
+    accessLine(log, req, `${path}?token=s3cret-q`, res, 'id-1', { route: 'v3_release', cache: 'none', seconds: 0.01234, bytes: 321, aborted: true });
+    log.info('request', { id: 'id-2' });
+    expect(lines[0]).toMatch(/^\{"level":"info","time":"\d{4}-\d\d-\d\dT[\d:.]+Z","msg":"request","id":"id-1",/);
+    expect(lines[0]!.endsWith('}\n')).toBe(true);
+    expect(parsed()[0]).toEqual({ level: 'info', time: expect.any(String), msg: 'request', id: 'id-1', method: 'GET', route: 'v3_release', path, status: 404, cache: 'none', ms: 12.3, bytes: 321, aborted: true });
+    expect(Object.keys(parsed()[1]!).slice(0, 3)).toEqual(Object.keys(parsed()[0]!).slice(0, 3));
+    const quiet = sink('warn');
+    accessLine(quiet.log, req, path, res, 'id-3', { route: 'other', cache: 'none', seconds: 0, bytes: 0, aborted: false });
+    expect(quiet.lines).toEqual([]);
   });
 
   it('leaves out what is below its level', () => {
