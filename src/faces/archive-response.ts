@@ -6,8 +6,7 @@
 // A HIT held in memory is written as the Buffer it is (a range as a view of it). Other bodies are pumped through
 // buffers of one pool, reused from response to response: allocating buffers per chunk or per response is what made
 // the mirror's memory climb while streaming gigabytes, and its garbage collector busy (bench).
-import type { Request, Response } from 'express';
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import parseRange from 'range-parser';
 import type { ArchiveHandle } from '../core/archives/archive-cache.js';
 import type { ArchiveReader } from '../stores/archive-store.js';
@@ -22,7 +21,7 @@ export interface SendOptions {
   readonly cacheControl?: string;
 }
 
-export async function sendArchive(req: Request, res: Response, handle: ArchiveHandle, filename: string, options: SendOptions = {}): Promise<void> {
+export async function sendArchive(req: IncomingMessage, res: ServerResponse, handle: ArchiveHandle, filename: string, options: SendOptions = {}): Promise<void> {
   // The client may have gone while the archive was looked up: then 'close' has been and gone, and would never come.
   if (res.destroyed) return handle.close();
   res.once('close', handle.close);
@@ -38,14 +37,14 @@ export async function sendArchive(req: Request, res: Response, handle: ArchiveHa
   res.setHeader('Accept-Ranges', 'bytes');
   // 304 whatever the request's Cache-Control says: no-cache asks us to check, and we did (Node's fetch sends it).
   if (matches(req.headers['if-none-match'], etag) || notModifiedSince(req.headers, options.lastModified)) {
-    res.status(304).end();
+    res.writeHead(304).end();
     return;
   }
   if (accelRedirected(res, handle)) return; // nginx sends the file (faces/accel-redirect.ts)
   const range = req.headers.range && (req.headers['if-range'] === undefined || req.headers['if-range'] === etag) ? parseRange(ref.size, req.headers.range, { combine: true }) : -2;
   if (range === -1) {
     res.setHeader('Content-Range', `bytes */${ref.size}`);
-    res.status(416).end();
+    res.writeHead(416).end();
     return;
   }
   // A malformed Range, or several ranges, is answered with the whole archive (RFC 9110 lets a server ignore Range).
@@ -58,7 +57,7 @@ export async function sendArchive(req: Request, res: Response, handle: ArchiveHa
 }
 
 /** If-Modified-Since at or after the content's time, and no If-None-Match (which takes precedence, RFC 9110). */
-function notModifiedSince(headers: Request['headers'], lastModified: Date | undefined): boolean {
+function notModifiedSince(headers: IncomingMessage['headers'], lastModified: Date | undefined): boolean {
   const since = headers['if-modified-since'];
   if (!lastModified || since === undefined || headers['if-none-match'] !== undefined) return false;
   return Math.floor(lastModified.getTime() / 1000) <= Date.parse(since) / 1000;
@@ -70,8 +69,8 @@ function matches(header: string | undefined, etag: string): boolean {
 }
 
 /** The archive's bytes from `start` (`length` of them, or to the end when unknown) as the body (none for HEAD). */
-async function send(req: Request, res: Response, handle: ArchiveHandle, status: number, start: number, length: number | undefined): Promise<void> {
-  res.status(status);
+async function send(req: IncomingMessage, res: ServerResponse, handle: ArchiveHandle, status: number, start: number, length: number | undefined): Promise<void> {
+  res.statusCode = status;
   if (length !== undefined) res.setHeader('Content-Length', length);
   if (req.method === 'HEAD') {
     res.end();

@@ -45,19 +45,6 @@ export function registerReads(router: Router, reads: readonly ReadRoute[]): void
   }
 }
 
-/**
- * Express's request and response for code typed on them (sendArchive): express's own, or on the hot path node's, with
- * the one member of express's Response such code uses beyond node's, status(). (Code typed on node's objects needs none.)
- */
-export function asExpress(req: IncomingMessage, res: ServerResponse, at: RouteContext): [Request, Response] {
-  if (at.express) return [at.express.req, at.express.res];
-  const status = function (this: ServerResponse, code: number) {
-    this.statusCode = code;
-    return this;
-  };
-  return [req as Request, Object.assign(res, { status }) as Response];
-}
-
 interface Compiled {
   readonly face: HotRoutes;
   readonly route: ReadRoute;

@@ -21,7 +21,7 @@ import { answerError, errorHandler } from './errors.js';
 import { sendJson, sendMetadata, type Frame, type RenderedAnswers } from './json.js';
 import { v3Release, type BaseUrl } from './render.js';
 import { hasCredentials, sendForwarded, type Forward } from './forward.js';
-import { asExpress, registerReads, type HotRoutes, type ReadRoute, type RouteContext } from './hot-path.js';
+import { registerReads, type HotRoutes, type ReadRoute, type RouteContext } from './hot-path.js';
 import type { HostedReads } from './hosted-reads.js';
 import { guardedBody, peekBody, readBody, type BodyLimits } from './request-body.js';
 
@@ -141,7 +141,7 @@ export function v3Face({ registry, baseUrl, forward, hosted, renders, log }: V3F
         } catch (err) {
           return orPrivate(at, err);
         }
-        await sendArchive(...asExpress(req, res, at), handle, `${pkg}-${version}.zip`);
+        await sendArchive(req, res, handle, `${pkg}-${version}.zip`);
       },
     },
   ];
