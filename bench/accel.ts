@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
-import { readmeNginxConfig } from '../test/fakes/nginx.js';
+import { readmeNginxServer } from '../test/fakes/nginx-config.js';
 import { mbps, wrk, type Measure } from './load.js';
 import { envInt, firstLine, freePort, runBench, start, stopAll, track, waitReady, type Child } from './procs.js';
 import { ensureBuilt, ensureTools, nginxBin, writeBlob } from './world.js';
@@ -69,12 +69,7 @@ async function main(): Promise<void> {
   // README's server block twice: one in front of each mirror, the first with a plain location on the same files.
   const [portA, portB] = [await freePort(), await freePort()];
   const server = (port: number, m: { port: number; data: string }, upstreamName: string, extra = '') =>
-    readmeNginxConfig()
-      .replaceAll('srm_mirror', upstreamName)
-      .replace('server 127.0.0.1:8080;', `server 127.0.0.1:${m.port};`)
-      .replace('listen 80;', `listen 127.0.0.1:${port};`)
-      .replaceAll('/var/lib/srm-mirror/data/', `${m.data}/`)
-      .replace(`location ${PREFIX} {`, `${extra}\n  location ${PREFIX} {`);
+    readmeNginxServer({ mirrorPort: m.port, port, dataDir: m.data, upstream: upstreamName }).replace(`location ${PREFIX} {`, `${extra}\n  location ${PREFIX} {`);
   const direct = `location /direct/ { alias ${offloading.data}/archives/sha256/; }`;
   const ngx = join(dir, 'nginx');
   mkdirSync(ngx);

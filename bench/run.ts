@@ -87,8 +87,9 @@ async function main(): Promise<void> {
 
   // Warm every mirror: metadata cached (and nginx given the same bytes), the archives HITs.
   await run.warmMetadata(main);
-  for (const m of world.mirrors.values()) await run.untilHit(m.url + zip, MiB);
-  if (offload) await run.untilHit(offload.url + offloadZip, 8 * MiB);
+  // The offload mirror answers its HITs with X-Accel-Redirect and no body: it is warmed through its nginx.
+  for (const m of world.mirrors.values()) await run.untilHit((m === offload ? world.nginxOffload : m.url) + zip, MiB);
+  if (offload) await run.untilHit(world.nginxOffload + offloadZip, 8 * MiB);
 
   const cached = async (state: string) => ({
     meta: await run.wrkPair('cached metadata', state, run.nginxTarget('/latest.json'), run.mirrorTarget(main, LATEST)),

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { request } from 'undici';
 import { childPids } from './cpu.js';
 import { CLIENT_CORE, SERVER_CORE } from './pin.js';
+import { readmeNginxServer } from '../test/fakes/nginx-config.js';
 import { firstLine, freePort, log, PeakRss, start, stop, waitReady, type Child } from './procs.js';
 import type { Manifest, UpstreamCounts } from './upstream-server.js';
 import { verdaccioConfig } from './verdaccio.js';
@@ -373,23 +374,8 @@ export async function writeBlob(path: string, size: number, label: string): Prom
  */
 function startNginx(prefix: string, www: string, port: number, offload: { port: number; mirror: Mirror } | undefined): Child {
   const conf = join(prefix, 'nginx.conf');
-  const offloadConf = offload
-    ? `
-  upstream srm_mirror { server 127.0.0.1:${offload.mirror.port}; keepalive 32; }
-  server {
-    listen 127.0.0.1:${offload.port};
-    location / {
-      proxy_pass http://srm_mirror;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $http_host;
-    }
-    location /_srm/archives/ {
-      internal;
-      alias ${offload.mirror.dataDir}/archives/sha256/;
-    }
-  }`
-    : '';
+  // README's configuration ("Behind nginx"), as documented, in front of the offload mirror.
+  const offloadConf = offload ? `\n${readmeNginxServer({ mirrorPort: offload.mirror.port, port: offload.port, dataDir: offload.mirror.dataDir })}` : '';
   writeFileSync(
     conf,
     `worker_processes 1;

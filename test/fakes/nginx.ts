@@ -5,23 +5,13 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir, until } from '../helpers.js';
+import { readmeNginxServer } from './nginx-config.js';
 import { ensureBinaries, freePort, onPath } from './proxy.js';
-
-const README = new URL('../../README.md', import.meta.url);
 
 /** nginx's binary, installed if need be; a reason to skip when it cannot be. */
 export function ensureNginx(): { nginx: string } | { skip: string } {
   const skip = ensureBinaries([['nginx', 'nginx']]);
   return skip ? { skip } : { nginx: onPath('nginx')! };
-}
-
-/** README's nginx configuration: the first ```nginx block of the section "Behind nginx". */
-export function readmeNginxConfig(): string {
-  const text = readFileSync(README, 'utf8');
-  const section = text.slice(text.indexOf('## Behind nginx'));
-  const block = /```nginx\n([\s\S]*?)```/.exec(section);
-  if (!block) throw new Error('README has no nginx block under "Behind nginx"');
-  return block[1]!;
 }
 
 export class Nginx {
@@ -35,10 +25,7 @@ export class Nginx {
   static async start(binary: string, mirrorPort: number, dataDir: string): Promise<Nginx> {
     const dir = await tempDir('srm-mirror-nginx-');
     const port = await freePort();
-    const server = readmeNginxConfig()
-      .replace('server 127.0.0.1:8080;', `server 127.0.0.1:${mirrorPort};`)
-      .replace('listen 80;', `listen 127.0.0.1:${port};`)
-      .replaceAll('/var/lib/srm-mirror/data/', `${dataDir}/`);
+    const server = readmeNginxServer({ mirrorPort, port, dataDir });
     const accessLog = join(dir, 'access.log');
     const conf = [
       'daemon off;',
