@@ -1,20 +1,53 @@
-// One contract, run against every MetadataStore implementation; then what only one of them does (LevelDB's damage
-// handling, the LRU's guard against resurrecting what a write replaced).
+// One contract, run against every MetadataStore implementation (LevelDB, and PostgreSQL on a throwaway cluster); then
+// what only one of them does (LevelDB's damage handling, the LRU's guard against resurrecting what a write replaced,
+// PostgreSQL's migrations and its invalidation of other replicas' LRUs).
 import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Level } from 'level';
-import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { LevelMetadataStore, MemoryCachedStore, MetadataDamagedError, type MetadataStore } from '../../src/stores/metadata-store.js';
+import { PostgresMetadataStore } from '../../src/stores/postgres-metadata-store.js';
+import { PostgresCluster, ensurePostgres } from '../fakes/postgres.js';
 import { ControlledStore } from '../fakes/stores.js';
 import { removeTempDirs, tempDir } from '../helpers.js';
 
-const implementations: Array<[string, (dir: string) => Promise<MetadataStore>]> = [
+const postgres = ensurePostgres();
+let cluster: PostgresCluster | undefined;
+/** A database per test folder, so that "close and reopen" finds its documents again. */
+const databases = new Map<string, string>();
+async function databaseFor(dir: string): Promise<string> {
+  let url = databases.get(dir);
+  if (url === undefined) databases.set(dir, (url = await cluster!.createDatabase()));
+  return url;
+}
+
+type Opener = [string, (dir: string) => Promise<MetadataStore>];
+const implementations: Opener[] = [
   ['LevelMetadataStore', (dir) => LevelMetadataStore.open(dir)],
   ['MemoryCachedStore over LevelMetadataStore', async (dir) => new MemoryCachedStore(await LevelMetadataStore.open(dir), 1 << 20)],
   ['MemoryCachedStore smaller than any document', async (dir) => new MemoryCachedStore(await LevelMetadataStore.open(dir), 1)],
+  ...('bin' in postgres
+    ? ([
+        ['PostgresMetadataStore', async (dir) => PostgresMetadataStore.open(await databaseFor(dir))],
+        ['MemoryCachedStore over PostgresMetadataStore', async (dir) => new MemoryCachedStore(await PostgresMetadataStore.open(await databaseFor(dir)), 1 << 20)],
+      ] satisfies Opener[])
+    : []),
 ];
 
-afterAll(removeTempDirs);
+beforeAll(async () => {
+  if ('bin' in postgres) cluster = await PostgresCluster.start(postgres.bin);
+}, 60_000);
+
+afterAll(async () => {
+  await cluster?.stop();
+  await removeTempDirs();
+});
+
+if ('skip' in postgres) {
+  describe(`PostgreSQL (skipped: ${postgres.skip})`, () => {
+    it.skip('runs the contract on PostgresMetadataStore', () => {});
+  });
+}
 
 describe.each(implementations)('%s', (_name, open) => {
   let dir: string;
@@ -84,6 +117,63 @@ describe.each(implementations)('%s', (_name, open) => {
     await store.put('a', 1);
     await store.get('a');
     expect(store.problem()).toBeUndefined();
+  });
+
+  it('applies puts and deletes together, in order: the last put of a key wins, a delete after a put removes it', async () => {
+    await store.putMany([
+      ['k', 1],
+      ['k', 2],
+    ]);
+    expect(await store.get('k')).toBe(2);
+    await store.put('gone', 1);
+    await store.apply({ put: [['both', 1], ['new', 'n']], del: ['both', 'gone'] }, { durable: true });
+    expect([await store.get('both'), await store.get('gone'), await store.get('new')]).toEqual([undefined, undefined, 'n']);
+  });
+
+  it('gives documents back as JSON.stringify wrote them (key order, escapes and numbers kept)', async () => {
+    const doc = { z: 1, a: [1.5, -0.25, 1e21, null, true], m: { y: 'ü日\u0000"\\', b: {} }, '': 'empty key' };
+    await store.put('doc', doc);
+    await store.close();
+    store = await open(dir); // from the database, not a memory cache
+    expect(JSON.stringify(await store.get('doc'))).toBe(JSON.stringify(doc));
+  });
+
+  it('orders keys by their UTF-8 bytes, as LevelDB does', async () => {
+    const keys = ['p:a', 'p:Z', 'p:_', 'p:%', 'p:é', 'p:日', 'p:~', 'p:A0', 'p:a-b', 'p:a:b'];
+    await store.putMany(keys.map((k) => [k, 1] as const));
+    const listed: string[] = [];
+    for await (const k of store.keys('p:')) listed.push(k);
+    expect(listed).toEqual([...keys].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b))));
+  });
+
+  it('takes % and _ in a prefix literally', async () => {
+    await store.putMany([
+      ['p%_:1', 1],
+      ['p%_:2', 1],
+      ['pab:1', 1],
+      ['p%x:1', 1],
+      ['p\\%_:1', 1],
+    ]);
+    const keys: string[] = [];
+    for await (const k of store.keys('p%_:')) keys.push(k);
+    expect(keys).toEqual(['p%_:1', 'p%_:2']);
+  });
+
+  it('scans more keys and documents than fit in one page of a scan', async () => {
+    const many = Array.from({ length: 2345 }, (_, i) => [`n:${String(i).padStart(5, '0')}`, { i }] as const);
+    await store.putMany(many);
+    await store.put('o:after', 1);
+    let count = 0;
+    let last = '';
+    for await (const k of store.keys('n:')) {
+      expect(k > last).toBe(true);
+      last = k;
+      count++;
+    }
+    expect(count).toBe(many.length);
+    const docs: number[] = [];
+    for await (const [, v] of store.entries<{ i: number }>('n:00')) docs.push(v.i); // n:00000 to n:00999
+    expect(docs).toEqual(many.slice(0, 1000).map(([, v]) => v.i));
   });
 
   it('keeps documents across a close and reopen', async () => {
