@@ -9,7 +9,7 @@ import { LevelMetadataStore, MemoryCachedStore, MetadataDamagedError, type Metad
 import { PostgresMetadataStore } from '../../src/stores/postgres-metadata-store.js';
 import { PostgresCluster, ensurePostgres } from '../fakes/postgres.js';
 import { ControlledStore } from '../fakes/stores.js';
-import { removeTempDirs, tempDir } from '../helpers.js';
+import { removeTempDirs, tempDir, until } from '../helpers.js';
 
 const postgres = ensurePostgres();
 let cluster: PostgresCluster | undefined;
@@ -305,6 +305,36 @@ describe('MemoryCachedStore', () => {
     expect(await inner.get('k')).toBe(after);
   });
 
+  it.each([
+    ['its key', ['k'] as const],
+    ['everything', 'all' as const],
+  ])('a read under way when %s is invalidated (another replica wrote) is not kept in memory', async (_name, keys) => {
+    await inner.put('k', 'old');
+    const held = inner.holdRead('k');
+    const read = store.get('k');
+    await held.reading;
+    await inner.inner.put('k', 'new'); // another replica's write...
+    store.invalidate(keys); // ...and its notification
+    held.release();
+    expect(await read).toBe('old');
+    expect(await store.get('k')).toBe('new');
+  });
+
+  it('drops invalidated keys, and only those', async () => {
+    await store.putMany([
+      ['a', 1],
+      ['b', 1],
+    ]);
+    await inner.inner.putMany([
+      ['a', 2],
+      ['b', 2],
+    ]);
+    store.invalidate(['a']);
+    expect([await store.get('a'), await store.get('b')]).toEqual([2, 1]);
+    store.invalidate('all');
+    expect(await store.get('b')).toBe(2);
+  });
+
   it('a read that no write overtook is kept in memory', async () => {
     await inner.put('k', 'v');
     expect(await store.get('k')).toBe('v');
@@ -325,5 +355,91 @@ describe('MemoryCachedStore', () => {
     inner.failReads = () => true;
     await expect(store.get('x')).rejects.toThrow();
     expect(store.problem()?.error).toMatch(/LEVEL_CORRUPTION/);
+  });
+});
+
+describe.skipIf(!('bin' in postgres))('PostgresMetadataStore only', () => {
+  const fast = { retryMinMs: 50, retryMaxMs: 200 };
+  const opened: MetadataStore[] = [];
+  const open = async (url: string) => {
+    const store = await PostgresMetadataStore.open(url, { limits: fast });
+    opened.push(store);
+    return store;
+  };
+  /** A replica's store with its memory cache, and what its notifications told it (a test watching beside the cache). */
+  const cached = async (url: string) => {
+    const inner = await PostgresMetadataStore.open(url, { limits: fast });
+    const told: Array<readonly string[] | 'all'> = [];
+    inner.watchChanges((keys) => told.push(keys));
+    const store = new MemoryCachedStore(inner, 1 << 20);
+    opened.push(store);
+    await until(() => told.includes('all')); // listening (the first LISTEN flushes)
+    return { store, told, heard: (key: string) => until(() => told.some((t) => t !== 'all' && t.includes(key))) };
+  };
+  /** Changes a document behind every store's back: no notification, as a write another replica lost would be. */
+  const behindTheBack = (url: string, key: string, value: unknown) =>
+    cluster!.admin((c) => c.query('UPDATE srm_metadata SET value = $2 WHERE key = $1', [key, JSON.stringify(value)]), new URL(url).pathname.slice(1));
+
+  afterEach(async () => {
+    for (const store of opened.splice(0)) await store.close();
+  });
+
+  it('migrates a new database once, however many replicas start on it together', async () => {
+    const url = await cluster!.createDatabase();
+    await Promise.all(Array.from({ length: 6 }, () => open(url)));
+    await open(url); // and again, on a database already up to date
+    const rows = await cluster!.admin((c) => c.query('SELECT version FROM srm_schema_migrations ORDER BY version'), new URL(url).pathname.slice(1));
+    expect(rows.rows).toEqual([{ version: 1 }]);
+  });
+
+  it('refuses a database a newer srm-mirror migrated, naming the database without its password', async () => {
+    const url = await cluster!.createDatabase();
+    await open(url);
+    await cluster!.admin((c) => c.query("INSERT INTO srm_schema_migrations (version, what) VALUES (999, 'future')"), new URL(url).pathname.slice(1));
+    const withPassword = url.replace('postgres@', 'postgres:hunter2secret@');
+    const err = (await PostgresMetadataStore.open(withPassword).catch((e: unknown) => e)) as Error;
+    expect(err.message).toMatch(/SQL schema 999, written by a newer srm-mirror/);
+    expect(err.message).toContain('postgres://***@127.0.0.1');
+    expect(err.message).not.toContain('hunter2secret');
+  });
+
+  it("a write through one replica drops another replica's cached copy", async () => {
+    const url = await cluster!.createDatabase();
+    const a = await open(url); // a replica's store (no memory cache: it needs no notifications)
+    const { store: b, heard } = await cached(url);
+    await a.putMany([
+      ['k', 'v1'],
+      ['other', 'o1'],
+    ]);
+    await heard('k');
+    expect(await b.get('k')).toBe('v1');
+    await behindTheBack(url, 'k', 'changed silently');
+    expect(await b.get('k')).toBe('v1'); // served from B's memory: nothing told B
+    await a.put('k', 'v2');
+    await until(async () => (await b.get('k')) === 'v2');
+    await a.del('k');
+    await until(async () => (await b.get('k')) === undefined);
+    // A batch whose keys do not fit in one notification drops everything.
+    expect(await b.get('other')).toBe('o1');
+    await behindTheBack(url, 'other', 'o2');
+    await a.putMany(Array.from({ length: 400 }, (_, i) => [`release:some-long-package-name:${i}.0.0`, i] as const));
+    await until(async () => (await b.get('other')) === 'o2');
+  });
+
+  it('losing the notifications connection flushes the cache, is reported, and is reconnected', async () => {
+    const url = await cluster!.createDatabase();
+    const a = await open(url);
+    const { store: b, heard } = await cached(url);
+    await a.put('k', 'v1');
+    await heard('k');
+    expect(await b.get('k')).toBe('v1');
+    await behindTheBack(url, 'k', 'changed silently');
+    expect(await b.get('k')).toBe('v1');
+    await cluster!.admin((c) => c.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'srm-mirror listen' AND datname = $1", [new URL(url).pathname.slice(1)]));
+    await until(async () => (await b.get('k')) === 'changed silently');
+    expect(b.problem()?.error).toMatch(/notifications connection was lost/);
+    // Listening again: a later write is seen.
+    await a.put('k', 'v3');
+    await until(async () => (await b.get('k')) === 'v3');
   });
 });
