@@ -16,7 +16,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { Exporter, type ExportRequest } from './bundles/export.js';
 import { ExportHistory } from './bundles/export-history.js';
-import type { Config } from './config/config.js';
+import { redactUrl, type Config } from './config/config.js';
 import { importBundle, type DryRunSummary, type ImportOptions, type ImportSummary } from './bundles/import.js';
 import type { OnEvent } from './bundles/progress.js';
 import { readTrustedKeys } from './bundles/trust.js';
@@ -165,6 +165,7 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
     return false;
   };
   const metadata = await openMetadataStore(config, { hasArchives, log });
+  if (config.databaseUrl !== undefined) log.info('metadata on PostgreSQL', { database: redactUrl(config.databaseUrl) }); // no password
   const store = new MemoryCachedStore(metadata.store, config.cache.memorySizeBytes);
   const archiveStore = await FsArchiveStore.open(join(config.dataDir, 'archives'), { removeTempFiles: role === 'server' });
   const http = new UpstreamHttp({ ...config.upstream, writes: config.writes, now });

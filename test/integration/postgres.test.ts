@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PostgresCluster, ensurePostgres } from '../fakes/postgres.js';
 import { FakeUpstream } from '../fakes/upstream.js';
 import { fetchOk, warmMirror } from '../fakes/warm-mirror.js';
-import { killChildren, removeTempDirs, runCli, spawnMirror, startMirror, tempDir, until } from '../helpers.js';
+import { killChildren, recordSecrets, removeTempDirs, runCli, spawnMirror, startMirror, tempDir, until } from '../helpers.js';
 
 const postgres = ensurePostgres();
 let cluster: PostgresCluster | undefined;
@@ -77,7 +77,9 @@ describe.skipIf(!('bin' in postgres))('the mirror on PostgreSQL', () => {
     const fake = await FakeUpstream.start();
     try {
       fake.add('fc3', [{ version: '0.1.2' }]);
-      const url = await cluster!.createDatabase();
+      // The cluster trusts loopback connections, so a password is never asked for: it is there to be looked for in the logs.
+      const url = (await cluster!.createDatabase()).replace('postgres@', 'postgres:pg-pass-7fe29a@');
+      recordSecrets('pg-pass-7fe29a');
       // A always asks the upstream; B takes what the database has for an hour: B can only know what A wrote there.
       const a = await spawnMirror(['--upstream', fake.v3, '--data', await tempDir(), '--database-url', url, '--max-age', '0']);
       const b = await spawnMirror(['--upstream', fake.v3, '--data', await tempDir(), '--database-url', url, '--max-age', '1h']);
@@ -90,6 +92,7 @@ describe.skipIf(!('bin' in postgres))('the mirror on PostgreSQL', () => {
       expect(await latest(a)).toBe('0.2.0');
       // B's copy is dropped once the notification of A's write reaches it (it was sent when A's write committed).
       await until(async () => (await latest(b)) === '0.2.0');
+      expect(a.logs.join('\n')).toMatch(/"msg":"metadata on PostgreSQL","database":"postgres:\/\/\*\*\*@127\.0\.0\.1/);
       expect(fake.count(/\/packages\/fc3\/release\/latest/)).toBe(2); // A's two: B never asked
     } finally {
       killChildren();
