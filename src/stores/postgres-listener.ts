@@ -9,15 +9,31 @@ import pg from 'pg';
 export const CHANNEL = 'srm_mirror_keys';
 /** The listening connection's application_name (in pg_stat_activity). */
 export const LISTENER_NAME = 'srm-mirror listen';
-/** The payload meaning "any key may have changed": the keys did not fit in one notification. */
+/** The payload meaning "any key may have changed": too many keys to name. */
 const FLUSH = '*';
 /** NOTIFY's payload must be shorter than 8000 bytes. */
 const MAX_PAYLOAD_BYTES = 7999;
+/** Notifications one write sends at most (a batch of access times names thousands of keys); beyond: one flush. */
+const MAX_NOTIFICATIONS = 32;
 
-/** The payload that tells listeners these keys changed. */
-export function changePayload(keys: readonly string[]): string {
-  const payload = JSON.stringify(keys);
-  return Buffer.byteLength(payload) <= MAX_PAYLOAD_BYTES ? payload : FLUSH;
+/** The payloads that tell listeners these keys changed: JSON arrays of keys, each under NOTIFY's limit, or a flush. */
+export function changePayloads(keys: readonly string[]): string[] {
+  const payloads: string[] = [];
+  let chunk: string[] = [];
+  let bytes = 2;
+  for (const key of keys) {
+    const size = Buffer.byteLength(JSON.stringify(key)) + 1;
+    if (size + 2 > MAX_PAYLOAD_BYTES) return [FLUSH];
+    if (bytes + size > MAX_PAYLOAD_BYTES) {
+      payloads.push(JSON.stringify(chunk));
+      if (payloads.length >= MAX_NOTIFICATIONS) return [FLUSH];
+      [chunk, bytes] = [[], 2];
+    }
+    chunk.push(key);
+    bytes += size;
+  }
+  if (chunk.length) payloads.push(JSON.stringify(chunk));
+  return payloads;
 }
 
 /** The keys a payload names, or 'all' (a flush, or a payload not of ours). */

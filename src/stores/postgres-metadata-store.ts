@@ -6,7 +6,7 @@
 import pg from 'pg';
 import { redactUrl } from '../config/config.js';
 import { type Batch, type MetadataProblem, type MetadataStore, ProblemTracker } from './metadata-store.js';
-import { CHANNEL, ChangeListener, changePayload, type ListenerLimits } from './postgres-listener.js';
+import { CHANNEL, ChangeListener, changePayloads, type ListenerLimits } from './postgres-listener.js';
 import { METADATA_TABLE, migrateSql } from './postgres-migrations.js';
 
 export interface PostgresLimits extends ListenerLimits {
@@ -41,11 +41,11 @@ export interface PostgresMetadataStoreOptions {
 const KEYS_PAGE = 1000;
 const ENTRIES_PAGE = 100;
 
-// One statement per write: deletes and upserts (of disjoint keys) and the notification, committed together.
+// One statement per write: deletes and upserts (of disjoint keys) and the notifications, committed together.
 const WRITE = `WITH gone AS (DELETE FROM ${METADATA_TABLE} WHERE key = ANY($1::text[])),
   written AS (INSERT INTO ${METADATA_TABLE} (key, value) SELECT * FROM unnest($2::text[], $3::text[])
               ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value)
-  SELECT pg_notify($4, $5)`;
+  SELECT pg_notify($4, payload) FROM unnest($5::text[]) AS payload`;
 
 export class PostgresMetadataStore implements MetadataStore {
   private readonly problems: ProblemTracker;
@@ -153,7 +153,7 @@ export class PostgresMetadataStore implements MetadataStore {
     for (const [key, value] of put) values.set(key, JSON.stringify(value));
     for (const key of del) values.delete(key);
     const changed = [...new Set([...put.map(([key]) => key), ...del])];
-    await this.watch(this.pool.query(WRITE, [del, [...values.keys()], [...values.values()], CHANNEL, changePayload(changed)]));
+    await this.watch(this.pool.query(WRITE, [del, [...values.keys()], [...values.values()], CHANNEL, changePayloads(changed)]));
   }
 
   /** Pages of rows in key order, each page its own query (keyset pagination: "after the last key seen"). */

@@ -419,11 +419,17 @@ describe.skipIf(!('bin' in postgres))('PostgresMetadataStore only', () => {
     await until(async () => (await b.get('k')) === 'v2');
     await a.del('k');
     await until(async () => (await b.get('k')) === undefined);
-    // A batch whose keys do not fit in one notification drops everything.
+    // A batch naming more keys than fit in one notification is told in several.
     expect(await b.get('other')).toBe('o1');
     await behindTheBack(url, 'other', 'o2');
-    await a.putMany(Array.from({ length: 400 }, (_, i) => [`release:some-long-package-name:${i}.0.0`, i] as const));
-    await until(async () => (await b.get('other')) === 'o2');
+    const keys = Array.from({ length: 400 }, (_, i) => `release:some-long-package-name:${i}.0.0`);
+    await a.putMany([...keys, 'other'].map((k) => [k, 1] as const));
+    await until(async () => (await b.get('other')) === 1);
+    // One naming too many keys to tell drops everything.
+    await behindTheBack(url, 'other', 'o3');
+    expect(await b.get('other')).toBe(1);
+    await a.putMany(Array.from({ length: 8000 }, (_, i) => [`access:some-long-package-name@${i}.0.0`, i] as const));
+    await until(async () => (await b.get('other')) === 'o3');
   });
 
   it('losing the notifications connection flushes the cache, is reported, and is reconnected', async () => {
