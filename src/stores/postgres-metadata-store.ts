@@ -142,9 +142,12 @@ export class PostgresMetadataStore implements MetadataStore {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.listener?.stop();
-    await this.pool.end();
-    await this.options.onClose?.();
+    try {
+      await this.listener?.stop();
+      await this.pool.end();
+    } finally {
+      await this.options.onClose?.();
+    }
   }
 
   /** Level applies a batch in order, puts before deletes: the last put of a key wins, and a delete after it removes it. */
