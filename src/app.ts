@@ -3,7 +3,7 @@
 //   faces (v3, srm, ops, generic packages, the status page; express routers, rendering only)
 //     → Registry (use cases; hosted names first: HostedComponents) and GenericPackages
 //       → HostedBlobs (hosted content, its own durable store); Users and Access say who may do what
-//       → MetadataCache (freshness, single-flight, stale-if-error) → MemoryCachedStore (LRU) → LevelMetadataStore
+//       → MetadataCache (freshness, single-flight, stale-if-error) → MemoryCachedStore (LRU) → LevelMetadataStore or PostgresMetadataStore
 //       → ArchiveCache (index, validated fills, verification, leases and quota, scrub) → FsArchiveStore (sha256)
 //       → Upstream adapter (serverless-v3 | srm) → UpstreamHttp (undici Agent + p-queue + circuit breaker)
 //   jobs: Prefetcher (cron) over the same Registry, its upstream requests at background priority; the scrub (cron)
@@ -16,7 +16,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { Exporter, type ExportRequest } from './bundles/export.js';
 import { ExportHistory } from './bundles/export-history.js';
-import type { Config } from './config/config.js';
+import { redactUrl, type Config } from './config/config.js';
 import { importBundle, type DryRunSummary, type ImportOptions, type ImportSummary } from './bundles/import.js';
 import type { OnEvent } from './bundles/progress.js';
 import { readTrustedKeys } from './bundles/trust.js';
@@ -53,7 +53,7 @@ import { readiness, type Readiness } from './ready.js';
 import { FsArchiveStore } from './stores/archive-store.js';
 import { prefix } from './stores/keys.js';
 import { hasKeys, MemoryCachedStore, type MetadataProblem } from './stores/metadata-store.js';
-import { markIndexIntact, openMetadata, type IndexState } from './stores/schema.js';
+import { markIndexIntact, openMetadataStore, type IndexState } from './stores/schema.js';
 import { parseTarget, Prefetcher, type PrefetchSummary, type PrefetchTarget } from './jobs/prefetch.js';
 import type { CircuitStatus } from './upstreams/circuit-breaker.js';
 import { describeProxies } from './upstreams/egress.js';
@@ -167,7 +167,8 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
     for await (const _ of (await FsArchiveStore.open(join(config.dataDir, 'archives'), { removeTempFiles: false })).list()) return true;
     return false;
   };
-  const metadata = await openMetadata(join(config.dataDir, 'meta'), { hasArchives, log });
+  const metadata = await openMetadataStore(config, { hasArchives, log });
+  if (config.databaseUrl !== undefined) log.info('metadata on PostgreSQL', { database: redactUrl(config.databaseUrl) }); // no password
   const store = new MemoryCachedStore(metadata.store, config.cache.memorySizeBytes);
   const archiveStore = await FsArchiveStore.open(join(config.dataDir, 'archives'), { removeTempFiles: role === 'server' });
   const http = new UpstreamHttp({ ...config.upstream, writes: config.writes, now });

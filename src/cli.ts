@@ -1,7 +1,7 @@
-// The command line: `srm-mirror serve | prefetch | status | verify | repair | gc | user | export | keygen | bundle`, each taking the config
+// The command line: `srm-mirror serve | prefetch | status | verify | repair | gc | user | export | keygen | bundle | migrate-metadata`, each taking the config
 // flags. The cache commands work on the data folder directly; while a server holds it they refuse, saying what to
 // do instead. `user` edits only the users file, which a running server rereads, so it works beside one.
-import { readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createMirror, type Mirror, type MirrorStatus, type VerifyReport } from './app.js';
@@ -10,7 +10,7 @@ import { inspectBundle, type BundleReport } from './bundles/inspect.js';
 import { newKeyPair } from './bundles/manifest.js';
 import { formatBytes, printer, type BundleEvent, type OnEvent } from './bundles/progress.js';
 import { readTrustedKeys, trustedKeyFiles } from './bundles/trust.js';
-import { ConfigError, loadConfig, parseSize, SETTINGS, type Config } from './config/config.js';
+import { ConfigError, loadConfig, parsePostgresUrl, parseSize, redactUrl, SETTINGS, type Config } from './config/config.js';
 import { Users, type Role } from './core/hosted/users.js';
 import { loadOrCreateCa } from './intercept/certificates.js';
 import { parseTarget, type PrefetchProgress, type PrefetchSummary } from './jobs/prefetch.js';
@@ -18,7 +18,9 @@ import { createLogger, stderrDestination } from './log.js';
 import { MirrorError } from './model/errors.js';
 import { srmPackage, version as validVersion } from './model/validate.js';
 import { startServer } from './server.js';
-import { DataFolderLockedError, MetadataDamagedError } from './stores/metadata-store.js';
+import { copyMetadata, countRecords } from './stores/copy-metadata.js';
+import { DataFolderLockedError, LevelMetadataStore, MetadataDamagedError } from './stores/metadata-store.js';
+import { PostgresMetadataStore } from './stores/postgres-metadata-store.js';
 import { repairMetadata } from './stores/schema.js';
 
 type Flags = Record<string, string | boolean | undefined>;
@@ -153,8 +155,9 @@ const COMMANDS: Record<string, Command> = {
     usage: 'srm-mirror repair [options]',
     options: {},
     async run(config, _flags, _args, out) {
-      const engine = await repairMetadata(join(config.dataDir, 'meta'));
-      if (!engine.found) out.write('no metadata database: a new one is made, and the archive index rebuilt from the archives\n');
+      const engine = config.databaseUrl === undefined ? await repairMetadata(join(config.dataDir, 'meta')) : undefined;
+      if (!engine) out.write('the metadata is on PostgreSQL (its own recovery applies there): rebuilding the archive index only\n');
+      else if (!engine.found) out.write('no metadata database: a new one is made, and the archive index rebuilt from the archives\n');
       else {
         const records = Object.values(engine.records).reduce((n, c) => n + c, 0);
         out.write(`metadata database repaired: ${records} record(s) readable${engine.setAside.length ? `, ${engine.setAside.length} damaged file(s) set aside in meta/lost` : ''}\n`);
@@ -169,6 +172,15 @@ const COMMANDS: Record<string, Command> = {
         return 0;
       });
     },
+  },
+  'migrate-metadata': {
+    summary: "copy this data folder's LevelDB metadata into PostgreSQL (mirror stopped), then serve with --database-url",
+    usage: 'srm-mirror migrate-metadata --to postgres://USER:PASSWORD@HOST/DB [--force] [options]',
+    options: {
+      to: { type: 'string', help: 'the PostgreSQL database to copy into (postgres:// or postgresql://)' },
+      force: { type: 'boolean', help: 'replace what that database already holds (without it, a database with metadata is refused)' },
+    },
+    run: migrateMetadata,
   },
   gc: {
     summary: 'remove archives no version points at and apply the disk quota, now',
@@ -274,6 +286,48 @@ async function printCa(config: Config, flags: Flags, _args: string[], out: Outpu
  * `import DIR`: on a stopped mirror it imports itself; beside a running server (with the admin token) the server
  * imports, so that its answers include the new content at once. Exit 0 complete or partial, 1 refused, 2 usage.
  */
+async function migrateMetadata(config: Config, flags: Flags, _args: string[], out: Output): Promise<number> {
+  let url: string | undefined;
+  try {
+    url = parsePostgresUrl(flags.to, '--to');
+  } catch (err) {
+    out.error(`srm-mirror migrate-metadata: ${(err as Error).message}\n`);
+    return 2;
+  }
+  if (url === undefined) {
+    out.error('srm-mirror migrate-metadata: --to postgres://... is required (the database to copy into)\n');
+    return 2;
+  }
+  const location = join(config.dataDir, 'meta');
+  if (!(await readdir(location).then((files) => files.includes('CURRENT'), () => false))) {
+    out.error(`srm-mirror migrate-metadata: there is no LevelDB metadata database in ${location}: nothing to copy\n`);
+    return 1;
+  }
+  const from = await LevelMetadataStore.open(location); // its lock: refused while a mirror runs on this folder
+  try {
+    const to = await PostgresMetadataStore.open(url);
+    try {
+      const target = redactUrl(url);
+      const held = await countRecords(to);
+      if (held > 0 && flags.force !== true) {
+        out.error(`srm-mirror migrate-metadata: ${target} already holds ${held} metadata record(s); nothing was copied. Give --force to replace them with this data folder's\n`);
+        return 1;
+      }
+      const report = await copyMetadata(from, to, { replace: held > 0 });
+      const total = Object.values(report.copied).reduce((n, c) => n + c, 0);
+      const kinds = Object.entries(report.copied).map(([kind, n]) => `${kind} ${n}`).join(', ');
+      if (report.removed) out.write(`removed the ${report.removed} record(s) ${target} held\n`);
+      out.write(`copied ${total} record(s) from ${location} to ${target}${kinds ? ` (${kinds})` : ''}\n`);
+      out.write(`now start the mirror with --database-url (the same --data folder keeps its archives)\n`);
+      return 0;
+    } finally {
+      await to.close();
+    }
+  } finally {
+    await from.close();
+  }
+}
+
 async function importCommand(config: Config, flags: Flags, args: string[], out: Output): Promise<number> {
   const misuse = (why: string) => {
     out.error(`srm-mirror import: ${why}\nusage: ${COMMANDS.import!.usage}\n`);

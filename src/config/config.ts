@@ -15,6 +15,8 @@ export interface Config {
   readonly host: string;
   readonly port: number;
   readonly dataDir: string;
+  /** The PostgreSQL database of the metadata (issue 14); undefined: LevelDB in dataDir. Shown only through redactUrl. */
+  readonly databaseUrl: string | undefined;
   /** Base URL for the URLs the mirror hands out; undefined = derived from each request. */
   readonly publicUrl: string | undefined;
   readonly trustProxy: boolean;
@@ -253,9 +255,11 @@ const accelPrefix: Parse<string | undefined> = (v, s) => {
 
 // --- Egress settings (proxy, CA, upstream credentials): none of their messages repeats a credential. ---
 
-/** A URL with its user:password@ (a proxy's credentials) masked, for messages, logs and /-/status. */
+/** A URL with its user:password@ (a proxy's or a database's credentials) and any ?password= masked, for messages, logs and /-/status. */
 export function redactUrl(value: string): string {
-  return value.replace(/^([a-z][a-z0-9+.-]*:\/\/)?[^/@]*@/i, (_m, scheme: string | undefined) => `${scheme ?? ''}***@`);
+  return value
+    .replace(/^([a-z][a-z0-9+.-]*:\/\/)?[^/@]*@/i, (_m, scheme: string | undefined) => `${scheme ?? ''}***@`)
+    .replace(/([?&]password=)[^&#]*/gi, '$1***');
 }
 
 /** A forward proxy: http(s)://[user:password@]host[:port], or host:port (taken as http://); nothing else. */
@@ -274,6 +278,23 @@ const proxyUrl: Parse<string | undefined> = (v, s) => {
   }
   throw new ConfigError(s, 'a proxy URL such as "http://proxy.example.com:3128" or "http://user:password@proxy:3128"', typeof v === 'string' ? redactUrl(v) : v);
 };
+
+/** A PostgreSQL connection URL: postgres:// or postgresql://, with a host (its password is never repeated). */
+const postgresUrl: Parse<string | undefined> = (v, s) => {
+  if (v === null || v === undefined || v === '') return undefined;
+  if (typeof v === 'string') {
+    try {
+      const u = new URL(v.trim());
+      if ((u.protocol === 'postgres:' || u.protocol === 'postgresql:') && u.hostname && !u.hash) return v.trim();
+    } catch {
+      // reported below
+    }
+  }
+  throw new ConfigError(s, 'a PostgreSQL URL such as "postgres://srm:secret@db.example.com:5432/srm_mirror"', typeof v === 'string' ? redactUrl(v) : v);
+};
+
+/** A PostgreSQL URL given to a command's own option (migrate-metadata --to); a ConfigError names the option. */
+export const parsePostgresUrl = (value: unknown, option: string): string | undefined => postgresUrl(value, option);
 
 /** NO_PROXY: names, ".suffix" or "*.suffix", "host:port", IP addresses, "*"; comma or space separated. */
 const noProxyList: Parse<readonly string[]> = (v, s) => {
@@ -434,6 +455,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'host', flag: 'host', env: ['SRM_MIRROR_HOST'], parse: str, help: 'address to listen on' },
   { key: 'port', flag: 'port', env: ['SRM_MIRROR_PORT', 'PORT'], parse: integer(0, 65535), help: 'port to listen on' },
   { key: 'dataDir', flag: 'data', env: ['SRM_MIRROR_DATA'], parse: str, help: 'folder for the metadata database and archives' },
+  { key: 'databaseUrl', flag: 'database-url', env: ['SRM_MIRROR_DATABASE_URL'], parse: postgresUrl, help: 'keep the metadata in this PostgreSQL database (postgres://...) instead of LevelDB in the data folder' },
   { key: 'publicUrl', flag: 'public-url', env: ['SRM_MIRROR_PUBLIC_URL'], parse: optionalUrl, help: 'base of the URLs handed to clients (default: from the request)' },
   { key: 'trustProxy', flag: 'trust-proxy', switch: true, env: ['SRM_MIRROR_TRUST_PROXY'], parse: bool, help: 'honour X-Forwarded-Proto/-Host' },
   { key: 'offline', flag: 'offline', switch: true, env: ['SRM_MIRROR_OFFLINE'], parse: bool, help: 'never contact the upstream; serve the cache only' },

@@ -27,6 +27,11 @@ export interface MetadataStore {
   /** The storage is failing (a corrupt block, an I/O error): since when and the last error; undefined when healthy. */
   problem(): MetadataProblem | undefined;
   close(): Promise<void>;
+  /**
+   * Only for a store other processes write to as well (PostgreSQL): calls onChange with the keys any process changed,
+   * or 'all' when which is unknown (notifications may have been missed). Returns a function that stops it.
+   */
+  watchChanges?(onChange: (keys: readonly string[] | 'all') => void): () => void;
 }
 
 /** Writes applied together or not at all. */
@@ -42,8 +47,9 @@ export async function hasKeys(store: Pick<MetadataStore, 'keys'>, prefix = ''): 
 }
 
 export class DataFolderLockedError extends Error {
-  constructor(readonly location: string) {
-    super(`the metadata database ${location} is in use by another srm-mirror process: stop it, or use another --data folder`);
+  /** what: the thing whose lock is held ("the metadata database", or "the data folder" for the lock file of a mirror on PostgreSQL). */
+  constructor(readonly location: string, what = 'the metadata database') {
+    super(`${what} ${location} is in use by another srm-mirror process: stop it, or use another --data folder`);
     this.name = 'DataFolderLockedError';
   }
 }
@@ -70,6 +76,37 @@ export class MetadataDamagedError extends Error {
 /** A storage failure counts as current this long after it last happened (a corrupt block fails each time it is read). */
 const PROBLEM_WINDOW_MS = 10 * 60_000;
 
+/**
+ * Spells of storage failures, for problem(): a spell begins with a failure after PROBLEM_WINDOW_MS without one (and
+ * is reported once, through onProblem), and ends PROBLEM_WINDOW_MS after its last failure.
+ */
+export class ProblemTracker {
+  private failing: { since: number; last: number; error: string } | undefined;
+
+  constructor(
+    private readonly now: () => number = Date.now,
+    private readonly onProblem?: (error: string) => void,
+  ) {}
+
+  /** Records a failure and returns it, to be thrown. */
+  failed(err: unknown): unknown {
+    const now = this.now();
+    const e = err as { code?: string; message?: string };
+    const error = e.code ? `${e.code}: ${e.message}` : String(e.message ?? err);
+    if (!this.failing || now - this.failing.last > PROBLEM_WINDOW_MS) {
+      this.failing = { since: now, last: now, error };
+      this.onProblem?.(error);
+    } else this.failing = { ...this.failing, last: now, error };
+    return err;
+  }
+
+  problem(): MetadataProblem | undefined {
+    const f = this.failing;
+    if (!f || this.now() - f.last > PROBLEM_WINDOW_MS) return undefined;
+    return { error: f.error, since: new Date(f.since).toISOString() };
+  }
+}
+
 /** Files of a LevelDB database besides CURRENT, LOCK and LOG: with them but without CURRENT, it is damaged. */
 const LEVELDB_DATA_FILE = /^(\d+\.(ldb|sst|log)|MANIFEST-\d+)$/;
 
@@ -80,14 +117,13 @@ export interface LevelMetadataStoreOptions {
 }
 
 export class LevelMetadataStore implements MetadataStore {
-  private failing: { since: number; last: number; error: string } | undefined;
-  private readonly now: () => number;
+  private readonly problems: ProblemTracker;
 
   private constructor(
     private readonly db: Level<string, unknown>,
-    private readonly options: LevelMetadataStoreOptions,
+    options: LevelMetadataStoreOptions,
   ) {
-    this.now = options.now ?? Date.now;
+    this.problems = new ProblemTracker(options.now, options.onProblem);
   }
 
   /**
@@ -159,9 +195,7 @@ export class LevelMetadataStore implements MetadataStore {
   }
 
   problem(): MetadataProblem | undefined {
-    const f = this.failing;
-    if (!f || this.now() - f.last > PROBLEM_WINDOW_MS) return undefined;
-    return { error: f.error, since: new Date(f.since).toISOString() };
+    return this.problems.problem();
   }
 
   async close(): Promise<void> {
@@ -176,16 +210,8 @@ export class LevelMetadataStore implements MetadataStore {
     }
   }
 
-  /** Records a failure of the database (the first of a spell is reported) and returns it to be thrown. */
   private failed(err: unknown): unknown {
-    const now = this.now();
-    const e = err as { code?: string; message?: string };
-    const error = e.code ? `${e.code}: ${e.message}` : String(e.message ?? err);
-    if (!this.failing || now - this.failing.last > PROBLEM_WINDOW_MS) {
-      this.failing = { since: now, last: now, error };
-      this.options.onProblem?.(error);
-    } else this.failing = { ...this.failing, last: now, error };
-    return err;
+    return this.problems.failed(err);
   }
 }
 
@@ -201,6 +227,7 @@ export class MemoryCachedStore implements MetadataStore {
    * read under way are here, so this stays as small as the reads in flight.
    */
   private readonly reading = new Map<string, { readers: number; writes: number }>();
+  private readonly unwatch: (() => void) | undefined;
 
   constructor(
     private readonly inner: MetadataStore,
@@ -211,6 +238,19 @@ export class MemoryCachedStore implements MetadataStore {
       // Entries are measured when they are stored (not on the hot path of a hit); a miss weighs a little.
       sizeCalculation: (entry) => (entry.value === undefined ? 16 : JSON.stringify(entry.value).length),
     });
+    // Another replica's writes make what is held here stale.
+    this.unwatch = inner.watchChanges?.((keys) => this.invalidate(keys));
+  }
+
+  /** Forgets keys another process changed ('all': any may have), and keeps reads of them under way out of memory. */
+  invalidate(keys: readonly string[] | 'all'): void {
+    if (keys === 'all') {
+      this.overtake(this.reading.keys());
+      this.lru.clear();
+      return;
+    }
+    this.overtake(keys);
+    for (const key of keys) this.lru.delete(key);
   }
 
   async get<T>(key: string): Promise<T | undefined> {
@@ -250,8 +290,9 @@ export class MemoryCachedStore implements MetadataStore {
   async apply(batch: Batch, options?: { durable?: boolean }): Promise<void> {
     const { put = [], del = [] } = batch;
     await this.written([...put.map(([key]) => key), ...del], this.inner.apply(batch, options), () => {
-      for (const key of del) this.lru.delete(key);
+      // In the order the store applies them: a key both put and deleted ends deleted.
       for (const [key, value] of put) this.lru.set(key, { value });
+      for (const key of del) this.lru.delete(key);
     });
   }
 
@@ -268,6 +309,7 @@ export class MemoryCachedStore implements MetadataStore {
   }
 
   async close(): Promise<void> {
+    this.unwatch?.();
     this.lru.clear();
     await this.inner.close();
   }
@@ -277,20 +319,22 @@ export class MemoryCachedStore implements MetadataStore {
    * reads of its keys under way are told, and the LRU follows, in the same step.
    */
   private async written(keys: readonly string[], write: Promise<void>, apply: () => void): Promise<void> {
-    const overtake = () => {
-      for (const key of keys) {
-        const r = this.reading.get(key);
-        if (r) r.writes++;
-      }
-    };
     try {
       await write;
     } catch (err) {
-      overtake();
+      this.overtake(keys);
       for (const key of keys) this.lru.delete(key);
       throw err;
     }
-    overtake();
+    this.overtake(keys);
     apply();
+  }
+
+  /** Tells the reads of keys under way that a write overtook them (what they read must not go into the LRU). */
+  private overtake(keys: Iterable<string>): void {
+    for (const key of keys) {
+      const r = this.reading.get(key);
+      if (r) r.writes++;
+    }
   }
 }

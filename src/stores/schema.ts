@@ -7,9 +7,12 @@
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Level } from 'level';
+import { redactUrl } from '../config/config.js';
 import type { Logger } from '../log.js';
+import { lockDataFolder } from './data-folder-lock.js';
 import { key, prefix } from './keys.js';
 import { DataFolderLockedError, hasKeys, LevelMetadataStore, MetadataDamagedError, type MetadataStore } from './metadata-store.js';
+import { PostgresMetadataStore } from './postgres-metadata-store.js';
 
 /** Whether the archive index (archive:, digest:) can be trusted, or was lost with the database and awaits repair. */
 export type IndexState = 'intact' | 'lost';
@@ -73,16 +76,46 @@ export interface OpenMetadataOptions {
   readonly now?: () => number;
 }
 
+/** Where the metadata lives: the embedded LevelDB in dataDir/meta, or the PostgreSQL database at databaseUrl. */
+export interface MetadataLocation {
+  readonly dataDir: string;
+  readonly databaseUrl: string | undefined;
+}
+
 /**
- * Opens the metadata database at location, migrating it to SCHEMA_VERSION, and says whether its archive index is
- * intact. Throws MetadataDamagedError (nothing created or changed) when LevelDB's files are damaged, and
+ * The one place the metadata engine is chosen: opens it, migrating its keyspace to SCHEMA_VERSION, and says whether
+ * the archive index is intact. On PostgreSQL the data folder is locked first (data-folder-lock.ts), and released
+ * when the store closes. Throws DataFolderLockedError when another process holds the data folder.
+ */
+export async function openMetadataStore({ dataDir, databaseUrl }: MetadataLocation, options: OpenMetadataOptions): Promise<{ store: MetadataStore; index: IndexState }> {
+  if (databaseUrl === undefined) return openMetadata(join(dataDir, 'meta'), options);
+  const location = redactUrl(databaseUrl);
+  const release = await lockDataFolder(dataDir);
+  let store: PostgresMetadataStore;
+  try {
+    store = await PostgresMetadataStore.open(databaseUrl, { now: options.now, onProblem: failing(options.log, location), onClose: release });
+  } catch (err) {
+    await release();
+    throw err;
+  }
+  return settled(store, location, options);
+}
+
+/**
+ * Opens the LevelDB metadata database at location, migrating it to SCHEMA_VERSION, and says whether its archive index
+ * is intact. Throws MetadataDamagedError (nothing created or changed) when LevelDB's files are damaged, and
  * DataFolderLockedError when another process holds the database.
  */
-export async function openMetadata(location: string, { hasArchives, log, now = Date.now }: OpenMetadataOptions): Promise<{ store: LevelMetadataStore; index: IndexState }> {
-  const store = await LevelMetadataStore.open(location, {
-    now,
-    onProblem: (error) => log.error('the metadata database is failing: answers pass through uncached where it does (see /-/status)', { location, error }),
-  });
+export async function openMetadata(location: string, options: OpenMetadataOptions): Promise<{ store: LevelMetadataStore; index: IndexState }> {
+  const store = await LevelMetadataStore.open(location, { now: options.now, onProblem: failing(options.log, location) });
+  return settled(store, location, options);
+}
+
+function failing(log: Logger, location: string): (error: string) => void {
+  return (error) => log.error('the metadata database is failing: answers pass through uncached where it does (see /-/status)', { location, error });
+}
+
+async function settled<S extends MetadataStore>(store: S, location: string, { hasArchives, log, now = Date.now }: OpenMetadataOptions): Promise<{ store: S; index: IndexState }> {
   try {
     return { store, index: await settle(store, location, { hasArchives, log, now }) };
   } catch (err) {
@@ -91,7 +124,7 @@ export async function openMetadata(location: string, { hasArchives, log, now = D
   }
 }
 
-async function settle(store: LevelMetadataStore, location: string, { hasArchives, log, now }: Required<OpenMetadataOptions>): Promise<IndexState> {
+async function settle(store: MetadataStore, location: string, { hasArchives, log, now }: Required<OpenMetadataOptions>): Promise<IndexState> {
   const lost = () => {
     log.error('the archive index is lost: the metadata database is empty but archives are on disk. Archives are kept (not collected); ' +
       'stop the mirror and run `srm-mirror repair` with the same --data folder to rebuild the index from the archive files', { location });

@@ -1,20 +1,53 @@
-// One contract, run against every MetadataStore implementation; then what only one of them does (LevelDB's damage
-// handling, the LRU's guard against resurrecting what a write replaced).
+// One contract, run against every MetadataStore implementation (LevelDB, and PostgreSQL on a throwaway cluster); then
+// what only one of them does (LevelDB's damage handling, the LRU's guard against resurrecting what a write replaced,
+// PostgreSQL's migrations and its invalidation of other replicas' LRUs).
 import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Level } from 'level';
-import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { LevelMetadataStore, MemoryCachedStore, MetadataDamagedError, type MetadataStore } from '../../src/stores/metadata-store.js';
+import { PostgresMetadataStore } from '../../src/stores/postgres-metadata-store.js';
+import { PostgresCluster, ensurePostgres } from '../fakes/postgres.js';
 import { ControlledStore } from '../fakes/stores.js';
-import { removeTempDirs, tempDir } from '../helpers.js';
+import { removeTempDirs, tempDir, until } from '../helpers.js';
 
-const implementations: Array<[string, (dir: string) => Promise<MetadataStore>]> = [
+const postgres = ensurePostgres();
+let cluster: PostgresCluster | undefined;
+/** A database per test folder, so that "close and reopen" finds its documents again. */
+const databases = new Map<string, string>();
+async function databaseFor(dir: string): Promise<string> {
+  let url = databases.get(dir);
+  if (url === undefined) databases.set(dir, (url = await cluster!.createDatabase()));
+  return url;
+}
+
+type Opener = [string, (dir: string) => Promise<MetadataStore>];
+const implementations: Opener[] = [
   ['LevelMetadataStore', (dir) => LevelMetadataStore.open(dir)],
   ['MemoryCachedStore over LevelMetadataStore', async (dir) => new MemoryCachedStore(await LevelMetadataStore.open(dir), 1 << 20)],
   ['MemoryCachedStore smaller than any document', async (dir) => new MemoryCachedStore(await LevelMetadataStore.open(dir), 1)],
+  ...('bin' in postgres
+    ? ([
+        ['PostgresMetadataStore', async (dir) => PostgresMetadataStore.open(await databaseFor(dir))],
+        ['MemoryCachedStore over PostgresMetadataStore', async (dir) => new MemoryCachedStore(await PostgresMetadataStore.open(await databaseFor(dir)), 1 << 20)],
+      ] satisfies Opener[])
+    : []),
 ];
 
-afterAll(removeTempDirs);
+beforeAll(async () => {
+  if ('bin' in postgres) cluster = await PostgresCluster.start(postgres.bin);
+}, 60_000);
+
+afterAll(async () => {
+  await cluster?.stop();
+  await removeTempDirs();
+});
+
+if ('skip' in postgres) {
+  describe(`PostgreSQL (skipped: ${postgres.skip})`, () => {
+    it.skip('runs the contract on PostgresMetadataStore', () => {});
+  });
+}
 
 describe.each(implementations)('%s', (_name, open) => {
   let dir: string;
@@ -84,6 +117,63 @@ describe.each(implementations)('%s', (_name, open) => {
     await store.put('a', 1);
     await store.get('a');
     expect(store.problem()).toBeUndefined();
+  });
+
+  it('applies puts and deletes together, in order: the last put of a key wins, a delete after a put removes it', async () => {
+    await store.putMany([
+      ['k', 1],
+      ['k', 2],
+    ]);
+    expect(await store.get('k')).toBe(2);
+    await store.put('gone', 1);
+    await store.apply({ put: [['both', 1], ['new', 'n']], del: ['both', 'gone'] }, { durable: true });
+    expect([await store.get('both'), await store.get('gone'), await store.get('new')]).toEqual([undefined, undefined, 'n']);
+  });
+
+  it('gives documents back as JSON.stringify wrote them (key order, escapes and numbers kept)', async () => {
+    const doc = { z: 1, a: [1.5, -0.25, 1e21, null, true], m: { y: 'ü日\u0000"\\', b: {} }, '': 'empty key' };
+    await store.put('doc', doc);
+    await store.close();
+    store = await open(dir); // from the database, not a memory cache
+    expect(JSON.stringify(await store.get('doc'))).toBe(JSON.stringify(doc));
+  });
+
+  it('orders keys by their UTF-8 bytes, as LevelDB does', async () => {
+    const keys = ['p:a', 'p:Z', 'p:_', 'p:%', 'p:é', 'p:日', 'p:~', 'p:A0', 'p:a-b', 'p:a:b'];
+    await store.putMany(keys.map((k) => [k, 1] as const));
+    const listed: string[] = [];
+    for await (const k of store.keys('p:')) listed.push(k);
+    expect(listed).toEqual([...keys].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b))));
+  });
+
+  it('takes % and _ in a prefix literally', async () => {
+    await store.putMany([
+      ['p%_:1', 1],
+      ['p%_:2', 1],
+      ['pab:1', 1],
+      ['p%x:1', 1],
+      ['p\\%_:1', 1],
+    ]);
+    const keys: string[] = [];
+    for await (const k of store.keys('p%_:')) keys.push(k);
+    expect(keys).toEqual(['p%_:1', 'p%_:2']);
+  });
+
+  it('scans more keys and documents than fit in one page of a scan', async () => {
+    const many = Array.from({ length: 2345 }, (_, i) => [`n:${String(i).padStart(5, '0')}`, { i }] as const);
+    await store.putMany(many);
+    await store.put('o:after', 1);
+    let count = 0;
+    let last = '';
+    for await (const k of store.keys('n:')) {
+      expect(k > last).toBe(true);
+      last = k;
+      count++;
+    }
+    expect(count).toBe(many.length);
+    const docs: number[] = [];
+    for await (const [, v] of store.entries<{ i: number }>('n:00')) docs.push(v.i); // n:00000 to n:00999
+    expect(docs).toEqual(many.slice(0, 1000).map(([, v]) => v.i));
   });
 
   it('keeps documents across a close and reopen', async () => {
@@ -215,6 +305,36 @@ describe('MemoryCachedStore', () => {
     expect(await inner.get('k')).toBe(after);
   });
 
+  it.each([
+    ['its key', ['k'] as const],
+    ['everything', 'all' as const],
+  ])('a read under way when %s is invalidated (another replica wrote) is not kept in memory', async (_name, keys) => {
+    await inner.put('k', 'old');
+    const held = inner.holdRead('k');
+    const read = store.get('k');
+    await held.reading;
+    await inner.inner.put('k', 'new'); // another replica's write...
+    store.invalidate(keys); // ...and its notification
+    held.release();
+    expect(await read).toBe('old');
+    expect(await store.get('k')).toBe('new');
+  });
+
+  it('drops invalidated keys, and only those', async () => {
+    await store.putMany([
+      ['a', 1],
+      ['b', 1],
+    ]);
+    await inner.inner.putMany([
+      ['a', 2],
+      ['b', 2],
+    ]);
+    store.invalidate(['a']);
+    expect([await store.get('a'), await store.get('b')]).toEqual([2, 1]);
+    store.invalidate('all');
+    expect(await store.get('b')).toBe(2);
+  });
+
   it('a read that no write overtook is kept in memory', async () => {
     await inner.put('k', 'v');
     expect(await store.get('k')).toBe('v');
@@ -235,5 +355,97 @@ describe('MemoryCachedStore', () => {
     inner.failReads = () => true;
     await expect(store.get('x')).rejects.toThrow();
     expect(store.problem()?.error).toMatch(/LEVEL_CORRUPTION/);
+  });
+});
+
+describe.skipIf(!('bin' in postgres))('PostgresMetadataStore only', () => {
+  const fast = { retryMinMs: 50, retryMaxMs: 200 };
+  const opened: MetadataStore[] = [];
+  const open = async (url: string) => {
+    const store = await PostgresMetadataStore.open(url, { limits: fast });
+    opened.push(store);
+    return store;
+  };
+  /** A replica's store with its memory cache, and what its notifications told it (a test watching beside the cache). */
+  const cached = async (url: string) => {
+    const inner = await PostgresMetadataStore.open(url, { limits: fast });
+    const told: Array<readonly string[] | 'all'> = [];
+    inner.watchChanges((keys) => told.push(keys));
+    const store = new MemoryCachedStore(inner, 1 << 20);
+    opened.push(store);
+    await until(() => told.includes('all')); // listening (the first LISTEN flushes)
+    return { store, told, heard: (key: string) => until(() => told.some((t) => t !== 'all' && t.includes(key))) };
+  };
+  /** Changes a document behind every store's back: no notification, as a write another replica lost would be. */
+  const behindTheBack = (url: string, key: string, value: unknown) =>
+    cluster!.admin((c) => c.query('UPDATE srm_metadata SET value = $2 WHERE key = $1', [key, JSON.stringify(value)]), new URL(url).pathname.slice(1));
+
+  afterEach(async () => {
+    for (const store of opened.splice(0)) await store.close();
+  });
+
+  it('migrates a new database once, however many replicas start on it together', async () => {
+    const url = await cluster!.createDatabase();
+    await Promise.all(Array.from({ length: 6 }, () => open(url)));
+    await open(url); // and again, on a database already up to date
+    const rows = await cluster!.admin((c) => c.query('SELECT version FROM srm_schema_migrations ORDER BY version'), new URL(url).pathname.slice(1));
+    expect(rows.rows).toEqual([{ version: 1 }]);
+  });
+
+  it('refuses a database a newer srm-mirror migrated, naming the database without its password', async () => {
+    const url = await cluster!.createDatabase();
+    await open(url);
+    await cluster!.admin((c) => c.query("INSERT INTO srm_schema_migrations (version, what) VALUES (999, 'future')"), new URL(url).pathname.slice(1));
+    const withPassword = url.replace('postgres@', 'postgres:hunter2secret@');
+    const err = (await PostgresMetadataStore.open(withPassword).catch((e: unknown) => e)) as Error;
+    expect(err.message).toMatch(/SQL schema 999, written by a newer srm-mirror/);
+    expect(err.message).toContain('postgres://***@127.0.0.1');
+    expect(err.message).not.toContain('hunter2secret');
+  });
+
+  it("a write through one replica drops another replica's cached copy", async () => {
+    const url = await cluster!.createDatabase();
+    const a = await open(url); // a replica's store (no memory cache: it needs no notifications)
+    const { store: b, heard } = await cached(url);
+    await a.putMany([
+      ['k', 'v1'],
+      ['other', 'o1'],
+    ]);
+    await heard('k');
+    expect(await b.get('k')).toBe('v1');
+    await behindTheBack(url, 'k', 'changed silently');
+    expect(await b.get('k')).toBe('v1'); // served from B's memory: nothing told B
+    await a.put('k', 'v2');
+    await until(async () => (await b.get('k')) === 'v2');
+    await a.del('k');
+    await until(async () => (await b.get('k')) === undefined);
+    // A batch naming more keys than fit in one notification is told in several.
+    expect(await b.get('other')).toBe('o1');
+    await behindTheBack(url, 'other', 'o2');
+    const keys = Array.from({ length: 400 }, (_, i) => `release:some-long-package-name:${i}.0.0`);
+    await a.putMany([...keys, 'other'].map((k) => [k, 1] as const));
+    await until(async () => (await b.get('other')) === 1);
+    // One naming too many keys to tell drops everything.
+    await behindTheBack(url, 'other', 'o3');
+    expect(await b.get('other')).toBe(1);
+    await a.putMany(Array.from({ length: 8000 }, (_, i) => [`access:some-long-package-name@${i}.0.0`, i] as const));
+    await until(async () => (await b.get('other')) === 'o3');
+  });
+
+  it('losing the notifications connection flushes the cache, is reported, and is reconnected', async () => {
+    const url = await cluster!.createDatabase();
+    const a = await open(url);
+    const { store: b, heard } = await cached(url);
+    await a.put('k', 'v1');
+    await heard('k');
+    expect(await b.get('k')).toBe('v1');
+    await behindTheBack(url, 'k', 'changed silently');
+    expect(await b.get('k')).toBe('v1');
+    await cluster!.admin((c) => c.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'srm-mirror listen' AND datname = $1", [new URL(url).pathname.slice(1)]));
+    await until(async () => (await b.get('k')) === 'changed silently');
+    expect(b.problem()?.error).toMatch(/notifications connection was lost/);
+    // Listening again: a later write is seen.
+    await a.put('k', 'v3');
+    await until(async () => (await b.get('k')) === 'v3');
   });
 });

@@ -97,6 +97,29 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ flags: { config: file }, env: {} })).toThrow(/expected a JSON object/);
   });
 
+  it('keeps the metadata in LevelDB unless a PostgreSQL URL is given, and refuses any other URL without repeating its password', () => {
+    expect(loadConfig({ env: {} }).databaseUrl).toBeUndefined();
+    const url = 'postgresql://srm:s3cret-pass@db.internal:5432/srm?sslmode=require';
+    expect(loadConfig({ env: { SRM_MIRROR_DATABASE_URL: url } }).databaseUrl).toBe(url);
+    expect(loadConfig({ env: {}, flags: { 'database-url': 'postgres://db/srm' } }).databaseUrl).toBe('postgres://db/srm');
+    for (const [bad, source] of [
+      ['mysql://srm:s3cret-pass@db/srm', 'SRM_MIRROR_DATABASE_URL'],
+      ['postgres://?password=s3cret-pass', 'SRM_MIRROR_DATABASE_URL'],
+      ['db.internal:5432', 'SRM_MIRROR_DATABASE_URL'],
+    ] as const) {
+      const message = (() => {
+        try {
+          loadConfig({ env: { [source]: bad } });
+        } catch (err) {
+          return (err as Error).message;
+        }
+        return 'accepted';
+      })();
+      expect(message).toMatch(/invalid setting "SRM_MIRROR_DATABASE_URL": expected a PostgreSQL URL such as "postgres:\/\/.*", got "/);
+      expect(message).not.toContain('s3cret-pass');
+    }
+  });
+
   it('strips a trailing slash from URLs', () => {
     expect(loadConfig({ flags: { upstream: 'http://up.example/v3/', 'public-url': 'https://m.example/' }, env: {} })).toMatchObject({
       upstream: { url: 'http://up.example/v3' },
