@@ -25,6 +25,7 @@ import { ArchiveCache, type ScrubReport } from './core/archives/archive-cache.js
 import { rateLimit, realClock } from './core/archives/archive-scrub.js';
 import type { RecoveryReport } from './core/archives/archive-recovery.js';
 import { Follows } from './core/follows.js';
+import { defaultReplicaId, loneMirror, type Exclusive, type Fleet, type FleetStatus } from './core/fleet.js';
 import { Access } from './core/hosted/access.js';
 import { GenericPackages, type GenericInventory } from './core/hosted/generic-packages.js';
 import { HostedBlobs, type HostedAudit } from './core/hosted/hosted-blobs.js';
@@ -52,6 +53,8 @@ import { MirrorMetrics, requestObserver, type ImportTotals } from './metrics.js'
 import { readiness, type Readiness } from './ready.js';
 import { FsArchiveStore } from './stores/archive-store.js';
 import { prefix } from './stores/keys.js';
+import { DEFAULT_FLEET_LIMITS, PostgresFleet } from './stores/postgres-fleet.js';
+import { PostgresMetadataStore } from './stores/postgres-metadata-store.js';
 import { hasKeys, MemoryCachedStore, type MetadataProblem } from './stores/metadata-store.js';
 import { markIndexIntact, openMetadataStore, type IndexState } from './stores/schema.js';
 import { parseTarget, Prefetcher, type PrefetchSummary, type PrefetchTarget } from './jobs/prefetch.js';
@@ -106,6 +109,8 @@ export type VerifyReport = ScrubReport & { readonly hosted: HostedAudit };
 /** What GET /-/status and `srm-mirror status` show. */
 export interface MirrorStatus {
   readonly dataDir: string;
+  /** This replica, the fleet's leader, the coordination's state (a lone mirror on LevelDB: itself, always leading). */
+  readonly fleet: FleetStatus & { readonly database: 'leveldb' | 'postgres' };
   readonly offline: boolean;
   /** `index: 'lost'`: the archive index went with the metadata database; archives are kept until a repair rebuilds it. */
   readonly metadata: { readonly packages: number; readonly versions: number; readonly index: IndexState };
@@ -155,6 +160,11 @@ export interface MirrorOptions {
 /** How long fills cut at the shutdown deadline get to clean up before the stores close. */
 const FILL_CLEANUP_MS = 250;
 
+/**
+ * Replicas on one archive folder: an archive used within this long is never evicted (another replica may be serving
+ * it; its lease is out of the leader's sight). Past the access times' save interval and any download's length.
+ */
+const EVICTION_GRACE_MS = 10 * 60_000;
 /** How often the archives' last-access times are saved (they are kept in memory in between). */
 const SAVE_ACCESS_MS = 60_000;
 /** How often expired lists and 404s are swept, and follows nobody asked for are dropped (each reads every record). */
@@ -170,7 +180,24 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
   const metadata = await openMetadataStore(config, { hasArchives, log });
   if (config.databaseUrl !== undefined) log.info('metadata on PostgreSQL', { database: redactUrl(config.databaseUrl) }); // no password
   const store = new MemoryCachedStore(metadata.store, config.cache.memorySizeBytes);
-  const archiveStore = await FsArchiveStore.open(join(config.dataDir, 'archives'), { removeTempFiles: role === 'server' });
+  // Replicas on PostgreSQL share the data folder and coordinate in the database (core/fleet.ts); one place chooses.
+  const replica = config.replicaId ?? defaultReplicaId();
+  const onPostgres = metadata.store instanceof PostgresMetadataStore;
+  const fleet: Fleet =
+    metadata.store instanceof PostgresMetadataStore
+      ? new PostgresFleet(replica, metadata.store.connection, { ...DEFAULT_FLEET_LIMITS, campaign: role === 'server' }, log)
+      : loneMirror(replica);
+  // Under the fleet's lock, the key is read from the database, not from this replica's memory (which hears of other
+  // replicas' writes a moment later).
+  const exclusive: Exclusive | undefined = onPostgres
+    ? (key, fn) =>
+        fleet.exclusive(key, () => {
+          store.invalidate([key]);
+          return fn();
+        })
+    : undefined;
+  const shared = onPostgres ? replica : undefined; // the temp folder of this replica on a shared data folder
+  const archiveStore = await FsArchiveStore.open(join(config.dataDir, 'archives'), { removeTempFiles: role === 'server', replica: shared });
   const http = new UpstreamHttp({ ...config.upstream, writes: config.writes, now });
   const isV3 = config.upstream.type === 'serverless-v3';
   if (config.offline) log.info('offline mode: the upstream is never contacted');
@@ -185,10 +212,12 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
     contentCheck: { file: checkZip, stream: checkZipTail }, // every archive the mirror serves is a component's zip
     memory: { maxBytes: config.cache.memoryArchivesBytes, maxArchiveBytes: config.cache.memoryArchiveMaxBytes },
     clock: { ...realClock, now },
+    exclusive,
+    shared: onPostgres ? { leads: () => fleet.isLeader(), graceMs: EVICTION_GRACE_MS } : undefined,
   });
   await archives.init();
   // Hosted content: its own durable store, which nothing of the cache (quota, collection, scrub, repair) touches.
-  const hostedStore = await FsArchiveStore.open(join(config.dataDir, 'hosted'), { removeTempFiles: role === 'server', durable: true });
+  const hostedStore = await FsArchiveStore.open(join(config.dataDir, 'hosted'), { removeTempFiles: role === 'server', durable: true, replica: shared });
   const hostedBlobs = new HostedBlobs(store, hostedStore, log, { maxFileBytes: config.hosted.maxFileBytes, maxTotalBytes: config.hosted.maxSizeBytes, now });
   await hostedBlobs.init();
   const access = new Access(config.hosted);
@@ -202,9 +231,14 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
   });
   const unread = await hostedComponents.init();
   if (unread) log.error('the names of hosted components cannot be read from the metadata database: only hosted.packages mark names as hosted until it is repaired', { error: String(unread) });
+  // Another replica's publish makes a name hosted here on the next request: its write's notification rereads the names.
+  const unwatchHosted = metadata.store.watchChanges?.((keys) => {
+    if (keys !== 'all' && !keys.some((k) => k.startsWith(prefix.hostedComponent))) return;
+    void hostedComponents.init().then((err) => err && log.warn('hosted names not read again', { error: String(err) }));
+  });
   const generic = new GenericPackages(store, hostedBlobs, now);
   const follows = await Follows.open(store, { followForMs: config.prefetch.followForMs, now });
-  const metadataCache = new MetadataCache(store, { ...config.cache, staleAfterMs: config.upstream.staleAfterMs, now });
+  const metadataCache = new MetadataCache(store, { ...config.cache, staleAfterMs: config.upstream.staleAfterMs, now, exclusive });
   const registry = new Registry(upstreamOver(http), metadataCache, archives, {
     offline: config.offline,
     onRequested: config.prefetch.followRequested ? (name) => follows.add(name) : undefined,
@@ -259,6 +293,7 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
   };
   const status = async (known?: KnownInventories): Promise<MirrorStatus> => ({
     dataDir: config.dataDir,
+    fleet: { ...(await fleet.status()), database: onPostgres ? 'postgres' : 'leveldb' },
     offline: config.offline,
     metadata: { ...(await registry.inventory()), index: metadata.index },
     metadataProblem: store.problem(),
@@ -301,7 +336,7 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
 
   // Observability (issue 12): prom-client metrics on this mirror's own registry, read from its parts when scraped;
   // readiness (storage writable, config loaded; never the upstream).
-  const metrics = new MirrorMetrics();
+  const metrics = new MirrorMetrics({ replica: onPostgres ? replica : undefined });
   http.observeWith(metrics.upstream);
   metrics.watch({
     upstream: () => ({ counts: http.counts, circuit: http.circuit, pending: http.pending }),
@@ -327,14 +362,21 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
   const jobs: Array<{ stop(): unknown }> = [];
   if (role === 'server') {
     // An archive whose key a crash kept from being written is garbage: collect it (and apply the quota) at start.
-    void archives.reclaimer.enforce().catch((err: unknown) => log.warn('start-up clean-up of archives failed', { error: String(err) }));
-    const scrub = () => void verifyNow('schedule', false).catch((err: unknown) => log.error('scrub failed', { error: String(err) }));
+    // (Replicas: the leader does, after each save of the access times below.)
+    const failedCleanUp = (err: unknown) => log.warn('clean-up of archives failed', { error: String(err) });
+    if (!onPostgres) void archives.reclaimer.enforce().catch(failedCleanUp);
+    // The fleet-wide jobs run on the leader alone (a lone mirror always leads).
+    const scrub = () => fleet.isLeader() && void verifyNow('schedule', false).catch((err: unknown) => log.error('scrub failed', { error: String(err) }));
     jobs.push(cron.schedule(config.cache.scrubSchedule, scrub, { name: 'scrub', noOverlap: true }));
     if (config.prefetch.enabled && !config.offline) {
-      const scheduled = () => void prefetchNow('schedule').catch((err: unknown) => log.error('prefetch run failed', { error: String(err) }));
+      const scheduled = () => fleet.isLeader() && void prefetchNow('schedule').catch((err: unknown) => log.error('prefetch run failed', { error: String(err) }));
       jobs.push(cron.schedule(config.prefetch.schedule, scheduled, { name: 'prefetch', noOverlap: true }));
     }
-    const saver = setInterval(() => void archives.saveAccessTimes().catch(() => {}), SAVE_ACCESS_MS);
+    const saveAccess = async () => {
+      await archives.saveAccessTimes();
+      if (onPostgres && fleet.isLeader()) await archives.reclaimer.enforce();
+    };
+    const saver = setInterval(() => void saveAccess().catch(failedCleanUp), SAVE_ACCESS_MS);
     const sweeper = setInterval(() => {
       const failed = (err: unknown) => log.warn('sweep failed', { error: String(err) });
       void metadataCache.sweep().catch(failed);
@@ -432,6 +474,8 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
       await archives.drain(FILL_CLEANUP_MS);
       await archives.saveAccessTimes();
       await generic.settled(); // download counts queued by the last requests
+      unwatchHosted?.();
+      await fleet.close(); // its locks and the leadership go with its sessions
       await store.close();
     },
   };

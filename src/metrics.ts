@@ -159,7 +159,9 @@ export class MirrorMetrics {
   private readonly requests = new RequestStats();
   private readonly upstreamDuration: Histogram<'kind' | 'outcome'>;
 
-  constructor() {
+  /** `replica`: every series carries it (replicas of one fleet scraped side by side). */
+  constructor({ replica }: { replica?: string } = {}) {
+    if (replica !== undefined) this.registry.setDefaultLabels({ replica });
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
     for (const m of this.requests.metrics()) this.registry.registerMetric(m as Parameters<Registry['registerMetric']>[0]);

@@ -17,6 +17,8 @@ export interface Config {
   readonly dataDir: string;
   /** The PostgreSQL database of the metadata (issue 14); undefined: LevelDB in dataDir. Shown only through redactUrl. */
   readonly databaseUrl: string | undefined;
+  /** This replica's name among those sharing one database and data folder (issue 14); undefined: host name and pid. */
+  readonly replicaId: string | undefined;
   /** Base URL for the URLs the mirror hands out; undefined = derived from each request. */
   readonly publicUrl: string | undefined;
   readonly trustProxy: boolean;
@@ -165,6 +167,13 @@ type Parse<T> = (value: unknown, setting: string) => T;
 const str: Parse<string> = (v, s) => {
   if (typeof v === 'string' && v.trim() !== '') return v;
   throw new ConfigError(s, 'a non-empty string', v);
+};
+
+/** A replica id names its temp folder and its database sessions: letters, digits, ".", "_" and "-". */
+const replicaId: Parse<string | undefined> = (v, s) => {
+  if (v === null || v === undefined || v === '') return undefined;
+  if (typeof v === 'string' && /^[\w.-]{1,40}$/.test(v) && !/^\.+$/.test(v)) return v;
+  throw new ConfigError(s, 'up to 40 letters, digits, ".", "_" or "-", such as "mirror-2"', v);
 };
 
 const optionalUrl: Parse<string | undefined> = (v, s) => (v === null || v === undefined || v === '' ? undefined : url(v, s));
@@ -456,6 +465,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'port', flag: 'port', env: ['SRM_MIRROR_PORT', 'PORT'], parse: integer(0, 65535), help: 'port to listen on' },
   { key: 'dataDir', flag: 'data', env: ['SRM_MIRROR_DATA'], parse: str, help: 'folder for the metadata database and archives' },
   { key: 'databaseUrl', flag: 'database-url', env: ['SRM_MIRROR_DATABASE_URL'], parse: postgresUrl, help: 'keep the metadata in this PostgreSQL database (postgres://...) instead of LevelDB in the data folder' },
+  { key: 'replicaId', flag: 'replica-id', env: ['SRM_MIRROR_REPLICA_ID'], parse: replicaId, help: 'this replica\'s name among those on one database and data folder (default: host name and pid)' },
   { key: 'publicUrl', flag: 'public-url', env: ['SRM_MIRROR_PUBLIC_URL'], parse: optionalUrl, help: 'base of the URLs handed to clients (default: from the request)' },
   { key: 'trustProxy', flag: 'trust-proxy', switch: true, env: ['SRM_MIRROR_TRUST_PROXY'], parse: bool, help: 'honour X-Forwarded-Proto/-Host' },
   { key: 'offline', flag: 'offline', switch: true, env: ['SRM_MIRROR_OFFLINE'], parse: bool, help: 'never contact the upstream; serve the cache only' },

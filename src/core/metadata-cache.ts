@@ -12,6 +12,7 @@
 import { MirrorError, toMirrorError } from '../model/errors.js';
 import { prefix as keyPrefix } from '../stores/keys.js';
 import type { MetadataStore } from '../stores/metadata-store.js';
+import { unshared, type Exclusive } from './fleet.js';
 import type { Validators } from '../upstreams/http.js';
 import type { Fetched } from '../upstreams/upstream.js';
 
@@ -46,6 +47,8 @@ export interface MetadataCacheOptions {
   readonly now?: () => number;
   /** Resolves after ms (tests pass their own); it may stay pending once signal is aborted. */
   readonly delay?: (ms: number, signal: AbortSignal) => Promise<void>;
+  /** Replicas on one database: one upstream refresh of a key across all of them (default: this process alone). */
+  readonly exclusive?: Exclusive;
 }
 
 /**
@@ -110,7 +113,8 @@ export class MetadataCache {
     if (flight) this.coalesced++;
     else {
       const started = (flight = new Flight());
-      started.promise = this.fly(key, started, fetch, opts).finally(() => {
+      // fly reads the store again once it holds the fleet's lock: another replica's refresh may have stored a fresh copy.
+      started.promise = (this.options.exclusive ?? unshared)(key, () => this.fly(key, started, fetch, opts)).finally(() => {
         if (this.flights.get(key) === started) this.flights.delete(key);
       });
       this.flights.set(key, started);

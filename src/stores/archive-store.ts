@@ -122,7 +122,16 @@ export interface FsArchiveStoreOptions {
    * else (hosted packages). A cache does without: a torn file is caught by its hash and fetched again.
    */
   readonly durable?: boolean;
+  /**
+   * Several replicas share the folder (issue 14): each writes its temp files in tmp/<replica>/ and, starting, removes
+   * only its own and those of folders nobody wrote to for STALE_TEMP_MS (a dead replica's): never another replica's
+   * fill in progress. Commits are renames within the one file system, atomic for every replica.
+   */
+  readonly replica?: string;
 }
+
+/** A shared store's temp folder untouched this long belongs to a replica that is gone (a fill writes all the time). */
+const STALE_TEMP_MS = 3_600_000;
 
 export class FsArchiveStore implements ArchiveStore {
   private readonly syncedShards = new Set<string>();
@@ -130,12 +139,18 @@ export class FsArchiveStore implements ArchiveStore {
   private constructor(
     private readonly root: string,
     private readonly durable: boolean,
+    /** Where this process's temp files go: tmp/, or tmp/<replica>/ on a shared folder. */
+    private readonly temp: string,
   ) {}
 
-  static async open(root: string, { removeTempFiles = true, durable = false }: FsArchiveStoreOptions = {}): Promise<FsArchiveStore> {
-    if (removeTempFiles) await rm(join(root, 'tmp'), { recursive: true, force: true });
-    for (const dir of ['tmp', 'sha256', 'quarantine']) await mkdir(join(root, dir), { recursive: true });
-    return new FsArchiveStore(root, durable);
+  static async open(root: string, { removeTempFiles = true, durable = false, replica }: FsArchiveStoreOptions = {}): Promise<FsArchiveStore> {
+    const temp = replica === undefined ? join(root, 'tmp') : join(root, 'tmp', replica);
+    if (removeTempFiles) {
+      await rm(temp, { recursive: true, force: true });
+      if (replica !== undefined) await removeStaleTemp(join(root, 'tmp'), Date.now() - STALE_TEMP_MS);
+    }
+    for (const dir of [temp, join(root, 'sha256'), join(root, 'quarantine')]) await mkdir(dir, { recursive: true });
+    return new FsArchiveStore(root, durable, temp);
   }
 
   /** Where a committed archive's file is; the digest is checked, so no other string ever becomes a path. */
@@ -162,7 +177,7 @@ export class FsArchiveStore implements ArchiveStore {
   }
 
   async createWriter({ durable = this.durable }: { durable?: boolean } = {}): Promise<ArchiveWriter> {
-    const tempPath = join(this.root, 'tmp', `${randomUUID()}.part`);
+    const tempPath = join(this.temp, `${randomUUID()}.part`);
     // Read and write: a commit's content check reads the temp file back.
     return new FsArchiveWriter(this.path.bind(this), tempPath, await open(tempPath, 'wx+'), durable, this.syncedShards);
   }
@@ -180,12 +195,12 @@ export class FsArchiveStore implements ArchiveStore {
   }
 
   async tempFiles(): Promise<string[]> {
-    return readdir(join(this.root, 'tmp'));
+    return (await readdir(this.temp, { withFileTypes: true })).filter((e) => e.isFile()).map((e) => e.name);
   }
 
   async deleteTemp(name: string): Promise<void> {
     if (!/^[\w-]+\.part$/.test(name)) throw new Error(`not a temp file name: ${JSON.stringify(name)}`);
-    await rm(join(this.root, 'tmp', name), { force: true });
+    await rm(join(this.temp, name), { force: true });
   }
 
   async quarantine(digest: string): Promise<void> {
@@ -207,6 +222,21 @@ export class FsArchiveStore implements ArchiveStore {
   location(digest: string): string {
     if (!DIGEST.test(digest)) throw new Error(`not a sha256 digest: ${JSON.stringify(digest)}`);
     return `${digest.slice(0, 2)}/${digest}`;
+  }
+}
+
+/** Removes the replicas' temp folders in `tmp` whose files (and the folder itself) all changed before `before`. */
+async function removeStaleTemp(tmp: string, before: number): Promise<void> {
+  for (const entry of await readdir(tmp, { withFileTypes: true }).catch(() => [])) {
+    const dir = join(tmp, entry.name);
+    if (!entry.isDirectory()) {
+      // a flat temp file of the folder's days with one mirror alone
+      if (((await stat(dir).catch(() => undefined))?.mtimeMs ?? 0) < before) await rm(dir, { force: true });
+      continue;
+    }
+    const files = await readdir(dir).catch(() => []);
+    const times = await Promise.all([dir, ...files.map((f) => join(dir, f))].map((p) => stat(p).then((s) => s.mtimeMs, () => 0)));
+    if (Math.max(...times) < before) await rm(dir, { recursive: true, force: true });
   }
 }
 

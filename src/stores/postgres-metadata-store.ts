@@ -32,8 +32,6 @@ export interface PostgresMetadataStoreOptions {
   /** Told of the first failure of each spell of failures (to log it once). */
   readonly onProblem?: (error: string) => void;
   readonly now?: () => number;
-  /** Runs once the store is closed (the data folder's lock is released there). */
-  readonly onClose?: () => Promise<void>;
   readonly limits?: Partial<PostgresLimits>;
 }
 
@@ -55,9 +53,10 @@ export class PostgresMetadataStore implements MetadataStore {
 
   private constructor(
     private readonly pool: pg.Pool,
-    private readonly connection: pg.ClientConfig,
+    /** How to connect (for the sessions of its own that stores/postgres-fleet.ts opens). */
+    readonly connection: pg.ClientConfig,
     private readonly limits: PostgresLimits,
-    private readonly options: PostgresMetadataStoreOptions,
+    options: PostgresMetadataStoreOptions,
   ) {
     this.problems = new ProblemTracker(options.now, options.onProblem);
     // A connection of the pool that fails while idle emits 'error': without a listener it would crash the process.
@@ -142,12 +141,8 @@ export class PostgresMetadataStore implements MetadataStore {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    try {
-      await this.listener?.stop();
-      await this.pool.end();
-    } finally {
-      await this.options.onClose?.();
-    }
+    await this.listener?.stop();
+    await this.pool.end();
   }
 
   /** Level applies a batch in order, puts before deletes: the last put of a key wins, and a delete after it removes it. */

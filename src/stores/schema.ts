@@ -9,7 +9,6 @@ import { join } from 'node:path';
 import { Level } from 'level';
 import { redactUrl } from '../config/config.js';
 import type { Logger } from '../log.js';
-import { lockDataFolder } from './data-folder-lock.js';
 import { key, prefix } from './keys.js';
 import { DataFolderLockedError, hasKeys, LevelMetadataStore, MetadataDamagedError, type MetadataStore } from './metadata-store.js';
 import { PostgresMetadataStore } from './postgres-metadata-store.js';
@@ -84,20 +83,13 @@ export interface MetadataLocation {
 
 /**
  * The one place the metadata engine is chosen: opens it, migrating its keyspace to SCHEMA_VERSION, and says whether
- * the archive index is intact. On PostgreSQL the data folder is locked first (data-folder-lock.ts), and released
- * when the store closes. Throws DataFolderLockedError when another process holds the data folder.
+ * the archive index is intact. LevelDB's LOCK gives the data folder to one process (DataFolderLockedError otherwise);
+ * on PostgreSQL several replicas share the data folder (issue 14: per-replica temp folders, atomic renames).
  */
 export async function openMetadataStore({ dataDir, databaseUrl }: MetadataLocation, options: OpenMetadataOptions): Promise<{ store: MetadataStore; index: IndexState }> {
   if (databaseUrl === undefined) return openMetadata(join(dataDir, 'meta'), options);
   const location = redactUrl(databaseUrl);
-  const release = await lockDataFolder(dataDir);
-  let store: PostgresMetadataStore;
-  try {
-    store = await PostgresMetadataStore.open(databaseUrl, { now: options.now, onProblem: failing(options.log, location), onClose: release });
-  } catch (err) {
-    await release();
-    throw err;
-  }
+  const store = await PostgresMetadataStore.open(databaseUrl, { now: options.now, onProblem: failing(options.log, location) });
   return settled(store, location, options);
 }
 

@@ -1,6 +1,6 @@
 // The mirror on PostgreSQL (issue 14, part 1), on a throwaway cluster: a warmed LevelDB store migrated into it serves
-// the same; two mirror processes on one database see each other's writes at once (LISTEN/NOTIFY); a data folder
-// stays owned by one process.
+// the same; two mirror processes on one database see each other's writes at once (LISTEN/NOTIFY); they may share
+// a data folder (issue 14 part 2, fleet.test.ts).
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PostgresCluster, ensurePostgres } from '../fakes/postgres.js';
@@ -66,8 +66,13 @@ describe.skipIf(!('bin' in postgres))('the mirror on PostgreSQL', () => {
       expect(await Promise.all(paths.map((p) => v3Body(onPg.url + p)))).toEqual(before.map((b) => JSON.parse(JSON.stringify(b).replaceAll(warm.mirror.url, onPg.url))));
       expect(((await json(`${onPg.url}/-/status`)) as { metadata: unknown }).metadata).toEqual(statusBefore.metadata);
       expect((await fetchOk(`${onPg.url}/v3/packages/fc3/zipball/1.1.0`)).length).toBeGreaterThan(3000);
-      // The data folder is still this process's alone.
-      await expect(startMirror('http://127.0.0.1:9/v3', { data: dataDir, 'database-url': url, offline: true })).rejects.toThrow(/the data folder .* is in use by another srm-mirror process/);
+      // On PostgreSQL, replicas share the data folder (fleet.test.ts): a second one starts and serves the same.
+      const second = await startMirror('http://127.0.0.1:9/v3', { data: dataDir, 'database-url': url, offline: true, 'hosted-packages': 'corp-*', 'replica-id': 'second' });
+      try {
+        expect((await fetchOk(`${second.url}/v3/packages/fc3/zipball/1.1.0`)).length).toBeGreaterThan(3000);
+      } finally {
+        await second.close();
+      }
     } finally {
       await onPg.close();
     }

@@ -16,14 +16,15 @@ import { MirrorError } from '../../model/errors.js';
 import type { ArchiveRef } from '../../model/release.js';
 import type { ArchiveReader, ArchiveStore, StoredReader } from '../../stores/archive-store.js';
 import type { MetadataStore } from '../../stores/metadata-store.js';
+import type { Exclusive } from '../fleet.js';
 import { ArchiveFiller, type ArchiveSource, type ContentCheck, type DiskProblem } from './archive-filler.js';
 import { ArchiveIndex } from './archive-index.js';
 import { ArchiveMemory, bufferReader, type MemoryOptions, type MemoryStatus } from './archive-memory.js';
 import { ArchiveQuota } from './archive-quota.js';
-import { ArchiveReclaimer } from './archive-reclaimer.js';
+import { ArchiveReclaimer, type SharedReclaim } from './archive-reclaimer.js';
 import { rebuildIndex, type RecoveryReport } from './archive-recovery.js';
 import { ArchiveScrubber, realClock, type Clock, type ScrubOptions, type ScrubReport } from './archive-scrub.js';
-import { ArchiveVerifier, verifyingReader } from './archive-verifier.js';
+import { ArchiveVerifier, SHARED_RACY_MS, verifyingReader } from './archive-verifier.js';
 
 export type { ArchiveSource, ArchiveDownload, DiskProblem } from './archive-filler.js';
 export type { ScrubReport } from './archive-scrub.js';
@@ -63,6 +64,13 @@ export interface ArchiveCacheOptions {
   /** Small hot archives held in memory (default: none). */
   readonly memory?: MemoryOptions;
   readonly clock?: Clock;
+  /** Replicas on one database: one fill of a version across all of them (default: this process alone). */
+  readonly exclusive?: Exclusive;
+  /**
+   * The store is a folder shared by replicas on several hosts: its files' versions are trusted later (archive-verifier.ts),
+   * and only the leader collects and evicts, sparing what was used within the grace period (archive-reclaimer.ts).
+   */
+  readonly shared?: SharedReclaim;
 }
 
 export class ArchiveCache {
@@ -82,11 +90,11 @@ export class ArchiveCache {
     const clock = options.clock ?? realClock;
     const now = () => clock.now();
     this.index = new ArchiveIndex(db);
-    this.verifier = new ArchiveVerifier(now);
+    this.verifier = new ArchiveVerifier(now, options.shared ? SHARED_RACY_MS : undefined);
     this.memory = new ArchiveMemory(options.memory ?? { maxBytes: 0, maxArchiveBytes: 0 });
     const forget = (digest: string) => (this.verifier.forget(digest), this.memory.drop(digest));
-    this.reclaimer = new ArchiveReclaimer(store, this.index, new ArchiveQuota(options.quotaBytes, now), forget, log, options.indexIntact, now);
-    this.filler = new ArchiveFiller(store, this.index, this.verifier, this.reclaimer, log, options.contentCheck, now);
+    this.reclaimer = new ArchiveReclaimer(store, this.index, new ArchiveQuota(options.quotaBytes, now), forget, log, options.indexIntact, now, options.shared);
+    this.filler = new ArchiveFiller(store, this.index, this.verifier, this.reclaimer, log, options.contentCheck, now, options.exclusive);
     this.scrubber = new ArchiveScrubber(store, this.index, this.verifier, this.reclaimer, log, options.scrubRate, clock);
   }
 

@@ -14,6 +14,8 @@ import { MirrorError } from '../../model/errors.js';
 import type { ArchiveRef } from '../../model/release.js';
 import { ArchiveRejectedError, checkCounted, type ArchiveReader, type ArchiveStore, type ArchiveWriter, type Expected } from '../../stores/archive-store.js';
 import type { Headers, UpstreamBody } from '../../upstreams/http.js';
+import { unshared, type Exclusive } from '../fleet.js';
+import { key } from '../../stores/keys.js';
 import { deferred } from '../single-flight.js';
 import type { ArchiveIndex } from './archive-index.js';
 import type { ArchiveReclaimer } from './archive-reclaimer.js';
@@ -77,6 +79,8 @@ export class ArchiveFiller {
     private readonly log: Logger,
     private readonly contentCheck: ContentCheck | undefined,
     private readonly now: () => number = Date.now,
+    /** Replicas on one database: one fill of a version across all of them (core/fleet.ts). */
+    private readonly exclusive: Exclusive = unshared,
   ) {}
 
   /** The version's bytes for one client: following the fill under way or a new one; undefined once it is stored. */
@@ -115,8 +119,9 @@ export class ArchiveFiller {
     this.fills.set(id, started.promise);
     // A failed fill is forgotten before its readers hear of it, so that a client retrying at once starts a new one.
     const forget = () => void (this.fills.get(id) === started.promise && this.fills.delete(id));
-    const run = async () => {
-      // Looked up again: a fill that just finished may have stored it while our caller looked.
+    // Under the fleet's lock on the version: another replica's fill of it ends (committed, or not) before this looks.
+    const run = () => this.exclusive(key.archive(id), async () => {
+      // Looked up again: a fill that just finished (here, or on another replica) may have stored it while our caller looked.
       const ref = (await stored()) ? await this.index.get(id) : undefined;
       if (ref) return started.resolve({ ref });
       await source(async (download) => {
@@ -152,7 +157,7 @@ export class ArchiveFiller {
         this.disk = undefined;
       }
       if (this.reclaimer.quota.overQuota) void this.reclaimer.evict().catch((err: unknown) => this.log.warn('eviction failed', { error: String(err) }));
-    };
+    });
     const done = run()
       .catch((err: unknown) => {
         started.reject(err instanceof ArchiveRejectedError ? this.refused(id, err) : err);

@@ -46,6 +46,28 @@ export class ArchiveQuota {
     return entry.size;
   }
 
+  /**
+   * What another replica did on a shared store (issue 14): an archive it stored, or a later use it saved. Its own
+   * unsaved use is kept; the newer time wins.
+   */
+  seen(digest: string, size: number, lastAccess: number): void {
+    const entry = this.archives.get(digest);
+    if (!entry) {
+      this.archives.set(digest, { size, lastAccess });
+      this.used += size;
+    } else entry.lastAccess = Math.max(entry.lastAccess, lastAccess);
+  }
+
+  /** When an archive was last used, as far as this process knows. */
+  lastAccess(digest: string): number | undefined {
+    return this.archives.get(digest)?.lastAccess;
+  }
+
+  /** Every archive known. */
+  digests(): string[] {
+    return [...this.archives.keys()];
+  }
+
   /** Marks an archive used now. */
   touch(digest: string): void {
     const entry = this.archives.get(digest);

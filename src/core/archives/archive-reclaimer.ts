@@ -12,6 +12,16 @@ import type { ArchiveQuota } from './archive-quota.js';
 /** An archive younger than this is not collected as unreferenced: its fill may be between commit and index write. */
 const COLLECT_MIN_AGE_MS = 60_000;
 
+/**
+ * Replicas sharing one archive folder (issue 14): only the leader collects and evicts, from what the folder and the
+ * database say (every replica saves its access times there in batches); and it never evicts an archive used within
+ * graceMs, which another replica may be serving right now (its lease is in its own memory, out of our sight).
+ */
+export interface SharedReclaim {
+  readonly leads: () => boolean;
+  readonly graceMs: number;
+}
+
 export interface Reclaimed {
   readonly removed: number;
   readonly bytes: number;
@@ -36,6 +46,7 @@ export class ArchiveReclaimer {
     /** False while the index is lost: nothing is collected or evicted until it is repaired. */
     readonly indexIntact: boolean,
     private readonly now: () => number = Date.now,
+    private readonly shared?: SharedReclaim,
   ) {}
 
   /** Reads the stored archives and their last access times into the quota. */
@@ -97,8 +108,14 @@ export class ArchiveReclaimer {
   evict(): Promise<Reclaimed> {
     return this.evicting.run('evict', async () => {
       const evicted = { removed: 0, bytes: 0 };
-      if (!this.indexIntact) return evicted;
-      for (const digest of this.quota.victims((d) => this.isLeased(d))) {
+      if (!this.indexIntact || (this.shared && !this.shared.leads())) return evicted;
+      let inUse = (d: string) => this.isLeased(d);
+      if (this.shared) {
+        await this.rescan();
+        const since = this.now() - this.shared.graceMs;
+        inUse = (d) => this.isLeased(d) || (this.quota.lastAccess(d) ?? 0) >= since;
+      }
+      for (const digest of this.quota.victims(inUse)) {
         const bytes = await this.remove(digest);
         evicted.bytes += bytes;
         evicted.removed++;
@@ -110,10 +127,20 @@ export class ArchiveReclaimer {
     });
   }
 
+  /** The shared folder's archives and the fleet's saved access times into the quota (others' fills, uses, removals). */
+  private async rescan(): Promise<void> {
+    const listed = new Set<string>();
+    for await (const a of this.store.list()) {
+      listed.add(a.digest);
+      this.quota.seen(a.digest, a.size, (await this.index.lastAccess(a.digest).catch(() => undefined)) ?? a.modifiedMs);
+    }
+    for (const digest of this.quota.digests()) if (!listed.has(digest) && !this.isLeased(digest)) this.quota.removed(digest);
+  }
+
   /** Removes archives no version points at (none while the index is not known to be intact). */
   private async collect(): Promise<Reclaimed> {
     const out = { removed: 0, bytes: 0 };
-    if (!this.indexIntact) return out;
+    if (!this.indexIntact || (this.shared && !this.shared.leads())) return out;
     for await (const a of this.store.list()) {
       if (this.isLeased(a.digest) || this.now() - a.modifiedMs < COLLECT_MIN_AGE_MS) continue;
       if ((await this.index.versionsOf(a.digest)).length > 0) continue;

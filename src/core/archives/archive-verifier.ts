@@ -6,8 +6,16 @@ import { createHash } from 'node:crypto';
 import type { ArchiveReader, ArchiveStat, StoredReader } from '../../stores/archive-store.js';
 import { SingleFlight } from '../single-flight.js';
 
-/** Timestamps coarser than this (1 s on some filesystems, NFS attribute caches) cannot hide a change from us. */
+/** Timestamps coarser than this (1 s on some filesystems) cannot hide a change from us. */
 const RACY_MS = 2000;
+/**
+ * On a folder shared by replicas on several hosts (issue 14), a file's times are the file server's clock and `at` is
+ * this host's: their skew (NTP keeps it within seconds; 30 s allowed) and the client's attribute cache (acregmax, 30 s
+ * by default) add to the window. Every replica hashes what it writes before its atomic rename, and a digest's file is
+ * only ever replaced by bytes of that digest; what a version may miss across hosts is a change outside the mirror
+ * (a rewrite in place, a torn file), and a file is trusted only once its change lies further back than this.
+ */
+export const SHARED_RACY_MS = 60_000;
 const CHUNK = 256 * 1024;
 
 /** Waits as long as reading `bytes` more may take at the allowed rate (the scrub's throttle). */
@@ -18,7 +26,11 @@ export class ArchiveVerifier {
   private readonly verified = new Map<string, { version: string; at: number }>();
   private readonly hashing = new SingleFlight<boolean>();
 
-  constructor(private readonly now: () => number = Date.now) {}
+  constructor(
+    private readonly now: () => number = Date.now,
+    /** How long after its change a file's version is not trusted (RACY_MS; SHARED_RACY_MS on a shared folder). */
+    private readonly racyMs = RACY_MS,
+  ) {}
 
   /** Records bytes known to match their digest (just hashed, or just committed) by the stat taken right after. */
   record(digest: string, stat: ArchiveStat): void {
@@ -32,7 +44,7 @@ export class ArchiveVerifier {
   /** True when a recorded version vouches for these bytes without reading them. */
   trusts(digest: string, stat: ArchiveStat): boolean {
     const seen = this.verified.get(digest);
-    return seen !== undefined && seen.version === stat.version && seen.at - stat.changedMs >= RACY_MS;
+    return seen !== undefined && seen.version === stat.version && seen.at - stat.changedMs >= this.racyMs;
   }
 
   /** True when the opened bytes match their digest: trusted by version, or hashed (once for concurrent callers). */

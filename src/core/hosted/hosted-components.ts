@@ -119,13 +119,19 @@ export class HostedComponents {
     this.now = options.now ?? Date.now;
   }
 
-  /** Reads the names published here; resolves with the error when the database cannot say (then only hosted.packages apply). */
+  /**
+   * Reads the names published here; resolves with the error when the database cannot say (then only hosted.packages
+   * apply, or the names read last). Read again when another replica publishes or deletes (app.ts).
+   */
   async init(): Promise<unknown> {
+    const names: string[] = [];
     try {
-      for await (const k of this.db.keys(prefix.hostedComponent)) this.published.add(k.slice(prefix.hostedComponent.length).toLowerCase());
+      for await (const k of this.db.keys(prefix.hostedComponent)) names.push(k.slice(prefix.hostedComponent.length).toLowerCase());
     } catch (err) {
       return err;
     }
+    this.published.clear();
+    for (const name of names) this.published.add(name);
     return undefined;
   }
 
