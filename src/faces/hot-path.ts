@@ -26,7 +26,8 @@ export interface RouteContext {
 export interface ReadRoute {
   /** An express path, relative to the face's mount, whose `:params` are whole path segments ("/packages/:name/release/latest"). */
   readonly path: string;
-  readonly handle: (req: IncomingMessage, res: ServerResponse, at: RouteContext) => Promise<void>;
+  /** Answers; a promise when it does not at once (a failure, thrown or rejected, goes to the face's error answer). */
+  readonly handle: (req: IncomingMessage, res: ServerResponse, at: RouteContext) => Promise<void> | void;
 }
 
 export interface HotRoutes {
@@ -81,7 +82,14 @@ export function hotPath(faces: readonly HotRoutes[]): (req: IncomingMessage, res
         return false; // express answers a malformed escape in its own words
       }
       const at = { params: values, query: q < 0 ? {} : parseQuery(url.slice(q + 1)), url };
-      route.handle(req, res, at).catch((err: unknown) => face.fail(req, res, err));
+      let later: Promise<void> | void;
+      try {
+        later = route.handle(req, res, at);
+      } catch (err) {
+        face.fail(req, res, err);
+        return true;
+      }
+      later?.catch((err: unknown) => face.fail(req, res, err));
       return true;
     }
     return false;
