@@ -64,6 +64,8 @@ function compile(face: HotRoutes, route: ReadRoute): Compiled {
   return { face, route, pattern: new RegExp(`^${source}$`), params };
 }
 
+const NO_QUERY: Readonly<Record<string, unknown>> = Object.freeze({});
+
 /** The hot path over the faces' routes: true when it took the request (and answers it), false when express is to. */
 export function hotPath(faces: readonly HotRoutes[]): (req: IncomingMessage, res: ServerResponse) => boolean {
   const routes = faces.flatMap((face) => face.reads.map((route) => compile(face, route)));
@@ -77,11 +79,14 @@ export function hotPath(faces: readonly HotRoutes[]): (req: IncomingMessage, res
       if (!match) continue;
       const values: Record<string, string> = {};
       try {
-        for (const [i, name] of params.entries()) values[name] = decodeURIComponent(match[i + 1]!);
+        for (let i = 0; i < params.length; i++) {
+          const value = match[i + 1]!;
+          values[params[i]!] = value.includes('%') ? decodeURIComponent(value) : value;
+        }
       } catch {
         return false; // express answers a malformed escape in its own words
       }
-      const at = { params: values, query: q < 0 ? {} : parseQuery(url.slice(q + 1)), url };
+      const at = { params: values, query: q < 0 ? NO_QUERY : parseQuery(url.slice(q + 1)), url };
       let later: Promise<void> | void;
       try {
         later = route.handle(req, res, at);
