@@ -132,6 +132,20 @@ export class MetadataCache {
     }
   }
 
+  /**
+   * get's HIT, when the store has the document in memory (MemoryCachedStore) and it is a fresh copy: without an await,
+   * for the hot path. Undefined otherwise (not in memory, a 404 remembered, old), where get decides what to do.
+   */
+  getNow<T>(key: string, maxAgeMs?: number): Cached<T> | undefined {
+    let doc: Doc | undefined;
+    try {
+      doc = this.store.getNow?.<Doc>(key)?.value;
+    } catch {
+      return undefined; // get reads it again and copes
+    }
+    return doc && doc.notFound === undefined && this.isFresh(doc, maxAgeMs) ? this.answer(doc, 'HIT') : undefined;
+  }
+
   private async fly<T>(
     key: string,
     flight: Flight,

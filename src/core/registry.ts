@@ -80,6 +80,22 @@ export class Registry {
     );
   }
 
+  /**
+   * latest, release and releasePage, when their answer is a HIT held in memory: at once, without an await (the hot
+   * path); undefined when read is to decide (hosted, offline, not in memory, not fresh), where the caller awaits those.
+   */
+  latestNow(name: string): Cached<Release> | undefined {
+    return this.readNow(key.latest(name), name);
+  }
+
+  releaseNow(name: string, version: string): Cached<Release> | undefined {
+    return this.readNow(key.release(name, version), name);
+  }
+
+  releasePageNow(name: string, page: number): Cached<Release[]> | undefined {
+    return this.readNow(key.page(name, page), name);
+  }
+
   allReleases(name: string): Promise<Cached<Release[]>> {
     return this.read(
       key.releases(name),
@@ -222,9 +238,8 @@ export class Registry {
       return { value, status: 'OFFLINE', age: 0 };
     }
     const { name } = about;
-    const revalidate = this.options.alwaysRevalidate || (name !== undefined && (this.recentWrites.get(name) ?? 0) > this.now());
     const cached = await this.metadata.get(cacheKey, fetch, {
-      maxAgeMs: revalidate ? 0 : undefined,
+      maxAgeMs: this.maxAgeFor(name),
       // A prefetch refresh waits for the upstream's answer; a client with a stale copy at hand waits only so long.
       wait: this.options.alwaysRevalidate,
       learn:
@@ -240,6 +255,20 @@ export class Registry {
     });
     if (name !== undefined) this.options.onRequested?.(name);
     return cached;
+  }
+
+  /** read's HIT from memory (see latestNow) for a package's document: read's own checks, in its order, without the awaits. */
+  private readNow<T>(cacheKey: string, name: string): Cached<T> | undefined {
+    if (this.options.hosted?.isHosted(name) || this.offline) return undefined;
+    const cached = this.metadata.getNow<T>(cacheKey, this.maxAgeFor(name));
+    if (cached) this.options.onRequested?.(name);
+    return cached;
+  }
+
+  /** The max age a read of the package uses: 0 (always ask the upstream) for a prefetch refresh and after a write through the mirror. */
+  private maxAgeFor(name: string | undefined): number | undefined {
+    const revalidate = this.options.alwaysRevalidate || (name !== undefined && (this.recentWrites.get(name) ?? 0) > this.now());
+    return revalidate ? 0 : undefined;
   }
 
   /** Every document about a package (plus `more` prefixes), for MetadataCache.fence. */

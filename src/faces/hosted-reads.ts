@@ -17,9 +17,14 @@ export class HostedReads {
 
   /** Throws 401 unless the request may read package `name` (for a zipball: `version`, which a link may grant). */
   async check(req: IncomingMessage, name: string, zipball?: { version: string; query: Record<string, unknown> }): Promise<void> {
-    if (!this.components.isHosted(name) || !this.access.readNeedsUser) return;
+    if (this.open(name)) return;
     if (zipball && this.links.valid(name, zipball.version, zipball.query.expires, zipball.query.signature)) return;
     this.access.read(await this.users.authenticate(req.headers));
+  }
+
+  /** Whether anyone may read package `name` (check passes whatever the request). */
+  open(name: string): boolean {
+    return !this.access.readNeedsUser || !this.components.isHosted(name);
   }
 
   /** The query a zipball URL of `name@version` needs for a client that sends no credentials with downloads ('' if none). */

@@ -26,7 +26,8 @@ export interface RouteContext {
 export interface ReadRoute {
   /** An express path, relative to the face's mount, whose `:params` are whole path segments ("/packages/:name/release/latest"). */
   readonly path: string;
-  readonly handle: (req: IncomingMessage, res: ServerResponse, at: RouteContext) => Promise<void>;
+  /** Answers; a promise when it does not at once (a failure, thrown or rejected, goes to the face's error answer). */
+  readonly handle: (req: IncomingMessage, res: ServerResponse, at: RouteContext) => Promise<void> | void;
 }
 
 export interface HotRoutes {
@@ -63,6 +64,8 @@ function compile(face: HotRoutes, route: ReadRoute): Compiled {
   return { face, route, pattern: new RegExp(`^${source}$`), params };
 }
 
+const NO_QUERY: Readonly<Record<string, unknown>> = Object.freeze({});
+
 /** The hot path over the faces' routes: true when it took the request (and answers it), false when express is to. */
 export function hotPath(faces: readonly HotRoutes[]): (req: IncomingMessage, res: ServerResponse) => boolean {
   const routes = faces.flatMap((face) => face.reads.map((route) => compile(face, route)));
@@ -76,12 +79,22 @@ export function hotPath(faces: readonly HotRoutes[]): (req: IncomingMessage, res
       if (!match) continue;
       const values: Record<string, string> = {};
       try {
-        for (const [i, name] of params.entries()) values[name] = decodeURIComponent(match[i + 1]!);
+        for (let i = 0; i < params.length; i++) {
+          const value = match[i + 1]!;
+          values[params[i]!] = value.includes('%') ? decodeURIComponent(value) : value;
+        }
       } catch {
         return false; // express answers a malformed escape in its own words
       }
-      const at = { params: values, query: q < 0 ? {} : parseQuery(url.slice(q + 1)), url };
-      route.handle(req, res, at).catch((err: unknown) => face.fail(req, res, err));
+      const at = { params: values, query: q < 0 ? NO_QUERY : parseQuery(url.slice(q + 1)), url };
+      let later: Promise<void> | void;
+      try {
+        later = route.handle(req, res, at);
+      } catch (err) {
+        face.fail(req, res, err);
+        return true;
+      }
+      later?.catch((err: unknown) => face.fail(req, res, err));
       return true;
     }
     return false;

@@ -12,15 +12,19 @@ export function sendJson(res: ServerResponse, status: number, json: string): voi
   res.end(json);
 }
 
-/** A metadata answer's content as sent: its JSON bytes, and a weak ETag over them. */
+/**
+ * A metadata answer's content as sent: its JSON, its size in bytes, and a weak ETag over them. Kept as a string: node
+ * writes a string answer (headers and body together) to the socket in one write, with no Buffer of its own.
+ */
 export interface Rendered {
-  readonly json: Buffer;
+  readonly json: string;
+  readonly bytes: number;
   readonly etag: string;
 }
 
 export function render(content: unknown): Rendered {
-  const json = Buffer.from(JSON.stringify(content));
-  return { json, etag: `W/"${createHash('sha1').update(json).digest('base64url')}"` };
+  const json = JSON.stringify(content);
+  return { json, bytes: Buffer.byteLength(json), etag: `W/"${createHash('sha1').update(json).digest('base64url')}"` };
 }
 
 /** What a face wraps a metadata answer's JSON in, made for each answer (the v3 envelope's request_id differs every time). */
@@ -39,17 +43,14 @@ export function sendMetadata(req: IncomingMessage, res: ServerResponse, cached: 
     res.writeHead(304).end();
     return;
   }
-  let body = rendered.json;
-  if (frame) {
-    const [head, tail] = frame();
-    const at = Buffer.byteLength(head);
-    body = Buffer.allocUnsafe(at + rendered.json.length + Buffer.byteLength(tail));
-    body.write(head, 0);
-    rendered.json.copy(body, at);
-    body.write(tail, at + rendered.json.length);
+  if (!frame) {
+    res.writeHead(200, { 'content-type': JSON_TYPE, 'content-length': rendered.bytes });
+    res.end(rendered.json);
+    return;
   }
-  res.writeHead(200, { 'content-type': JSON_TYPE, 'content-length': body.length });
-  res.end(body);
+  const [head, tail] = frame();
+  res.writeHead(200, { 'content-type': JSON_TYPE, 'content-length': Buffer.byteLength(head) + rendered.bytes + Buffer.byteLength(tail) });
+  res.end(head + rendered.json + tail);
 }
 
 /** Rendered answers kept: at most this many, ... */
@@ -74,7 +75,7 @@ export class RenderedAnswers {
       max: maxEntries,
       maxSize: maxBytes,
       maxEntrySize: maxBytes / 4, // a huge list is rendered each time rather than pushing out everything else
-      sizeCalculation: (entry, key) => 2 * entry.rendered.json.length + key.length + 64,
+      sizeCalculation: (entry, key) => 2 * entry.rendered.bytes + key.length + 64,
     });
   }
 

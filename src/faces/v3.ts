@@ -14,7 +14,7 @@ import type { Registry } from '../core/registry.js';
 import type { Logger } from '../log.js';
 import { MirrorError, toMirrorError } from '../model/errors.js';
 import { publishSpecName } from '../model/publish-spec.js';
-import { V3_PAGE_SIZE } from '../model/release.js';
+import { V3_PAGE_SIZE, type Release } from '../model/release.js';
 import * as valid from '../model/validate.js';
 import { sendArchive } from './archive-response.js';
 import { answerError, errorHandler } from './errors.js';
@@ -85,10 +85,16 @@ export function v3Face({ registry, baseUrl, forward, hosted, renders, log }: V3F
     throw e;
   };
 
-  /** Answers from the shared cache; what the anonymous mirror may not see is forwarded with the caller's credentials. */
-  const read =
-    (answer: (req: IncomingMessage, at: RouteContext, base: string) => Promise<Answer>) =>
-    async (req: IncomingMessage, res: ServerResponse, at: RouteContext) => {
+  /**
+   * Answers from the shared cache; what the anonymous mirror may not see is forwarded with the caller's credentials.
+   * `answerNow`: the answer when the registry has it at once (a fresh copy in memory, the common case), sent without
+   * an await; when it has not (or the package is not open to anyone), `answer` is awaited.
+   */
+  const read = (
+    answer: (req: IncomingMessage, at: RouteContext, base: string) => Promise<Answer>,
+    answerNow?: (at: RouteContext, base: string) => Answer | undefined,
+  ) => {
+    const later = async (req: IncomingMessage, res: ServerResponse, at: RouteContext) => {
       if (at.params.name !== undefined) await mayRead(req, at);
       const base = baseUrl(req);
       let answered: Answer;
@@ -99,6 +105,26 @@ export function v3Face({ registry, baseUrl, forward, hosted, renders, log }: V3F
       }
       sendCached(req, res, renders, renderKey(base, at.url), answered);
     };
+    return (req: IncomingMessage, res: ServerResponse, at: RouteContext): Promise<void> | void => {
+      if (answerNow && (at.params.name === undefined || hosted.reads.open(at.params.name as string))) {
+        const base = baseUrl(req);
+        const answered = answerNow(at, base);
+        if (answered) return sendCached(req, res, renders, renderKey(base, at.url), answered);
+      }
+      return later(req, res, at);
+    };
+  };
+  const latestNow = (at: RouteContext, base: string) => {
+    const pkg = name(at);
+    const cached = registry.latestNow(pkg);
+    return cached && releaseOf(cached, pkg, base, link);
+  };
+  const releaseNow = (at: RouteContext, base: string) => {
+    const pkg = name(at);
+    const cached = registry.releaseNow(pkg, valid.version(at.params.version as string));
+    return cached && releaseOf(cached, pkg, base, link);
+  };
+  const pageOf = (cached: Cached<Release[]>, pkg: string, base: string): Answer => [cached, () => cached.value.map((r) => v3Release(r, base, pkg, false, link(pkg, r.version)))];
 
   const reads: ReadRoute[] = [
     {
@@ -116,18 +142,24 @@ export function v3Face({ registry, baseUrl, forward, hosted, renders, log }: V3F
         return [cached, () => cached.value];
       }),
     },
-    { path: '/packages/:name/release/latest', handle: read((_req, at, base) => releaseAnswer(registry, name(at), undefined, base, link)) },
+    { path: '/packages/:name/release/latest', handle: read((_req, at, base) => releaseAnswer(registry, name(at), undefined, base, link), latestNow) },
     {
       path: '/packages/:name/release/tags/:version',
-      handle: read((_req, at, base) => releaseAnswer(registry, name(at), valid.version(at.params.version as string), base, link)),
+      handle: read((_req, at, base) => releaseAnswer(registry, name(at), valid.version(at.params.version as string), base, link), releaseNow),
     },
     {
       path: '/packages/:name/release',
-      handle: read(async (_req, at, base) => {
-        const pkg = name(at);
-        const cached = await registry.releasePage(pkg, valid.page(at.query.page));
-        return [cached, () => cached.value.map((r) => v3Release(r, base, pkg, false, link(pkg, r.version)))];
-      }),
+      handle: read(
+        async (_req, at, base) => {
+          const pkg = name(at);
+          return pageOf(await registry.releasePage(pkg, valid.page(at.query.page)), pkg, base);
+        },
+        (at, base) => {
+          const pkg = name(at);
+          const cached = registry.releasePageNow(pkg, valid.page(at.query.page));
+          return cached && pageOf(cached, pkg, base);
+        },
+      ),
     },
     {
       path: '/packages/:name/zipball/:version',
@@ -262,6 +294,11 @@ async function releaseAnswer(
   link: (name: string, version: string) => string = () => '',
 ): Promise<Answer> {
   const cached = version === undefined ? await registry.latest(name) : await registry.release(name, version);
+  return releaseOf(cached, name, base, link);
+}
+
+/** A release's answer: the document, and its rendering. */
+function releaseOf(cached: Cached<Release>, name: string, base: string, link: (name: string, version: string) => string): Answer {
   return [cached, () => v3Release(cached.value, base, name, true, link(name, cached.value.version))];
 }
 

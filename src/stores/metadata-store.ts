@@ -14,6 +14,11 @@ export interface MetadataProblem {
 
 export interface MetadataStore {
   get<T>(key: string): Promise<T | undefined>;
+  /**
+   * Only for a store that holds documents in memory: what get would answer, when it can say so without I/O
+   * (`{ value }`, value undefined when the key has none), else undefined. A use, as get is (for an LRU's order).
+   */
+  getNow?<T>(key: string): { readonly value: T | undefined } | undefined;
   put(key: string, value: unknown): Promise<void>;
   /** Writes all entries atomically. */
   putMany(entries: ReadonlyArray<readonly [string, unknown]>): Promise<void>;
@@ -253,9 +258,13 @@ export class MemoryCachedStore implements MetadataStore {
     for (const key of keys) this.lru.delete(key);
   }
 
+  getNow<T>(key: string): { readonly value: T | undefined } | undefined {
+    return this.lru.get(key) as { value: T | undefined } | undefined;
+  }
+
   async get<T>(key: string): Promise<T | undefined> {
-    const hit = this.lru.get(key);
-    if (hit) return hit.value as T | undefined;
+    const hit = this.getNow<T>(key);
+    if (hit) return hit.value;
     let r = this.reading.get(key);
     if (!r) this.reading.set(key, (r = { readers: 0, writes: 0 }));
     r.readers++;
