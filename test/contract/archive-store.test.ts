@@ -99,10 +99,28 @@ describe.each(implementations)('%s', (_name, open) => {
     expect((await Promise.all([early, middle, late])).map(String)).toEqual(['hello world', 'hello world', 'hello world']);
   });
 
+  it('hands followers the bytes not yet on disk from memory, and those already written from the file', async () => {
+    const w = await store.createWriter();
+    const chunks = Array.from({ length: 48 }, (_, i) => Buffer.alloc(64 * 1024, i)); // 3 MiB: some batches go to disk
+    const early = w.reader();
+    const buf = Buffer.alloc(100);
+    await w.write(chunks[0]!);
+    expect([await early.read(buf, 0), w.written]).toEqual([100, 0]); // read before any of it is on disk
+    early.close();
+    const first = collect(readerStream(w.reader(), 100_000));
+    for (const chunk of chunks.slice(1, 40)) await w.write(chunk);
+    await until(() => w.written >= 1 << 20); // a batch is on disk
+    const late = collect(readerStream(w.reader(), 100_000)); // starts on disk, goes on in memory
+    for (const chunk of chunks.slice(40)) await w.write(chunk);
+    await w.commit();
+    const whole = Buffer.concat(chunks);
+    expect((await Promise.all([first, late])).map((b) => b.equals(whole))).toEqual([true, true]);
+  });
+
   it('holds the last byte back until commit: a writer that aborts instead fails the read of it', async () => {
     const w = await store.createWriter();
     await w.write(Buffer.from('hello world'));
-    await until(() => w.written === 11); // every byte is on disk
+    expect(w.received).toBe(11); // every byte is in (in memory: the disk writes go in batches)
     const reader = w.reader();
     const last = expect(reader.read(Buffer.alloc(1), 10)).rejects.toThrow('the content check failed');
     await w.abort(new Error('the content check failed'));

@@ -73,6 +73,9 @@ class CoarseStore implements ArchiveStore {
       get written() {
         return writer.written;
       },
+      get received() {
+        return writer.received;
+      },
       get state() {
         return writer.state;
       },
