@@ -55,7 +55,7 @@ import { FsArchiveStore } from './stores/archive-store.js';
 import { prefix } from './stores/keys.js';
 import { DEFAULT_FLEET_LIMITS, PostgresFleet } from './stores/postgres-fleet.js';
 import { PostgresMetadataStore } from './stores/postgres-metadata-store.js';
-import { hasKeys, MemoryCachedStore, type MetadataProblem } from './stores/metadata-store.js';
+import { DataFolderLockedError, hasKeys, MemoryCachedStore, type MetadataProblem } from './stores/metadata-store.js';
 import { markIndexIntact, openMetadataStore, type IndexState } from './stores/schema.js';
 import { parseTarget, Prefetcher, type PrefetchSummary, type PrefetchTarget } from './jobs/prefetch.js';
 import type { CircuitStatus } from './upstreams/circuit-breaker.js';
@@ -187,6 +187,18 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
     metadata.store instanceof PostgresMetadataStore
       ? new PostgresFleet(replica, metadata.store.connection, { ...DEFAULT_FLEET_LIMITS, campaign: role === 'server' }, log)
       : loneMirror(replica);
+  // A command (verify, gc, repair, an offline export or import...) needs the data folder alone, as LevelDB's lock
+  // makes sure of; on PostgreSQL, servers share it, so a command refuses while any replica serves (and the commands
+  // that can ask a running server, do).
+  if (role === 'command' && fleet instanceof PostgresFleet) {
+    const serving = await fleet.servingReplicas().catch((err: unknown) => err as Error);
+    if (serving instanceof Error || serving.length > 0) {
+      await fleet.close();
+      await metadata.store.close();
+      if (serving instanceof Error) throw serving;
+      throw new DataFolderLockedError(`on PostgreSQL (serving replicas: ${serving.join(', ')})`);
+    }
+  }
   // Under the fleet's lock, the key is read from the database, not from this replica's memory (which hears of other
   // replicas' writes a moment later).
   const exclusive: Exclusive | undefined = onPostgres

@@ -81,6 +81,19 @@ export class PostgresFleet implements Fleet {
     }
   }
 
+  /**
+   * The replicas serving on this database now: every server keeps a session named for its replica (it campaigns for
+   * the lead), which pg_stat_activity lists until the server stops or its host dies.
+   */
+  async servingReplicas(): Promise<string[]> {
+    const { client } = await this.keySession();
+    const { rows } = await client.query<{ name: string }>(
+      `SELECT application_name AS name FROM pg_stat_activity WHERE datname = current_database() AND starts_with(application_name, $1)`,
+      [LEADER_NAME],
+    );
+    return rows.map((r) => r.name.slice(LEADER_NAME.length));
+  }
+
   async status(): Promise<FleetStatus> {
     let leaderReplica: string | undefined;
     try {

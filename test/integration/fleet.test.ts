@@ -10,7 +10,7 @@ import { FORM_HEADERS, publishForm, signed } from '../fakes/clients.js';
 import { PostgresCluster, ensurePostgres } from '../fakes/postgres.js';
 import { FakeUpstream } from '../fakes/upstream.js';
 import { componentZip } from '../fakes/zips.js';
-import { killChildren, recordSecrets, removeTempDirs, send, spawnMirror, tempDir, until } from '../helpers.js';
+import { killChildren, recordSecrets, removeTempDirs, runCli, send, spawnMirror, tempDir, until } from '../helpers.js';
 
 const postgres = ensurePostgres();
 let cluster: PostgresCluster | undefined;
@@ -161,4 +161,19 @@ describe.skipIf(!('bin' in postgres))('replicas on PostgreSQL and one data folde
     expect(rest.filter((r) => r.logs.some((l) => l.includes('"msg":"leading the fleet-wide jobs"')))).toHaveLength(1);
     expect(await advisoryLocks(db)).toMatchObject({ leaders: 1 });
   }, 90_000);
+
+  it('a command that needs the data folder alone (gc) refuses while any replica serves, and runs once none does', async () => {
+    const { replicas, dataDir, db } = await fleet();
+    const gc = () => runCli(['gc', '--quarantine', '--data', dataDir, '--database-url', db, '--offline']);
+    const refused = await gc();
+    expect(refused.code).not.toBe(0);
+    expect(refused.output).toMatch(/in use by a running srm-mirror/);
+    for (const r of replicas) {
+      const gone = new Promise((resolve) => r.child.once('exit', resolve));
+      r.child.kill('SIGTERM');
+      await gone;
+    }
+    const ran = await gc();
+    expect([ran.code, ran.output]).toEqual([0, expect.stringMatching(/removed 0/)]);
+  }, 60_000);
 });
