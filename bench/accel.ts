@@ -10,14 +10,14 @@
 // Settings: ACCEL_SIZES_KIB (64,256,1024,8192), ACCEL_ROUNDS (5), ACCEL_SECONDS (3), ACCEL_CONNECTIONS (8).
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import { readmeNginxServer } from '../test/fakes/nginx-config.js';
 import { mbps, wrk, type Measure } from './load.js';
-import { envInt, firstLine, freePort, runBench, start, stopAll, track, waitReady, type Child } from './procs.js';
+import { envInt, firstLine, freePort, runBench, start, stopAllAndRemove, track, waitReady, type Child } from './procs.js';
 import { ensureBuilt, ensureTools, nginxBin, writeBlob } from './world.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -138,7 +138,4 @@ async function main(): Promise<void> {
   }
 }
 
-runBench('bench:accel', main, async () => {
-  await stopAll();
-  rmSync(dir, { recursive: true, force: true });
-});
+runBench('bench:accel', main, stopAllAndRemove(() => dir));

@@ -171,7 +171,7 @@ class Server {
 
   static async start(name: string, dataDir: string, flags: string[]): Promise<Server> {
     const server = new Server(`http://127.0.0.1:${await freePort()}`, name, dataDir, flags);
-    await waitReady(`${server.url}/-/health`, server.child);
+  await waitReady(`${server.url}/-/health`, server.child);
     return server;
   }
 
@@ -350,9 +350,9 @@ async function main(): Promise<void> {
     for (const g of puts) await server.put(g.path, secret, g.bytes);
     const smalls = round === 1 ? generic.filter((g) => g.small) : [];
     const t1 = performance.now();
-    await parallel(smalls, 8, (g) => server.put(g.path, secret, g.bytes));
+  await parallel(smalls, 8, (g) => server.put(g.path, secret, g.bytes));
     const t2 = performance.now();
-    await server.stop();
+  await server.stop();
     const bytes = items.filter((i) => i.round === round).reduce((n, i) => n + i.size, 0);
     log(`round ${round}: ${(bytes / MB).toFixed(0)} MB into the source mirror in ${((performance.now() - t0) / 1000).toFixed(1)} s` + (smalls.length ? ` (${smalls.length} small PUTs: ${((t2 - t1) / 1000).toFixed(1)} s)` : ''));
   };
@@ -467,7 +467,7 @@ async function checkServed(what: string, dataDir: string, list: readonly Item[])
       }
     }
   } finally {
-    await server.stop();
+  await server.stop();
   }
   if (bad > 5) problems.push(`${what}: ${bad - 5} more wrong answers`);
   log(`${what}: ${list.length - bad} of ${list.length} served right (${(bytes / MB).toFixed(0)} MB over HTTP in ${((performance.now() - t0) / 1000).toFixed(1)} s)`);
@@ -483,9 +483,9 @@ async function diskProbe(path: string): Promise<number> {
   const file = await open(path, 'w');
   try {
     for (let i = 0; i < DISK_PROBE_MB; i++) await file.write(chunk);
-    await file.sync();
+  await file.sync();
   } finally {
-    await file.close();
+  await file.close();
   }
   const seconds = (performance.now() - t0) / 1000;
   rmSync(path);
@@ -498,14 +498,10 @@ function pick<T>(list: readonly T[], n: number): T[] {
   return Array.from({ length: n }, (_, i) => list[Math.floor((i * list.length) / n)]!);
 }
 
-let cleaning: Promise<void> | undefined;
-function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
-    await stopAll();
-    if (workDir && process.env.BUNDLES_KEEP === '1') log(`kept ${workDir}`);
-    else if (workDir) rmSync(workDir, { recursive: true, force: true });
-  })();
-  return cleaning;
+async function cleanup(): Promise<void> {
+  await stopAll();
+  if (workDir && process.env.BUNDLES_KEEP === '1') log(`kept ${workDir}`);
+  else if (workDir) rmSync(workDir, { recursive: true, force: true });
 }
 
 runBench('bench:bundles', main, cleanup, () => {

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { rate } from './load.js';
 import { pinningLine, pinSelf } from './pin.js';
-import { envInt, runBench, stopAll } from './procs.js';
+import { envInt, runBench, stopAllAndRemove } from './procs.js';
 import { table, x, type Row } from './report.js';
 import { medianRound, range, ratios, roundsOf } from './rounds.js';
 import { LATEST, Scenarios, zipball, type Compared, type Settings } from './scenarios.js';
@@ -114,13 +114,4 @@ async function main(): Promise<void> {
   console.log(`best by the worst paired ratio: metadata ${best((r) => r.meta)}, archive ${best((r) => r.zip)}`);
 }
 
-let cleaning: Promise<void> | undefined;
-function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
-    await stopAll();
-    if (workDir) rmSync(workDir, { recursive: true, force: true });
-  })();
-  return cleaning;
-}
-
-runBench('bench:node', main, cleanup);
+runBench('bench:node', main, stopAllAndRemove(() => workDir));

@@ -7,7 +7,7 @@
 // Prints one line, {"port": N}, once it listens on 127.0.0.1.
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { serveForBench } from './child-server.js';
 
 export const NPM_PACKAGE = 'bench-npm';
 export const NPM_VERSION = '1.0.0';
@@ -52,13 +52,7 @@ function main(): void {
     send(res, 200, 'application/json', JSON.stringify(packument));
   });
   server.keepAliveTimeout = 5_000;
-  server.listen(0, '127.0.0.1', () => process.stdout.write(`${JSON.stringify({ port: (server.address() as AddressInfo).port })}\n`));
-  const stop = () => {
-    server.closeAllConnections();
-    server.close(() => process.exit(0));
-  };
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
+  serveForBench(server);
 }
 
 function send(res: ServerResponse, status: number, type: string, body: string | Buffer): void {

@@ -6,7 +6,7 @@
 //
 // Prints one line, {"port": N}, once it listens on 127.0.0.1.
 import { Agent, get, createServer, type IncomingMessage } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { serveForBench } from './child-server.js';
 
 const MAX_REDIRECTS = 3;
 
@@ -35,13 +35,7 @@ function main(): void {
       res.on('close', () => up.destroy());
     });
   });
-  server.listen(0, '127.0.0.1', () => process.stdout.write(`${JSON.stringify({ port: (server.address() as AddressInfo).port })}\n`));
-  const stop = () => {
-    server.closeAllConnections();
-    server.close(() => process.exit(0));
-  };
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
+  serveForBench(server);
 }
 
 main();

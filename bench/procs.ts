@@ -2,7 +2,7 @@
 // stopped — by their own pids — when the bench ends, fails or is interrupted. Also: free ports, readiness,
 // and the mirror's peak RSS from /proc.
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { request } from 'undici';
 import { onCore } from './pin.js';
@@ -196,7 +196,9 @@ export function envInt(name: string, fallback: number, min = 1): number {
  * Runs a bench's main: cleanup at the end, on failure (exit 1, after `onFailure` printed what it has) and on
  * SIGINT/SIGTERM/SIGHUP (exit 130), so that no child process or temp folder outlives it.
  */
-export function runBench(name: string, main: () => Promise<void>, cleanup: () => Promise<void>, onFailure: () => void = () => {}): void {
+export function runBench(name: string, main: () => Promise<void>, cleanupOnce: () => Promise<void>, onFailure: () => void = () => {}): void {
+  let cleaning: Promise<void> | undefined;
+  const cleanup = () => (cleaning ??= cleanupOnce()); // a signal may come while the end's cleanup runs
   let interrupted = false;
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.once(signal, () => {
@@ -214,6 +216,15 @@ export function runBench(name: string, main: () => Promise<void>, cleanup: () =>
       void cleanup().finally(() => process.exit(1));
     },
   );
+}
+
+/** The usual cleanup: every process stopped, then the bench's temp folder (once it is known) removed. */
+export function stopAllAndRemove(dir: () => string | undefined): () => Promise<void> {
+  return async () => {
+    await stopAll();
+    const d = dir();
+    if (d) rmSync(d, { recursive: true, force: true });
+  };
 }
 
 export function log(msg: string): void {

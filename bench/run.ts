@@ -5,13 +5,12 @@
 // production); the targets use the steady state and the worst kept ratio. Rounds in which a server got less than
 // 0.9 of a core are discarded and replaced. It asserts nothing: targets print as meets/MISSES/n/a; it exits
 // non-zero only when something breaks. See bench/README.md for the settings and how to read the figures.
-import { rmSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { rate } from './load.js';
 import { pinningLine, pinSelf } from './pin.js';
-import { envInt, runBench, stopAll } from './procs.js';
+import { envInt, runBench, stopAllAndRemove } from './procs.js';
 import { table, targets, x, type Row, type Target } from './report.js';
 import { range, ratios, roundsOf, type Rounds } from './rounds.js';
 import { LATEST, memoryStatus, Scenarios, zipball, type Compared, type Settings } from './scenarios.js';
@@ -233,13 +232,4 @@ function verdicts(r: Results): Target[] {
   ];
 }
 
-let cleaning: Promise<void> | undefined;
-function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
-    await stopAll();
-    if (workDir) rmSync(workDir, { recursive: true, force: true });
-  })();
-  return cleaning;
-}
-
-runBench('bench', main, cleanup);
+runBench('bench', main, stopAllAndRemove(() => workDir));

@@ -710,15 +710,11 @@ async function main(): Promise<void> {
   for (const [what, figure, meets] of verdicts) console.log(`  ${what.padEnd(wv)}  ${figure.padEnd(wf)}  ${meets ? 'meets' : 'misses'}`);
 }
 
-let cleaning: Promise<void> | undefined;
-function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
-    await canaryRef?.stop().catch(() => {});
-    await stopAll();
-    await fakeRef?.close().catch(() => {});
-    if (workDir) rmSync(workDir, { recursive: true, force: true });
-  })();
-  return cleaning;
+async function cleanup(): Promise<void> {
+  await canaryRef?.stop().catch(() => {});
+  await stopAll();
+  await fakeRef?.close().catch(() => {});
+  if (workDir) rmSync(workDir, { recursive: true, force: true });
 }
 
 // The soak stops by itself: the phases are bounded, and so is the whole run.

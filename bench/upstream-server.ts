@@ -13,9 +13,9 @@
 import { randomBytes } from 'node:crypto';
 import { createReadStream, readFileSync, statSync, type ReadStream } from 'node:fs';
 import { createServer, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { crc32 } from 'node:zlib';
 import { dataSizeFor, storedZip } from './zip.js';
+import { serveForBench } from './child-server.js';
 
 export interface Manifest {
   packages: Array<{
@@ -114,15 +114,7 @@ function main(): void {
     json(res, 404, { request_id: 'bench', body: '未找到指定资源' });
   });
   server.keepAliveTimeout = 5_000;
-  server.listen(0, '127.0.0.1', () => {
-    process.stdout.write(`${JSON.stringify({ port: (server.address() as AddressInfo).port })}\n`);
-  });
-  const stop = () => {
-    server.closeAllConnections();
-    server.close(() => process.exit(0));
-  };
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
+  serveForBench(server);
 }
 
 /** Pipes file to res at no more than bytesPerSecond, like an upstream across a slower network would. */
