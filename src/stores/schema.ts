@@ -12,7 +12,7 @@ import type { Logger } from '../log.js';
 import { lockDataFolder } from './data-folder-lock.js';
 import { key, prefix } from './keys.js';
 import { DataFolderLockedError, hasKeys, LevelMetadataStore, MetadataDamagedError, type MetadataStore } from './metadata-store.js';
-import { PostgresMetadataStore } from './postgres-metadata-store.js';
+import type { PostgresMetadataStore } from './postgres-metadata-store.js';
 
 /** Whether the archive index (archive:, digest:) can be trusted, or was lost with the database and awaits repair. */
 export type IndexState = 'intact' | 'lost';
@@ -93,6 +93,8 @@ export async function openMetadataStore({ dataDir, databaseUrl }: MetadataLocati
   const release = await lockDataFolder(dataDir);
   let store: PostgresMetadataStore;
   try {
+    // Loaded here, not at start: pg and its dependencies cost a LevelDB mirror megabytes of memory for nothing.
+    const { PostgresMetadataStore } = await import('./postgres-metadata-store.js');
     store = await PostgresMetadataStore.open(databaseUrl, { now: options.now, onProblem: failing(options.log, location), onClose: release });
   } catch (err) {
     await release();
