@@ -77,6 +77,7 @@ export interface ArchiveWriter {
   /** Bytes on disk so far. */
   readonly written: number;
   readonly state: 'writing' | 'committed' | 'aborted';
+  /** Takes a chunk (copied: the caller may reuse it); one call at a time, each awaited. */
   write(chunk: Uint8Array): Promise<void>;
   /**
    * Checks the bytes against `expected`, then moves them into place, replacing whatever the store held under that
@@ -106,8 +107,12 @@ export function checkCounted(expected: Pick<Expected, 'size' | 'digests'>, size:
 }
 
 const DIGEST = /^[0-9a-f]{64}$/;
-/** Received bytes that may wait for the disk before the writer makes its caller wait. */
-const MAX_PENDING_BYTES = 4 << 20;
+/**
+ * Received bytes that may wait for the disk before the writer makes its caller wait: a ring the writer copies each
+ * chunk into. Holding the upstream's own chunks instead kept them alive long enough to reach V8's old generation,
+ * where dead ones piled up (tens of MB in a cold fill) until a full collection (issue 13); copied, they die young.
+ */
+const RING_BYTES = 1 << 20;
 const readAt = promisify(read);
 const readvAt = promisify(readv);
 const openFile = promisify(openFd);
@@ -253,9 +258,9 @@ type WriterState = 'writing' | 'committed' | 'aborted';
 class FsArchiveWriter implements ArchiveWriter {
   /** Bytes on disk. */
   written = 0;
-  /** Bytes received (and hashed) but not yet on disk. */
-  private pending: Uint8Array[] = [];
-  private pendingBytes = 0;
+  /** Bytes received (and hashed): those past `written` wait in the ring, at their offset modulo its length. */
+  private received = 0;
+  private ring: Buffer | undefined;
   private flushing: Promise<void> | undefined;
   private writeError: Error | undefined;
   state: WriterState = 'writing';
@@ -280,28 +285,29 @@ class FsArchiveWriter implements ArchiveWriter {
     if (this.state !== 'writing') throw new Error(`archive writer is ${this.state}`);
     if (this.writeError) throw this.writeError;
     this.hash.update(chunk);
-    this.pending.push(chunk);
-    this.pendingBytes += chunk.length;
-    // The disk writes run while the next chunks arrive; the caller waits only when too much is waiting.
-    this.flushing ??= this.flush();
-    if (this.pendingBytes >= MAX_PENDING_BYTES) await this.flushing;
-    if (this.writeError) throw this.writeError;
+    const ring = (this.ring ??= Buffer.allocUnsafeSlow(RING_BYTES));
+    for (let from = 0; from < chunk.length; ) {
+      // The disk writes run while the next chunks arrive; the caller waits only when the ring is full.
+      if (this.received - this.written === ring.length) await this.flushing;
+      if (this.writeError) throw this.writeError;
+      const at = this.received % ring.length;
+      const n = Math.min(chunk.length - from, ring.length - (this.received - this.written), ring.length - at);
+      ring.set(chunk.subarray(from, from + n), at);
+      from += n;
+      this.received += n;
+      this.flushing ??= this.flush();
+    }
   }
 
-  /** Writes what is pending, a batch at a time, until nothing is. */
+  /** Writes what waits in the ring (one or two spans of it), until nothing does. */
   private async flush(): Promise<void> {
     try {
-      while (this.pending.length) {
-        let batch = this.pending;
-        const size = this.pendingBytes;
-        [this.pending, this.pendingBytes] = [[], 0];
-        // writev may write less than asked: go on from where it stopped.
-        for (let left = size; left > 0; ) {
-          const { bytesWritten } = await this.file.writev(batch);
-          left -= bytesWritten;
-          batch = skipBytes(batch, bytesWritten);
-        }
-        this.written += size;
+      while (this.written < this.received && this.ring) {
+        const at = this.written % this.ring.length;
+        const end = at + (this.received - this.written);
+        const spans = end <= this.ring.length ? [this.ring.subarray(at, end)] : [this.ring.subarray(at), this.ring.subarray(0, end - this.ring.length)];
+        const { bytesWritten } = await this.file.writev(spans); // may write less than asked: the loop goes on
+        this.written += bytesWritten;
         this.wake();
       }
     } catch (err) {
@@ -346,6 +352,7 @@ class FsArchiveWriter implements ArchiveWriter {
       throw err;
     }
     this.state = 'committed';
+    this.ring = undefined;
     moved?.(ref, stat);
     this.wake();
     if (this.durable) {
@@ -373,6 +380,7 @@ class FsArchiveWriter implements ArchiveWriter {
     this.failure = reason;
     this.wake();
     await this.flushing;
+    this.ring = undefined;
     await this.file.close().catch(() => {});
     await rm(this.location, { force: true });
   }
@@ -410,19 +418,6 @@ async function syncFolder(path: string): Promise<void> {
   } finally {
     await dir.close();
   }
-}
-
-/** The buffers less their first n bytes. */
-function skipBytes(buffers: Uint8Array[], n: number): Uint8Array[] {
-  const out: Uint8Array[] = [];
-  for (const b of buffers) {
-    if (n >= b.length) n -= b.length;
-    else {
-      out.push(n > 0 ? b.subarray(n) : b);
-      n = 0;
-    }
-  }
-  return out;
 }
 
 /** A reader as a stream (one new buffer per chunk: for consumers that are not hot paths, like prefetch and tests). */
