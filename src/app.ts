@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { Exporter, type ExportRequest } from './bundles/export.js';
 import { ExportHistory } from './bundles/export-history.js';
 import { redactUrl, type Config } from './config/config.js';
-import { importBundle, type DryRunSummary, type ImportOptions, type ImportSummary } from './bundles/import.js';
+import type { DryRunSummary, ImportOptions, ImportSummary } from './bundles/import.js';
 import type { OnEvent } from './bundles/progress.js';
 import { readTrustedKeys } from './bundles/trust.js';
 import cron from 'node-cron';
@@ -288,6 +288,7 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
       if (role === 'command') for (const s of [archiveStore, hostedStore]) for (const t of await s.tempFiles()) await s.deleteTemp(t);
       const trustedKeys = options.trustedKeys ?? readTrustedKeys(config.import.trustedKeys);
       const target = { dataDir: config.dataDir, archives, hosted: hostedBlobs, registry, components: hostedComponents, generic, freeBytes, now };
+      const { importBundle } = await import('./bundles/import.js'); // tar-stream and the rest: loaded when used
       const summary = await importBundle(dir, { ...options, trustedKeys, target }, onEvent).catch((err: unknown) => {
         imported.runs.failed++;
         throw err;

@@ -20,7 +20,6 @@ import { srmPackage, version as validVersion } from './model/validate.js';
 import { startServer } from './server.js';
 import { copyMetadata, countRecords } from './stores/copy-metadata.js';
 import { DataFolderLockedError, LevelMetadataStore, MetadataDamagedError } from './stores/metadata-store.js';
-import { PostgresMetadataStore } from './stores/postgres-metadata-store.js';
 import { repairMetadata } from './stores/schema.js';
 
 type Flags = Record<string, string | boolean | undefined>;
@@ -305,6 +304,7 @@ async function migrateMetadata(config: Config, flags: Flags, _args: string[], ou
   }
   const from = await LevelMetadataStore.open(location); // its lock: refused while a mirror runs on this folder
   try {
+    const { PostgresMetadataStore } = await import('./stores/postgres-metadata-store.js'); // pg only when wanted
     const to = await PostgresMetadataStore.open(url);
     try {
       const target = redactUrl(url);

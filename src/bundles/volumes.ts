@@ -4,7 +4,7 @@
 // and renamed only when whole.
 import { createHash } from 'node:crypto';
 import { open, rm, type FileHandle } from 'node:fs/promises';
-import { pack as tarPack } from 'tar-stream';
+import type { Pack } from 'tar-stream';
 import type { StoredReader } from '../stores/archive-store.js';
 import { commitPartial, PARTIAL, writeAll } from './durable-files.js';
 import { blobEntry } from './manifest.js';
@@ -94,6 +94,7 @@ export async function writeVolume(path: string, blobs: readonly Blob[], options:
 
 async function writeOnce(path: string, blobs: readonly Blob[], dropped: Set<string>, options: WriteVolumeOptions): Promise<{ size: number; sha256: string }> {
   const partial = path + PARTIAL;
+  const { pack: tarPack } = await import('tar-stream'); // here, not at start: a serving mirror rarely exports
   const file = await (options.createFile ?? ((p) => open(p, 'w')))(partial);
   const pack = tarPack();
   const hash = createHash('sha256');
@@ -145,7 +146,7 @@ async function writeOnce(path: string, blobs: readonly Blob[], dropped: Set<stri
 }
 
 /** One blob as one entry, hashed as it is read: bytes that are not its digest throw CorruptBlobError. */
-async function packBlob(pack: ReturnType<typeof tarPack>, blob: Blob, reader: StoredReader, onBytes?: (n: number) => void): Promise<void> {
+async function packBlob(pack: Pack, blob: Blob, reader: StoredReader, onBytes?: (n: number) => void): Promise<void> {
   let finish!: (err?: Error | null) => void;
   const done = new Promise<void>((resolve, reject) => (finish = (err) => (err ? reject(err) : resolve())));
   done.catch(() => {}); // a failed entry fails the pack too, which the caller sees

@@ -83,6 +83,7 @@ export interface ArchiveWriter {
   /** Bytes taken so far (hashed; on disk, or in memory on their way there). */
   readonly received: number;
   readonly state: 'writing' | 'committed' | 'aborted';
+  /** Takes a chunk (copied: the caller may reuse it); one call at a time, each awaited. */
   write(chunk: Uint8Array): Promise<void>;
   /**
    * Checks the bytes against `expected`, then moves them into place, replacing whatever the store held under that
@@ -112,10 +113,14 @@ export function checkCounted(expected: Pick<Expected, 'size' | 'digests'>, size:
 }
 
 const DIGEST = /^[0-9a-f]{64}$/;
-/** Received bytes that may wait for the disk before the writer makes its caller wait. */
-const MAX_PENDING_BYTES = 4 << 20;
-/** Received bytes a writer gathers before it writes them out (or fewer, at commit). */
-const WRITE_BATCH = 1 << 20;
+/**
+ * Received bytes that may wait for the disk before the writer makes its caller wait: a ring the writer copies each
+ * chunk into. Holding the upstream's own chunks instead kept them alive long enough to reach V8's old generation,
+ * where dead ones piled up (tens of MB in a cold fill) until a full collection (issue 13); copied, they die young.
+ */
+const RING_BYTES = 2 << 20;
+/** Received bytes a writer gathers before it writes them out (or fewer, at commit): a write per batch, not per chunk. */
+const WRITE_BATCH = 512 << 10;
 const readAt = promisify(read);
 const readvAt = promisify(readv);
 const openFile = promisify(openFd);
@@ -291,15 +296,11 @@ type WriterState = 'writing' | 'committed' | 'aborted';
 class FsArchiveWriter implements ArchiveWriter {
   /** Bytes on disk. */
   written = 0;
-  /** Bytes hashed: on disk, then `inFlight`, then `pending`. */
+  /** Bytes received (and hashed): those past `written` wait in the ring, at their offset modulo its length. */
   received = 0;
-  /** The bytes being written to disk now, from `written` on (kept for readers until they are on disk). */
-  private inFlight: Uint8Array[] = [];
-  /** Bytes received but not yet handed to the disk, after `inFlight`. */
-  private pending: Uint8Array[] = [];
-  private pendingBytes = 0;
+  private ring: Buffer | undefined;
   private flushing: Promise<void> | undefined;
-  /** Commit: write out what is pending however little. */
+  /** Commit: write out what waits however little. */
   private draining = false;
   private writeError: Error | undefined;
   state: WriterState = 'writing';
@@ -324,32 +325,30 @@ class FsArchiveWriter implements ArchiveWriter {
     if (this.state !== 'writing') throw new Error(`archive writer is ${this.state}`);
     if (this.writeError) throw this.writeError;
     this.hash.update(chunk);
-    this.pending.push(chunk);
-    this.pendingBytes += chunk.length;
-    this.received += chunk.length;
+    const ring = (this.ring ??= Buffer.allocUnsafeSlow(RING_BYTES));
+    for (let from = 0; from < chunk.length; ) {
+      // The disk writes run while the next chunks arrive; the caller waits only when the ring is full.
+      if (this.received - this.written === ring.length) await (this.flushing ??= this.flush());
+      if (this.writeError) throw this.writeError;
+      const at = this.received % ring.length;
+      const n = Math.min(chunk.length - from, ring.length - (this.received - this.written), ring.length - at);
+      ring.set(chunk.subarray(from, from + n), at);
+      from += n;
+      this.received += n;
+      if (this.received - this.written >= WRITE_BATCH) this.flushing ??= this.flush();
+    }
     this.wake();
-    // The disk writes run while the next chunks arrive; the caller waits only when too much is waiting.
-    if (this.pendingBytes >= WRITE_BATCH) this.flushing ??= this.flush();
-    if (this.pendingBytes >= MAX_PENDING_BYTES) await this.flushing;
-    if (this.writeError) throw this.writeError;
   }
 
-  /** Writes what is pending, a batch at a time, while a batch is (or anything is, once draining). */
+  /** Writes what waits in the ring (one or two spans of it), a batch at a time (anything at all, once draining). */
   private async flush(): Promise<void> {
     try {
-      while (this.state === 'writing' && this.pending.length && (this.draining || this.pendingBytes >= WRITE_BATCH)) {
-        let batch = (this.inFlight = this.pending);
-        const size = this.pendingBytes;
-        [this.pending, this.pendingBytes] = [[], 0];
-        // writev may write less than asked: go on from where it stopped.
-        for (let left = size; left > 0; ) {
-          const { bytesWritten } = await this.file.writev(batch);
-          left -= bytesWritten;
-          batch = skipBytes(batch, bytesWritten);
-        }
-        // Together: a reader finds every byte below `received` either on disk or in memory.
-        this.written += size;
-        this.inFlight = [];
+      while (this.ring && this.received - this.written >= (this.draining ? 1 : WRITE_BATCH)) {
+        const at = this.written % this.ring.length;
+        const end = at + (this.received - this.written);
+        const spans = end <= this.ring.length ? [this.ring.subarray(at, end)] : [this.ring.subarray(at), this.ring.subarray(0, end - this.ring.length)];
+        const { bytesWritten } = await this.file.writev(spans); // may write less than asked: the loop goes on
+        this.written += bytesWritten;
       }
     } catch (err) {
       this.writeError = err as Error;
@@ -394,6 +393,7 @@ class FsArchiveWriter implements ArchiveWriter {
       throw err;
     }
     this.state = 'committed';
+    this.ring = undefined;
     moved?.(ref, stat);
     this.wake();
     if (this.durable) {
@@ -421,6 +421,7 @@ class FsArchiveWriter implements ArchiveWriter {
     this.failure = reason;
     this.wake();
     await this.flushing;
+    this.ring = undefined;
     await this.file.close().catch(() => {});
     await rm(this.location, { force: true });
   }
@@ -445,22 +446,14 @@ class FsArchiveWriter implements ArchiveWriter {
     };
   }
 
-  /** Copies `want` bytes from `pos` (at or past `written`, below `received`) out of the ones not yet on disk. */
+  /**
+   * Copies up to `want` bytes from `pos` (at or past `written`, below `received`) out of the ring, where every byte
+   * not yet on disk still is (its slot is reused only once the byte is written): up to the ring's end at most.
+   */
   private copyReceived(buf: Buffer, pos: number, want: number): number {
-    let [skip, n] = [pos - this.written, 0];
-    for (const chunks of [this.inFlight, this.pending]) {
-      for (const chunk of chunks) {
-        if (skip >= chunk.length) {
-          skip -= chunk.length;
-          continue;
-        }
-        const take = Math.min(chunk.length - skip, want - n);
-        buf.set(chunk.subarray(skip, skip + take), n);
-        [n, skip] = [n + take, 0];
-        if (n === want) return n;
-      }
-    }
-    return n;
+    const ring = this.ring!;
+    const at = pos % ring.length;
+    return ring.copy(buf, 0, at, at + Math.min(want, ring.length - at));
   }
 
   private wake(): void {
@@ -480,18 +473,6 @@ async function syncFolder(path: string): Promise<void> {
   }
 }
 
-/** The buffers less their first n bytes. */
-function skipBytes(buffers: Uint8Array[], n: number): Uint8Array[] {
-  const out: Uint8Array[] = [];
-  for (const b of buffers) {
-    if (n >= b.length) n -= b.length;
-    else {
-      out.push(n > 0 ? b.subarray(n) : b);
-      n = 0;
-    }
-  }
-  return out;
-}
 
 /** A reader as a stream (one new buffer per chunk: for consumers that are not hot paths, like prefetch and tests). */
 export function readerStream(reader: ArchiveReader, chunkSize = READ_CHUNK): Readable {

@@ -52,6 +52,22 @@ describe.each(implementations)('%s', (_name, open) => {
     expect(await store.tempFiles()).toEqual([]);
   });
 
+  it('takes chunks of any size, larger than what it holds back included, and copies them: the caller may reuse its buffer', async () => {
+    const data = randomBytes(5 * 1024 * 1024 + 7);
+    const w = await store.createWriter();
+    const scratch = Buffer.alloc(3 * 1024 * 1024); // one buffer for every chunk, overwritten once each write resolves
+    for (let pos = 0, i = 0; pos < data.length; i++) {
+      const n = Math.min(data.length - pos, [1, 65_536, 3 * 1024 * 1024, 777_777][i % 4]!);
+      data.copy(scratch, 0, pos, pos + n);
+      await w.write(scratch.subarray(0, n));
+      scratch.fill(0xee, 0, n);
+      pos += n;
+    }
+    const { ref } = await w.commit({ size: data.length });
+    expect(ref).toEqual({ digest: sha256(data), size: data.length });
+    expect((await readAll(store, ref.digest)).equals(data)).toBe(true);
+  });
+
   it.each([
     ['too short', { size: 11 }],
     ['too long', { size: 9 }],
