@@ -1,12 +1,15 @@
 # srm-mirror: build with dev dependencies, run with production ones only.
-FROM node:20-bookworm-slim AS build
+# Node 26, the current LTS: the one that measures best (`npm run bench:node`, 2026-11-21: cached metadata 40.6k req/s
+# against 18.5k on Node 20, 25.6k on 22 and 29.9k on 24; cached archives alike on all four). The project runs on
+# Node 20.18+ too (CI's suite runs on 20; test/e2e/node-lts.test.ts runs the mirror on 26).
+FROM node:26-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
 COPY src ./src
 COPY config ./config
 RUN npm ci && npm prune --omit=dev
 
-FROM node:20-bookworm-slim
+FROM node:26-bookworm-slim
 ENV NODE_ENV=production
 WORKDIR /app
 COPY --from=build /app/package.json ./
