@@ -3,6 +3,7 @@
 // load was held back by something else on the machine, and its round says more about that than about the server.
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { SERVER_CORE } from './pin.js';
 
 /** USER_HZ, the unit of /proc/PID/stat's times. */
 const CLOCK_TICKS = (() => {
@@ -38,17 +39,30 @@ export interface CpuUse {
   readonly wallSeconds: number;
   /** seconds / wallSeconds: 1 = one whole core. */
   readonly cores: number;
+  /** The share of the wall time the servers' core sat idle (undefined where /proc/stat cannot say). */
+  readonly coreIdle: number | undefined;
+}
+
+/** A core's idle time so far (idle + iowait, from /proc/stat), in seconds. */
+function coreIdleSeconds(core: number): number | undefined {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n').find((l) => l.startsWith(`cpu${core} `));
+  if (!line) return undefined;
+  const f = line.trim().split(/\s+/).map(Number);
+  return (f[4]! + f[5]!) / CLOCK_TICKS;
 }
 
 /** Runs `work` and measures the CPU the given processes used meanwhile. */
 export async function withCpu<T>(pids: readonly number[], work: () => Promise<T>): Promise<{ value: T; cpu: CpuUse }> {
   const sum = () => pids.reduce((s, p) => s + cpuSeconds(p), 0);
   const cpu0 = sum();
+  const idle0 = coreIdleSeconds(SERVER_CORE);
   const t0 = performance.now();
   const value = await work();
   const wallSeconds = (performance.now() - t0) / 1000;
   const seconds = sum() - cpu0;
-  return { value, cpu: { seconds, wallSeconds, cores: wallSeconds > 0 ? seconds / wallSeconds : 0 } };
+  const idle1 = coreIdleSeconds(SERVER_CORE);
+  const coreIdle = idle0 === undefined || idle1 === undefined || wallSeconds <= 0 ? undefined : (idle1 - idle0) / wallSeconds;
+  return { value, cpu: { seconds, wallSeconds, cores: wallSeconds > 0 ? seconds / wallSeconds : 0, coreIdle } };
 }
 
 export function coresText(c: CpuUse | undefined): string {

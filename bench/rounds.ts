@@ -1,9 +1,15 @@
 // The one place where rounds are run, paired and discarded. A comparison runs its sides in turn, always in the same
 // order (nginx, mirror, nginx, mirror, ...), each round the same length; each attempt's ratio is subject/baseline.
 // When the servers are saturated (wrk rows), an attempt in which any side's server got less than `minCores` of a
-// core (CPU seconds / wall seconds, from /proc) is discarded: something else on the machine took its core. A
-// replacement attempt follows, up to `maxExtra` of them. Targets use the worst kept ratio, never the best.
+// core (CPU seconds / wall seconds, from /proc) while that core was busy is discarded: something else on the
+// machine took its core. A server short of a core while its core sat idle (IDLE_SHARE of the round or more) was not
+// held back, it needed no more (the client on the other core was the limit, as for a big file nginx sends with
+// sendfile): that round measures what a client gets, and is kept. A replacement attempt follows a discarded one, up
+// to `maxExtra` of them. Targets use the worst kept ratio, never the best.
 import { withCpu, type CpuUse } from './cpu.js';
+
+/** The share of a round the servers' core must sit idle for a server short of a core to count as not held back. */
+const IDLE_SHARE = 0.1;
 import type { Measure } from './load.js';
 
 export interface Side {
@@ -53,7 +59,8 @@ export async function runRounds(sides: readonly Side[], o: RoundOptions): Promis
       const { value: m, cpu } = await withCpu(side.pids(), () => side.run(i));
       rounds.push({ m, cpu });
     }
-    const short = o.minCores === undefined ? [] : rounds.flatMap((r, s) => (r.cpu.cores < o.minCores! ? [`${sides[s]!.server} ${r.cpu.cores.toFixed(2)} core`] : []));
+    const starved = (c: CpuUse) => o.minCores !== undefined && c.cores < o.minCores && !((c.coreIdle ?? 0) >= IDLE_SHARE);
+    const short = rounds.flatMap((r, s) => (starved(r.cpu) ? [`${sides[s]!.server} ${r.cpu.cores.toFixed(2)} core, its core ${idleText(r.cpu)} idle`] : []));
     attempts.push({ n: i + 1, rounds, ...(short.length ? { discarded: short.join(', ') } : {}) });
     if (!short.length) kept++;
   }
@@ -85,6 +92,10 @@ export function discardNote(r: Rounds): string {
   return r.allDiscarded
     ? `EVERY round was below the CPU floor (${which}): the figures are kept but the server was not what limited them`
     : `${d.length} of ${r.attempts.length} rounds discarded for lack of CPU (${which})`;
+}
+
+function idleText(c: CpuUse): string {
+  return c.coreIdle === undefined ? '?' : `${Math.round(c.coreIdle * 100)} %`;
 }
 
 export function range(xs: readonly number[]): { min: number; max: number } {

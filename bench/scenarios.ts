@@ -178,7 +178,7 @@ export class Scenarios {
     const all = (side: number): Row => {
       const rounds = roundsOf(r, side);
       const m = summarize(rounds.map((x) => ({ bytes: x.m.bytes, ms: x.m.seconds * 1000, status: 200, cache: undefined })));
-      const cpu: CpuUse = { seconds: rounds.reduce((s, x) => s + x.cpu.seconds, 0), wallSeconds: m.seconds, cores: rounds.reduce((s, x) => s + x.cpu.seconds, 0) / m.seconds };
+      const cpu: CpuUse = { seconds: rounds.reduce((s, x) => s + x.cpu.seconds, 0), wallSeconds: m.seconds, cores: rounds.reduce((s, x) => s + x.cpu.seconds, 0) / m.seconds, coreIdle: undefined };
       return { scenario, server: r.sides[side]!.server, m, cpu };
     };
     const per = r.kept.map((a) => `${(a.rounds[1]!.m.bytes / 1e6 / a.rounds[1]!.m.seconds).toFixed(0)} vs ${(a.rounds[0]!.m.bytes / 1e6 / a.rounds[0]!.m.seconds).toFixed(0)}`).join(', ');
