@@ -17,6 +17,8 @@ const big = componentZip('big', '1.0.0', { payload: Buffer.alloc(300_000, 7) });
 const small = componentZip('small', '1.0.0');
 const zipball = (name: string) => `/v3/packages/${name}/zipball/1.0.0`;
 
+const FLAGS = { 'accel-redirect': PREFIX, 'accel-redirect-min-size': '200KB', 'allow-private-hosts': true, 'archive-hosts': '127.0.0.1', prefetch: 'false' };
+
 describe.skipIf('skip' in tools)('behind nginx: X-Accel-Redirect for cached archives', () => {
   let upstream: FakeUpstream;
   let mirror: TestMirror;
@@ -29,7 +31,8 @@ describe.skipIf('skip' in tools)('behind nginx: X-Accel-Redirect for cached arch
     upstream.add('big', [{ version: '1.0.0', zip: big }]);
     upstream.add('small', [{ version: '1.0.0', zip: small }]);
     upstream.add('cold', [{ version: '1.0.0', zip: componentZip('cold', '1.0.0', { payload: Buffer.alloc(300_000, 9) }) }]);
-    mirror = await startMirror(upstream.v3, { 'accel-redirect': PREFIX, 'accel-redirect-min-size': '200KB', 'allow-private-hosts': true, 'archive-hosts': '127.0.0.1', prefetch: 'false' });
+    // Disk HITs here (a held archive is the mirror's to send: the last test).
+    mirror = await startMirror(upstream.v3, { ...FLAGS, 'memory-archives': '0' });
     nginx = await Nginx.start((tools as { nginx: string }).nginx, Number(new URL(mirror.url).port), mirror.dataDir);
     for (const name of ['big', 'small']) expect((await get(`${mirror.url}${zipball(name)}`)).headers.get('x-cache')).toBe('MISS');
   });
@@ -150,5 +153,23 @@ describe.skipIf('skip' in tools)('behind nginx: X-Accel-Redirect for cached arch
     const res = await get(`${nginx.url}${location}`);
     expect(res.status).toBe(404);
     expect(res.body.includes(big.subarray(0, 64))).toBe(false);
+  });
+
+  it('an archive held in memory (cache.memoryArchives) is sent by the mirror itself, never redirected', async () => {
+    const held = await startMirror(upstream.v3, { ...FLAGS, 'memory-archives': '8MB' });
+    try {
+      const answers = [];
+      for (let i = 0; i < 4; i++) answers.push(await get(`${held.url}${zipball('big')}`));
+      // MISS; a disk HIT (offloaded); the second disk HIT loads it into memory; from then on, memory.
+      expect(answers.map((a) => [a.headers.get('x-cache'), a.headers.get('x-accel-redirect') !== null, a.body.length])).toEqual([
+        ['MISS', false, big.length],
+        ['HIT', true, 0],
+        ['HIT', false, big.length],
+        ['HIT', false, big.length],
+      ]);
+      expect(answers[3]!.body.equals(big)).toBe(true);
+    } finally {
+      await held.close();
+    }
   });
 });
