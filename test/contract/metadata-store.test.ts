@@ -4,20 +4,19 @@
 import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Level } from 'level';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LevelMetadataStore, MemoryCachedStore, MetadataDamagedError, type MetadataStore } from '../../src/stores/metadata-store.js';
 import { PostgresMetadataStore } from '../../src/stores/postgres-metadata-store.js';
-import { PostgresCluster, ensurePostgres } from '../fakes/postgres.js';
+import { throwawayCluster } from '../fakes/postgres.js';
 import { ControlledStore } from '../fakes/stores.js';
 import { removeTempDirs, tempDir, until } from '../helpers.js';
 
-const postgres = ensurePostgres();
-let cluster: PostgresCluster | undefined;
+const postgres = throwawayCluster('the contract on PostgresMetadataStore');
 /** A database per test folder, so that "close and reopen" finds its documents again. */
 const databases = new Map<string, string>();
 async function databaseFor(dir: string): Promise<string> {
   let url = databases.get(dir);
-  if (url === undefined) databases.set(dir, (url = await cluster!.createDatabase()));
+  if (url === undefined) databases.set(dir, (url = await postgres.cluster().createDatabase()));
   return url;
 }
 
@@ -26,7 +25,7 @@ const implementations: Opener[] = [
   ['LevelMetadataStore', (dir) => LevelMetadataStore.open(dir)],
   ['MemoryCachedStore over LevelMetadataStore', async (dir) => new MemoryCachedStore(await LevelMetadataStore.open(dir), 1 << 20)],
   ['MemoryCachedStore smaller than any document', async (dir) => new MemoryCachedStore(await LevelMetadataStore.open(dir), 1)],
-  ...('bin' in postgres
+  ...(postgres.available
     ? ([
         ['PostgresMetadataStore', async (dir) => PostgresMetadataStore.open(await databaseFor(dir))],
         ['MemoryCachedStore over PostgresMetadataStore', async (dir) => new MemoryCachedStore(await PostgresMetadataStore.open(await databaseFor(dir)), 1 << 20)],
@@ -34,20 +33,7 @@ const implementations: Opener[] = [
     : []),
 ];
 
-beforeAll(async () => {
-  if ('bin' in postgres) cluster = await PostgresCluster.start(postgres.bin);
-}, 60_000);
-
-afterAll(async () => {
-  await cluster?.stop();
-  await removeTempDirs();
-});
-
-if ('skip' in postgres) {
-  describe(`PostgreSQL (skipped: ${postgres.skip})`, () => {
-    it.skip('runs the contract on PostgresMetadataStore', () => {});
-  });
-}
+afterAll(removeTempDirs);
 
 describe.each(implementations)('%s', (_name, open) => {
   let dir: string;
@@ -358,7 +344,7 @@ describe('MemoryCachedStore', () => {
   });
 });
 
-describe.skipIf(!('bin' in postgres))('PostgresMetadataStore only', () => {
+describe.skipIf(!postgres.available)('PostgresMetadataStore only', () => {
   const fast = { retryMinMs: 50, retryMaxMs: 200 };
   const opened: MetadataStore[] = [];
   const open = async (url: string) => {
@@ -378,24 +364,24 @@ describe.skipIf(!('bin' in postgres))('PostgresMetadataStore only', () => {
   };
   /** Changes a document behind every store's back: no notification, as a write another replica lost would be. */
   const behindTheBack = (url: string, key: string, value: unknown) =>
-    cluster!.admin((c) => c.query('UPDATE srm_metadata SET value = $2 WHERE key = $1', [key, JSON.stringify(value)]), new URL(url).pathname.slice(1));
+    postgres.cluster().admin((c) => c.query('UPDATE srm_metadata SET value = $2 WHERE key = $1', [key, JSON.stringify(value)]), new URL(url).pathname.slice(1));
 
   afterEach(async () => {
     for (const store of opened.splice(0)) await store.close();
   });
 
   it('migrates a new database once, however many replicas start on it together', async () => {
-    const url = await cluster!.createDatabase();
+    const url = await postgres.cluster().createDatabase();
     await Promise.all(Array.from({ length: 6 }, () => open(url)));
     await open(url); // and again, on a database already up to date
-    const rows = await cluster!.admin((c) => c.query('SELECT version FROM srm_schema_migrations ORDER BY version'), new URL(url).pathname.slice(1));
+    const rows = await postgres.cluster().admin((c) => c.query('SELECT version FROM srm_schema_migrations ORDER BY version'), new URL(url).pathname.slice(1));
     expect(rows.rows).toEqual([{ version: 1 }]);
   });
 
   it('refuses a database a newer srm-mirror migrated, naming the database without its password', async () => {
-    const url = await cluster!.createDatabase();
+    const url = await postgres.cluster().createDatabase();
     await open(url);
-    await cluster!.admin((c) => c.query("INSERT INTO srm_schema_migrations (version, what) VALUES (999, 'future')"), new URL(url).pathname.slice(1));
+    await postgres.cluster().admin((c) => c.query("INSERT INTO srm_schema_migrations (version, what) VALUES (999, 'future')"), new URL(url).pathname.slice(1));
     const withPassword = url.replace('postgres@', 'postgres:hunter2secret@');
     const err = (await PostgresMetadataStore.open(withPassword).catch((e: unknown) => e)) as Error;
     expect(err.message).toMatch(/SQL schema 999, written by a newer srm-mirror/);
@@ -404,7 +390,7 @@ describe.skipIf(!('bin' in postgres))('PostgresMetadataStore only', () => {
   });
 
   it("a write through one replica drops another replica's cached copy", async () => {
-    const url = await cluster!.createDatabase();
+    const url = await postgres.cluster().createDatabase();
     const a = await open(url); // a replica's store (no memory cache: it needs no notifications)
     const { store: b, heard } = await cached(url);
     await a.putMany([
@@ -433,7 +419,7 @@ describe.skipIf(!('bin' in postgres))('PostgresMetadataStore only', () => {
   });
 
   it('losing the notifications connection flushes the cache, is reported, and is reconnected', async () => {
-    const url = await cluster!.createDatabase();
+    const url = await postgres.cluster().createDatabase();
     const a = await open(url);
     const { store: b, heard } = await cached(url);
     await a.put('k', 'v1');
@@ -441,7 +427,7 @@ describe.skipIf(!('bin' in postgres))('PostgresMetadataStore only', () => {
     expect(await b.get('k')).toBe('v1');
     await behindTheBack(url, 'k', 'changed silently');
     expect(await b.get('k')).toBe('v1');
-    await cluster!.admin((c) => c.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'srm-mirror listen' AND datname = $1", [new URL(url).pathname.slice(1)]));
+    await postgres.cluster().admin((c) => c.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'srm-mirror listen' AND datname = $1", [new URL(url).pathname.slice(1)]));
     await until(async () => (await b.get('k')) === 'changed silently');
     expect(b.problem()?.error).toMatch(/notifications connection was lost/);
     // Listening again: a later write is seen.

@@ -6,7 +6,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir, until } from '../helpers.js';
 import { readmeNginxServer } from './nginx-config.js';
-import { ensureBinaries, freePort, onPath } from './proxy.js';
+import { ensureBinaries, freePort, onPath } from './machine.js';
 
 /** nginx's binary, installed if need be; a reason to skip when it cannot be. */
 export function ensureNginx(): { nginx: string } | { skip: string } {

@@ -4,10 +4,13 @@
 // programs run as that user. Each test file starts its own cluster, makes databases in it, and stops it at the end.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chownSync, existsSync, readdirSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
-import { tempDir, until } from '../helpers.js';
+import { afterAll, beforeAll, describe, it } from 'vitest';
+import { until } from '../helpers.js';
+import { freePort, installPackages } from './machine.js';
 
 const LIB = '/usr/lib/postgresql';
 
@@ -20,28 +23,11 @@ function installedBin(): string | undefined {
 
 /** Makes sure a PostgreSQL server is installed (Debian's `postgresql` package); a reason to skip only when it cannot be. */
 export function ensurePostgres(): { bin: string } | { skip: string } {
-  let bin = installedBin();
-  if (bin) return { bin };
-  if (process.getuid?.() !== 0) return { skip: 'PostgreSQL is not installed, and the tests do not run as root to install it' };
-  if (!existsSync('/usr/bin/apt-get')) return { skip: 'PostgreSQL is not installed, and there is no apt-get here' };
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  const install = () => spawnSync('apt-get', ['install', '-y', '--no-install-recommends', 'postgresql'], { env, encoding: 'utf8' });
-  let result = install();
-  if (result.status !== 0) {
-    spawnSync('apt-get', ['update'], { env, encoding: 'utf8' }); // a fresh machine's package lists may be empty
-    result = install();
-  }
-  bin = installedBin();
-  if (!bin) return { skip: `could not install PostgreSQL: ${(result.stderr || result.stdout).trim().split('\n').pop()}` };
-  return { bin };
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
+  const installed = installedBin();
+  if (installed) return { bin: installed };
+  const failed = installPackages(['postgresql']);
+  const bin = installedBin();
+  return bin ? { bin } : { skip: failed ?? `postgresql was installed, but no server is in ${LIB}` };
 }
 
 /** The uid and gid programs of the cluster run as: the postgres user when we are root, else ourselves. */
@@ -57,10 +43,12 @@ export class PostgresCluster {
   private constructor(
     private readonly child: ChildProcess,
     readonly port: number,
+    private readonly dir: string,
   ) {}
 
   static async start(bin: string): Promise<PostgresCluster> {
-    const dir = await tempDir('srm-mirror-pg-');
+    // Its own folder, removed by stop(): not one of the test's temp folders, which a file's afterAll may remove first.
+    const dir = await mkdtemp(join(tmpdir(), 'srm-mirror-pg-'));
     const user = runAs();
     if (user) chownSync(dir, user.uid, user.gid);
     const data = join(dir, 'data');
@@ -72,7 +60,7 @@ export class PostgresCluster {
     const child = spawn(join(bin, 'postgres'), args, { stdio: ['ignore', 'pipe', 'pipe'], ...user });
     const output: string[] = [];
     for (const s of [child.stdout!, child.stderr!]) s.on('data', (d: Buffer) => output.push(d.toString()));
-    const cluster = new PostgresCluster(child, port);
+    const cluster = new PostgresCluster(child, port, dir);
     process.once('exit', () => child.kill('SIGKILL'));
     await until(async () => {
       if (child.exitCode !== null) throw new Error(`postgres exited: ${output.join('')}`);
@@ -105,9 +93,38 @@ export class PostgresCluster {
   }
 
   async stop(): Promise<void> {
-    if (this.child.exitCode !== null) return;
-    const exited = new Promise((resolve) => this.child.once('exit', resolve));
-    this.child.kill('SIGINT'); // fast shutdown: ends the sessions, no waiting for clients
-    await exited;
+    if (this.child.exitCode === null) {
+      const exited = new Promise((resolve) => this.child.once('exit', resolve));
+      this.child.kill('SIGINT'); // fast shutdown: ends the sessions, no waiting for clients
+      await exited;
+    }
+    await rm(this.dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * A throwaway cluster for the test file that calls this (at its top): PostgreSQL installed if need be, the cluster
+ * started before the file's tests and stopped after them. Where PostgreSQL cannot be had, a skipped test in the report
+ * says why (`what`: what is skipped). `available`: whether to run the file's PostgreSQL tests.
+ */
+export function throwawayCluster(what: string): { readonly available: boolean; cluster(): PostgresCluster } {
+  const postgres = ensurePostgres();
+  let cluster: PostgresCluster | undefined;
+  if ('skip' in postgres) {
+    describe(`${what} (skipped: ${postgres.skip})`, () => {
+      it.skip(`runs ${what}`, () => {});
+    });
+  } else {
+    beforeAll(async () => {
+      cluster = await PostgresCluster.start(postgres.bin);
+    }, 60_000);
+    afterAll(() => cluster?.stop());
+  }
+  return {
+    available: 'bin' in postgres,
+    cluster: () => {
+      if (!cluster) throw new Error('the PostgreSQL cluster is not running');
+      return cluster;
+    },
+  };
 }

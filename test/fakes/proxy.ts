@@ -2,21 +2,15 @@
 // started per test file on a free port with its own config and log. Its outgoing connections leave from PROXY_ADDRESS
 // (tinyproxy's Bind), so an upstream that takes connections from that address only is reachable through it alone.
 // Also a test CA and a server certificate it signed, made with the openssl binary (node:crypto cannot sign X.509).
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { tempDir, until } from '../helpers.js';
+import { ensureBinaries, freePort, onPath } from './machine.js';
 
 /** Where tinyproxy's connections to upstreams come from (any 127.x address is on the loopback interface). */
 export const PROXY_ADDRESS = '127.0.0.2';
 
-export function onPath(binary: string): string | undefined {
-  for (const dir of (process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin').split(':').concat(['/usr/sbin', '/usr/bin'])) {
-    if (existsSync(join(dir, binary))) return join(dir, binary);
-  }
-  return undefined;
-}
 
 /**
  * Makes sure tinyproxy and openssl are there, installing the Debian packages when they are not (tinyproxy-bin: the
@@ -28,27 +22,6 @@ export function ensureProxyTools(): { tinyproxy: string; openssl: string } | { s
   return skip ? { skip } : { tinyproxy: onPath('tinyproxy')!, openssl: onPath('openssl')! };
 }
 
-/**
- * Installs the Debian packages of the [binary, package] pairs whose binary is missing (apt, as root), trying the
- * `fallback` names of packages when the first names fail; a reason to skip when they truly cannot be installed.
- */
-export function ensureBinaries(needed: ReadonlyArray<readonly [string, string]>, fallback: Record<string, string> = {}): string | undefined {
-  const missing = () => needed.filter(([bin]) => !onPath(bin)).map(([, pkg]) => pkg);
-  if (missing().length === 0) return undefined;
-  if (process.getuid?.() !== 0) return `${missing().join(' and ')} not installed, and the tests do not run as root to install them`;
-  if (!existsSync('/usr/bin/apt-get')) return `${missing().join(' and ')} not installed, and there is no apt-get here`;
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  const install = (rename: Record<string, string> = {}) =>
-    spawnSync('apt-get', ['install', '-y', '--no-install-recommends', ...missing().map((p) => rename[p] ?? p)], { env, encoding: 'utf8' });
-  let result = install();
-  if (result.status !== 0) {
-    spawnSync('apt-get', ['update'], { env, encoding: 'utf8' }); // a fresh machine's package lists may be empty
-    result = install();
-  }
-  if (result.status !== 0 && Object.keys(fallback).length > 0) result = install(fallback);
-  if (result.status !== 0) return `could not install ${missing().join(' and ')}: ${(result.stderr || result.stdout).trim().split('\n').pop()}`;
-  return undefined;
-}
 
 export interface TestCertificates {
   /** The CA's certificate (PEM file), for upstream.ca. */
@@ -71,13 +44,6 @@ export async function testCertificates(openssl = 'openssl'): Promise<TestCertifi
   return { caFile: f('ca.pem'), key: readFileSync(f('server.key'), 'utf8'), cert: readFileSync(f('server.pem'), 'utf8') };
 }
 
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 export interface ProxyOptions {
   /** The ports CONNECT may reach (tinyproxy's ConnectPort). */

@@ -3,22 +3,17 @@
 // served by the others, a SIGKILL of the replica doing a fill, and the leader's jobs moving on when it dies.
 import { createHash } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { Users } from '../../src/core/hosted/users.js';
 import { KEY_LOCKS, LEADER_LOCK } from '../../src/stores/postgres-fleet.js';
 import { FORM_HEADERS, publishForm, signed } from '../fakes/clients.js';
-import { PostgresCluster, ensurePostgres } from '../fakes/postgres.js';
+import { throwawayCluster } from '../fakes/postgres.js';
 import { FakeUpstream } from '../fakes/upstream.js';
 import { componentZip } from '../fakes/zips.js';
 import { killChildren, recordSecrets, removeTempDirs, runCli, send, spawnMirror, tempDir, until } from '../helpers.js';
 
-const postgres = ensurePostgres();
-let cluster: PostgresCluster | undefined;
+const postgres = throwawayCluster('replicas on PostgreSQL');
 let fake: FakeUpstream | undefined;
-
-beforeAll(async () => {
-  if ('bin' in postgres) cluster = await PostgresCluster.start(postgres.bin);
-}, 60_000);
 
 afterEach(async () => {
   killChildren();
@@ -27,15 +22,8 @@ afterEach(async () => {
 });
 
 afterAll(async () => {
-  await cluster?.stop();
   await removeTempDirs();
 });
-
-if ('skip' in postgres) {
-  describe(`replicas on PostgreSQL (skipped: ${postgres.skip})`, () => {
-    it.skip('runs on PostgreSQL', () => {});
-  });
-}
 
 interface Replica {
   readonly child: ChildProcess;
@@ -46,7 +34,7 @@ interface Replica {
 /** Three replicas a, b, c on one new database and one new data folder. */
 async function fleet(extra: string[] = []): Promise<{ replicas: Replica[]; dataDir: string; db: string }> {
   fake = await FakeUpstream.start();
-  const db = await cluster!.createDatabase();
+  const db = await postgres.cluster().createDatabase();
   const dataDir = await tempDir();
   const replicas: Replica[] = [];
   for (const id of ['a', 'b', 'c']) replicas.push(await spawnMirror(['--upstream', fake.v3, '--data', dataDir, '--database-url', db, '--replica-id', id, ...extra]));
@@ -55,7 +43,7 @@ async function fleet(extra: string[] = []): Promise<{ replicas: Replica[]; dataD
 
 /** Advisory locks of srm-mirror held in the database: key locks, and the leader's. */
 async function advisoryLocks(db: string): Promise<{ keys: number; leaders: number }> {
-  return cluster!.admin(async (c) => {
+  return postgres.cluster().admin(async (c) => {
     const { rows } = await c.query<{ classid: number; n: string }>(
       "SELECT classid::int AS classid, count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND granted GROUP BY classid",
     );
@@ -66,7 +54,7 @@ async function advisoryLocks(db: string): Promise<{ keys: number; leaders: numbe
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
-describe.skipIf(!('bin' in postgres))('replicas on PostgreSQL and one data folder', () => {
+describe.skipIf(!postgres.available)('replicas on PostgreSQL and one data folder', () => {
   it('200 concurrent cold requests over 3 replicas: one upstream fetch of the archive, one of the metadata key, 200 correct bodies', async () => {
     const { replicas, db } = await fleet();
     const pkg = fake!.add('fc3', [{ version: '1.0.0' }]);
@@ -94,7 +82,7 @@ describe.skipIf(!('bin' in postgres))('replicas on PostgreSQL and one data folde
     const secret = await users.add('ann', 'publisher');
     recordSecrets(secret);
     fake = await FakeUpstream.start();
-    const db = await cluster!.createDatabase();
+    const db = await postgres.cluster().createDatabase();
     const replicas: Replica[] = [];
     // Offline, any name may be published, and is hosted once it is: B and C know of it only from the database.
     for (const id of ['a', 'b', 'c']) replicas.push(await spawnMirror(['--upstream', fake.v3, '--data', dataDir, '--database-url', db, '--replica-id', id, '--offline']));

@@ -2,30 +2,18 @@
 // the same; two mirror processes on one database see each other's writes at once (LISTEN/NOTIFY); they may share
 // a data folder (issue 14 part 2, fleet.test.ts).
 import { request } from 'undici';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PostgresCluster, ensurePostgres } from '../fakes/postgres.js';
+import { afterAll, describe, expect, it } from 'vitest';
+import { throwawayCluster } from '../fakes/postgres.js';
 import { FakeUpstream } from '../fakes/upstream.js';
 import { fetchOk, warmMirror } from '../fakes/warm-mirror.js';
 import { killChildren, recordSecrets, removeTempDirs, runCli, spawnMirror, startMirror, tempDir, until } from '../helpers.js';
 
-const postgres = ensurePostgres();
-let cluster: PostgresCluster | undefined;
-
-beforeAll(async () => {
-  if ('bin' in postgres) cluster = await PostgresCluster.start(postgres.bin);
-}, 60_000);
+const postgres = throwawayCluster('the mirror on PostgreSQL');
 
 afterAll(async () => {
   killChildren();
-  await cluster?.stop();
   await removeTempDirs();
 });
-
-if ('skip' in postgres) {
-  describe(`the mirror on PostgreSQL (skipped: ${postgres.skip})`, () => {
-    it.skip('runs on PostgreSQL', () => {});
-  });
-}
 
 async function json(url: string): Promise<unknown> {
   const res = await request(url);
@@ -38,14 +26,14 @@ async function v3Body(url: string): Promise<unknown> {
   return ((await json(url)) as { body: unknown }).body;
 }
 
-describe.skipIf(!('bin' in postgres))('the mirror on PostgreSQL', () => {
+describe.skipIf(!postgres.available)('the mirror on PostgreSQL', () => {
   it('migrate-metadata copies a warmed LevelDB store, and a mirror on PostgreSQL serves the same offline', async () => {
     const warm = await warmMirror();
     const dataDir = warm.mirror.dataDir;
     const paths = ['/v3/packages/fc3/release/latest', '/v3/packages/fc3/release/tags/1.0.0', '/v3/packages/corp-tool/release/latest', '/v3/packages/fc3-domain/release/latest'];
     const before = await Promise.all(paths.map((p) => v3Body(warm.mirror.url + p)));
     const statusBefore = (await json(`${warm.mirror.url}/-/status`)) as { metadata: unknown };
-    const url = await cluster!.createDatabase();
+    const url = await postgres.cluster().createDatabase();
 
     const whileRunning = await runCli(['migrate-metadata', '--data', dataDir, '--to', url]);
     expect(whileRunning.code).toBe(3); // the LevelDB store is held by the running mirror
@@ -83,7 +71,7 @@ describe.skipIf(!('bin' in postgres))('the mirror on PostgreSQL', () => {
     try {
       fake.add('fc3', [{ version: '0.1.2' }]);
       // The cluster trusts loopback connections, so a password is never asked for: it is there to be looked for in the logs.
-      const url = (await cluster!.createDatabase()).replace('postgres@', 'postgres:pg-pass-7fe29a@');
+      const url = (await postgres.cluster().createDatabase()).replace('postgres@', 'postgres:pg-pass-7fe29a@');
       recordSecrets('pg-pass-7fe29a');
       // A always asks the upstream; B takes what the database has for an hour: B can only know what A wrote there.
       const a = await spawnMirror(['--upstream', fake.v3, '--data', await tempDir(), '--database-url', url, '--max-age', '0']);
