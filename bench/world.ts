@@ -83,6 +83,7 @@ export class Mirror {
 }
 
 export class World {
+  /** The cold packages' versions: 64.0.0, for warming up, then one per measured round. */
   readonly coldVersions: string[];
   readonly mirrors = new Map<string, Mirror>();
   private readonly children: Child[] = [];
@@ -100,7 +101,7 @@ export class World {
     readonly dir: string,
     readonly o: WorldOptions,
   ) {
-    this.coldVersions = Array.from({ length: o.coldRuns }, (_, i) => `64.0.${i + 1}`);
+    this.coldVersions = Array.from({ length: o.coldRuns + 1 }, (_, i) => `64.0.${i}`);
   }
 
   /** Creates the temp folder; `onDir` learns it first, so that it is removed even if what follows fails. */
