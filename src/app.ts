@@ -209,7 +209,7 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
         })
     : undefined;
   const shared = onPostgres ? replica : undefined; // the temp folder of this replica on a shared data folder
-  const archiveStore = await FsArchiveStore.open(join(config.dataDir, 'archives'), { removeTempFiles: role === 'server', replica: shared });
+  const archiveStore = await FsArchiveStore.open(join(config.dataDir, 'archives'), { removeTempFiles: role === 'server', replica: shared, directWrites: config.cache.directWrites });
   const http = new UpstreamHttp({ ...config.upstream, writes: config.writes, now });
   const isV3 = config.upstream.type === 'serverless-v3';
   if (config.offline) log.info('offline mode: the upstream is never contacted');
@@ -229,7 +229,7 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
   });
   await archives.init();
   // Hosted content: its own durable store, which nothing of the cache (quota, collection, scrub, repair) touches.
-  const hostedStore = await FsArchiveStore.open(join(config.dataDir, 'hosted'), { removeTempFiles: role === 'server', durable: true, replica: shared });
+  const hostedStore = await FsArchiveStore.open(join(config.dataDir, 'hosted'), { removeTempFiles: role === 'server', durable: true, replica: shared, directWrites: config.cache.directWrites });
   const hostedBlobs = new HostedBlobs(store, hostedStore, log, { maxFileBytes: config.hosted.maxFileBytes, maxTotalBytes: config.hosted.maxSizeBytes, now });
   await hostedBlobs.init();
   const access = new Access(config.hosted);

@@ -99,6 +99,8 @@ export interface Config {
     readonly scrubRateBytes: number;
     /** Hash every whole-archive HIT while it is sent, holding its last bytes until the digest matches. */
     readonly verifyOnServe: boolean;
+    /** Fills write archives to the device directly (O_DIRECT) where the file system allows, not through the page cache. */
+    readonly directWrites: boolean;
     /** Bytes of small hot archives held in memory (0: none), and the largest archive held. */
     readonly memoryArchivesBytes: number;
     readonly memoryArchiveMaxBytes: number;
@@ -517,6 +519,7 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'cache.scrubSchedule', flag: 'scrub-schedule', env: ['SRM_MIRROR_SCRUB_SCHEDULE'], parse: cronExpression, help: 'when the scrub rehashes every archive (cron)' },
   { key: 'cache.scrubRate', target: 'cache.scrubRateBytes', flag: 'scrub-rate', env: ['SRM_MIRROR_SCRUB_RATE'], parse: bytes, help: 'bytes per second the scrub reads at most, e.g. 64MB (0: no limit)' },
   { key: 'cache.verifyOnServe', flag: 'verify-on-serve', env: ['SRM_MIRROR_VERIFY_ON_SERVE'], parse: bool, help: 'hash every cached archive while it is served (true or false)' },
+  { key: 'cache.directWrites', flag: 'direct-writes', env: ['SRM_MIRROR_DIRECT_WRITES'], parse: bool, help: 'write archives past the page cache (O_DIRECT) where the file system allows (true or false)' },
   { key: 'hosted.packages', flag: 'hosted-packages', env: ['SRM_MIRROR_HOSTED_PACKAGES'], parse: namePatterns, help: 'names of the components hosted here, comma-separated ("corp-*" allowed)' },
   { key: 'hosted.anonymousRead', flag: 'hosted-anonymous-read', env: ['SRM_MIRROR_HOSTED_ANONYMOUS_READ'], parse: bool, help: 'hosted content readable without credentials (true or false)' },
   { key: 'hosted.groups', env: ['SRM_MIRROR_HOSTED_GROUPS'], parse: groups, help: 'generic-package groups, as JSON {"group": ["user", ...]}' },

@@ -6,7 +6,7 @@
 // and its readers take the bytes not yet on disk from its memory: a client following a fill is not sent through a
 // write and a read back of every chunk (bench: the cold path's CPU per byte).
 import { createHash, randomUUID, type Hash } from 'node:crypto';
-import { close, fstat, open as openFd, openSync, read, readv, renameSync, statSync, unlinkSync, type Stats } from 'node:fs';
+import { close, constants, fstat, open as openFd, openSync, read, readv, renameSync, statSync, unlinkSync, type Stats } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
@@ -119,6 +119,12 @@ const DIGEST = /^[0-9a-f]{64}$/;
  * where dead ones piled up (tens of MB in a cold fill) until a full collection (issue 13); copied, they die young.
  */
 const RING_BYTES = 2 << 20;
+/**
+ * Direct writes (O_DIRECT) go from the ring to the device at offsets, lengths and addresses that are multiples of
+ * this (the largest logical block size in use; 512-byte devices accept it too). The tail of an archive that is not
+ * a multiple of it is written through the page cache.
+ */
+const DIRECT_ALIGN = 4096;
 /** Received bytes a writer gathers before it writes them out (or fewer, at commit): a write per batch, not per chunk. */
 const WRITE_BATCH = 512 << 10;
 const readAt = promisify(read);
@@ -141,7 +147,21 @@ export interface FsArchiveStoreOptions {
    * fill in progress. Commits are renames within the one file system, atomic for every replica.
    */
   readonly replica?: string;
+  /**
+   * Fills write to the device directly (O_DIRECT), not through the page cache, where the file system allows it: the
+   * kernel's copy into new page-cache pages was the largest part of a cold download's CPU (bench: issue 13), and an
+   * archive is read back only when a client asks for it. Off: every write is buffered, as before.
+   */
+  readonly directWrites?: boolean;
+  /**
+   * How long in all a fill may wait for the clients that follow it closely (see FsArchiveWriter.write); then it runs
+   * at the upstream's pace, and whoever falls behind reads from the file.
+   */
+  readonly followerPatienceMs?: number;
 }
+
+/** The default followerPatienceMs. */
+const FOLLOWER_PATIENCE_MS = 1_000;
 
 /** A shared store's temp folder untouched this long belongs to a replica that is gone (a fill writes all the time). */
 const STALE_TEMP_MS = 3_600_000;
@@ -154,16 +174,19 @@ export class FsArchiveStore implements ArchiveStore {
     private readonly durable: boolean,
     /** Where this process's temp files go: tmp/, or tmp/<replica>/ on a shared folder. */
     private readonly temp: string,
+    /** Whether writers try O_DIRECT; turned off for good by the first file system that refuses it. */
+    private directWrites: boolean,
+    private readonly followerPatienceMs: number,
   ) {}
 
-  static async open(root: string, { removeTempFiles = true, durable = false, replica }: FsArchiveStoreOptions = {}): Promise<FsArchiveStore> {
+  static async open(root: string, { removeTempFiles = true, durable = false, replica, directWrites = true, followerPatienceMs = FOLLOWER_PATIENCE_MS }: FsArchiveStoreOptions = {}): Promise<FsArchiveStore> {
     const temp = replica === undefined ? join(root, 'tmp') : join(root, 'tmp', replica);
     if (removeTempFiles) {
       await rm(temp, { recursive: true, force: true });
       if (replica !== undefined) await removeStaleTemp(join(root, 'tmp'), Date.now() - STALE_TEMP_MS);
     }
     for (const dir of [temp, join(root, 'sha256'), join(root, 'quarantine')]) await mkdir(dir, { recursive: true });
-    return new FsArchiveStore(root, durable, temp);
+    return new FsArchiveStore(root, durable, temp, directWrites && constants.O_DIRECT !== undefined, followerPatienceMs);
   }
 
   /** Where a committed archive's file is; the digest is checked, so no other string ever becomes a path. */
@@ -192,7 +215,34 @@ export class FsArchiveStore implements ArchiveStore {
   async createWriter({ durable = this.durable }: { durable?: boolean } = {}): Promise<ArchiveWriter> {
     const tempPath = join(this.temp, `${randomUUID()}.part`);
     // Read and write: a commit's content check reads the temp file back.
-    return new FsArchiveWriter(this.path.bind(this), tempPath, await open(tempPath, 'wx+'), durable, this.syncedShards);
+    const file = await open(tempPath, 'wx+');
+    let direct: FileHandle | undefined;
+    try {
+      if (this.directWrites) direct = await open(tempPath, constants.O_WRONLY | constants.O_DIRECT).catch((err: NodeJS.ErrnoException) => this.noDirectWrites(err));
+    } catch (err) {
+      await file.close();
+      await rm(tempPath, { force: true });
+      throw err;
+    }
+    return new FsArchiveWriter(this.path.bind(this), tempPath, file, {
+      direct,
+      directRefused: () => this.noDirectWrites(),
+      durable,
+      syncedShards: this.syncedShards,
+      patienceMs: this.followerPatienceMs,
+    });
+  }
+
+  /** Whether writers still try direct writes: not where the file system refused them, nor once the setting is off. */
+  get writesDirect(): boolean {
+    return this.directWrites;
+  }
+
+  /** The file system refuses O_DIRECT (tmpfs, some network file systems): buffered writes from now on. */
+  private noDirectWrites(err?: NodeJS.ErrnoException): undefined {
+    if (err && err.code !== 'EINVAL' && err.code !== 'EOPNOTSUPP') throw err;
+    this.directWrites = false;
+    return undefined;
   }
 
   async delete(digest: string): Promise<void> {
@@ -293,6 +343,18 @@ async function* listDigests(base: string, sharded: boolean): AsyncIterable<Store
 
 type WriterState = 'writing' | 'committed' | 'aborted';
 
+interface WriterOptions {
+  /** The temp file opened a second time, with O_DIRECT (FsArchiveStoreOptions.directWrites). */
+  readonly direct: FileHandle | undefined;
+  /** Tells the store its file system refused a direct write. */
+  readonly directRefused: () => void;
+  /** fsync the file and its folder entry at commit (FsArchiveStoreOptions.durable). */
+  readonly durable: boolean;
+  /** Shard folders whose entry in sha256/ this process has synced (durable stores). */
+  readonly syncedShards: Set<string>;
+  readonly patienceMs: number;
+}
+
 class FsArchiveWriter implements ArchiveWriter {
   /** Bytes on disk. */
   written = 0;
@@ -310,28 +372,44 @@ class FsArchiveWriter implements ArchiveWriter {
   private location: string;
   private wakeups: Array<() => void> = [];
 
+  /** The same temp file opened with O_DIRECT, while direct writes work. */
+  private direct: FileHandle | undefined;
+  /** Readers reading from the ring: a slot is reused only once each has read it (see write). */
+  private readonly followers = new Set<{ pos: number }>();
+  /** What is left of the time the writer may wait for its followers (FsArchiveStoreOptions.followerPatienceMs). */
+  private patienceMs: number;
+  /** The writer waiting for a follower to read on. */
+  private followerRead: (() => void) | undefined;
+
   constructor(
     private readonly pathOf: (digest: string) => string,
     tempPath: string,
     private readonly file: FileHandle,
-    private readonly durable: boolean,
-    /** Shard folders whose entry in sha256/ this process has synced (durable stores). */
-    private readonly syncedShards: Set<string>,
+    private readonly o: WriterOptions,
   ) {
     this.location = tempPath;
+    this.direct = o.direct;
+    this.patienceMs = o.patienceMs;
   }
 
   async write(chunk: Uint8Array): Promise<void> {
     if (this.state !== 'writing') throw new Error(`archive writer is ${this.state}`);
     if (this.writeError) throw this.writeError;
     this.hash.update(chunk);
-    const ring = (this.ring ??= Buffer.allocUnsafeSlow(RING_BYTES));
+    const ring = (this.ring ??= rings.take());
     for (let from = 0; from < chunk.length; ) {
-      // The disk writes run while the next chunks arrive; the caller waits only when the ring is full.
-      if (this.received - this.written === ring.length) await (this.flushing ??= this.flush());
+      // The disk writes run while the next chunks arrive; the caller waits only when the ring is full: of bytes not
+      // yet on disk, or not yet read by a client close behind. Waiting for those clients (for at most `patienceMs`
+      // in all) paces a fill to them as a plain proxy would be: they never read from the file, which costs as much
+      // CPU as the rest of the download (bench: the disk's reads with direct writes, page-cache copies without).
+      while (this.received - this.oldestKept() === ring.length) {
+        if (this.received - this.written === ring.length) await (this.flushing ??= this.flush());
+        else await this.waitForFollowers();
+        if (this.state !== 'writing') throw new Error(`archive writer is ${this.state}`); // the ring went back to the pool
+      }
       if (this.writeError) throw this.writeError;
       const at = this.received % ring.length;
-      const n = Math.min(chunk.length - from, ring.length - (this.received - this.written), ring.length - at);
+      const n = Math.min(chunk.length - from, ring.length - (this.received - this.oldestKept()), ring.length - at);
       ring.set(chunk.subarray(from, from + n), at);
       from += n;
       this.received += n;
@@ -340,14 +418,21 @@ class FsArchiveWriter implements ArchiveWriter {
     this.wake();
   }
 
-  /** Writes what waits in the ring (one or two spans of it), a batch at a time (anything at all, once draining). */
+  /**
+   * Writes what waits in the ring (one or two spans of it), a batch at a time (anything at all, once draining):
+   * directly while the file offset is aligned, the unaligned rest of the last batch through the page cache.
+   */
   private async flush(): Promise<void> {
     try {
       while (this.ring && this.received - this.written >= (this.draining ? 1 : WRITE_BATCH)) {
-        const at = this.written % this.ring.length;
-        const end = at + (this.received - this.written);
-        const spans = end <= this.ring.length ? [this.ring.subarray(at, end)] : [this.ring.subarray(at), this.ring.subarray(0, end - this.ring.length)];
-        const { bytesWritten } = await this.file.writev(spans); // may write less than asked: the loop goes on
+        const waiting = this.received - this.written;
+        const direct = this.direct !== undefined && this.written % DIRECT_ALIGN === 0 && waiting >= DIRECT_ALIGN ? this.direct : undefined;
+        const spans = this.spans(direct ? waiting - (waiting % DIRECT_ALIGN) : waiting);
+        // Positioned: the two descriptors have offsets of their own. Either may write less than asked: the loop goes on.
+        const { bytesWritten } = await (direct ?? this.file).writev(spans, this.written).catch((err: NodeJS.ErrnoException) => {
+          if (!direct || err.code !== 'EINVAL') throw err;
+          return this.stopDirect(); // refused (an alignment this device does not take): the loop goes on buffered
+        });
         this.written += bytesWritten;
       }
     } catch (err) {
@@ -355,6 +440,22 @@ class FsArchiveWriter implements ArchiveWriter {
     } finally {
       this.flushing = undefined;
     }
+  }
+
+  /** The `length` bytes after `written` in the ring, as one span or two (when they wrap around its end). */
+  private spans(length: number): Buffer[] {
+    const ring = this.ring!;
+    const at = this.written % ring.length;
+    const end = at + length;
+    return end <= ring.length ? [ring.subarray(at, end)] : [ring.subarray(at), ring.subarray(0, end - ring.length)];
+  }
+
+  private async stopDirect(): Promise<{ bytesWritten: number }> {
+    const direct = this.direct;
+    this.direct = undefined;
+    this.o.directRefused();
+    await direct?.close().catch(() => {});
+    return { bytesWritten: 0 };
   }
 
   async commit(expected: Expected = {}, moved?: (ref: ArchiveRef, stat: ArchiveStat) => void): Promise<{ ref: ArchiveRef; stat: ArchiveStat }> {
@@ -378,7 +479,8 @@ class FsArchiveWriter implements ArchiveWriter {
     try {
       // A cache needs no fsync: a rename is atomic across a process crash, and after a power loss a torn file is
       // caught by the hash check every archive gets before it is first served (and then fetched again).
-      if (this.durable) await this.file.sync();
+      await this.direct?.close();
+      if (this.o.durable) await this.file.sync();
       await this.file.close();
       const target = this.pathOf(digest);
       await mkdir(join(target, '..'), { recursive: true });
@@ -393,17 +495,17 @@ class FsArchiveWriter implements ArchiveWriter {
       throw err;
     }
     this.state = 'committed';
-    this.ring = undefined;
+    this.releaseRing();
     moved?.(ref, stat);
     this.wake();
-    if (this.durable) {
+    if (this.o.durable) {
       // The file's entry; and once per shard and process, the shard folder's own entry (it may be new, or made by a
       // commit that crashed before it synced it).
       const shard = join(this.location, '..');
       await syncFolder(shard);
-      if (!this.syncedShards.has(shard)) {
+      if (!this.o.syncedShards.has(shard)) {
         await syncFolder(join(shard, '..'));
-        this.syncedShards.add(shard);
+        this.o.syncedShards.add(shard);
       }
     }
     return { ref, stat };
@@ -420,8 +522,10 @@ class FsArchiveWriter implements ArchiveWriter {
     this.state = 'aborted';
     this.failure = reason;
     this.wake();
+    this.followerMoved();
     await this.flushing;
-    this.ring = undefined;
+    this.releaseRing();
+    await this.direct?.close().catch(() => {});
     await this.file.close().catch(() => {});
     await rm(this.location, { force: true });
   }
@@ -433,22 +537,38 @@ class FsArchiveWriter implements ArchiveWriter {
     // The last byte is held back until commit: a client has the whole archive only once the store has it too, and
     // a commit that rejects the bytes fails the client's download instead of completing it.
     const readable = () => (this.state === 'committed' ? this.received : Math.max(0, this.received - 1));
+    // A follower from its first read out of the ring until it reads elsewhere, leaves, or the writer's patience is spent.
+    const follower = { pos: 0 };
+    let behind = false;
+    const unfollow = () => this.followers.delete(follower) && this.followerMoved();
     return {
       read: async (buf, pos) => {
         while (pos >= readable() && this.state === 'writing') await new Promise<void>((resolve) => this.wakeups.push(resolve));
         if (this.state === 'aborted') throw this.failure;
         const want = Math.min(buf.length, readable() - pos);
         if (want <= 0) return 0;
-        if (pos >= this.written) return this.copyReceived(buf, pos, want);
+        if (this.ring && pos >= this.received - this.ring.length) {
+          const n = this.copyReceived(buf, pos, want);
+          follower.pos = pos + n;
+          if (!behind && this.patienceMs > 0) this.followers.add(follower);
+          this.followerMoved();
+          return n;
+        }
+        behind = true;
+        unfollow();
         return (await readAt(fd, buf, 0, Math.min(want, this.written - pos), pos)).bytesRead;
       },
-      close: () => close(fd, () => {}),
+      close: () => {
+        unfollow();
+        close(fd, () => {});
+      },
     };
   }
 
   /**
-   * Copies up to `want` bytes from `pos` (at or past `written`, below `received`) out of the ring, where every byte
-   * not yet on disk still is (its slot is reused only once the byte is written): up to the ring's end at most.
+   * Copies up to `want` bytes from `pos` (among the last ring-length bytes received) out of the ring, which always
+   * holds them (a slot is reused only once its byte is written, and then for the next byte received), on disk or
+   * not: a client close behind the fill reads no file. Up to the ring's end.
    */
   private copyReceived(buf: Buffer, pos: number, want: number): number {
     const ring = this.ring!;
@@ -456,11 +576,70 @@ class FsArchiveWriter implements ArchiveWriter {
     return ring.copy(buf, 0, at, at + Math.min(want, ring.length - at));
   }
 
+  /** The first byte the ring must keep: the first not on disk, or not read by a follower. */
+  private oldestKept(): number {
+    let oldest = this.written;
+    for (const f of this.followers) oldest = Math.min(oldest, f.pos);
+    return oldest;
+  }
+
+  /** Until a follower reads on or goes; once the writer's patience is spent, it waits for followers no more. */
+  private async waitForFollowers(): Promise<void> {
+    const start = performance.now();
+    let timer: NodeJS.Timeout | undefined;
+    await new Promise<void>((resolve) => {
+      this.followerRead = resolve;
+      timer = setTimeout(resolve, this.patienceMs);
+    });
+    clearTimeout(timer);
+    this.followerRead = undefined;
+    this.patienceMs -= performance.now() - start;
+    if (this.patienceMs <= 0) this.followers.clear();
+  }
+
+  private followerMoved(): void {
+    this.followerRead?.();
+  }
+
+  /** Once no write and no reader uses it (nothing is flushing, and readers look at `ring` first). */
+  private releaseRing(): void {
+    if (this.ring) rings.release(this.ring);
+    this.ring = undefined;
+  }
+
   private wake(): void {
     const wakeups = this.wakeups;
     this.wakeups = [];
     for (const wake of wakeups) wake();
   }
+}
+
+/**
+ * A buffer whose bytes start on a page boundary, as O_DIRECT wants them: the memory of a WebAssembly.Memory (V8
+ * maps it whole, page-aligned), which node's own buffers are not. `size` is a multiple of 64 KiB (wasm pages).
+ */
+function alignedBuffer(size: number): Buffer {
+  const { WebAssembly } = globalThis as unknown as WasmGlobal;
+  const pages = size / 65536;
+  return Buffer.from(new WebAssembly.Memory({ initial: pages, maximum: pages }).buffer);
+}
+
+/**
+ * The writers' rings: aligned (for direct writes), and reused, a few kept while idle. A new WebAssembly.Memory for
+ * every fill made V8 run full collections every few fills (it counts the address space wasm memories reserve).
+ */
+const rings = {
+  idle: [] as Buffer[],
+  take: (): Buffer => rings.idle.pop() ?? alignedBuffer(RING_BYTES),
+  release(ring: Buffer): void {
+    if (rings.idle.length < IDLE_RINGS) rings.idle.push(ring);
+  },
+};
+const IDLE_RINGS = 2;
+
+/** A global of every Node that this project's TypeScript libraries (ES2023, no DOM) declare as a type only. */
+interface WasmGlobal {
+  readonly WebAssembly: { readonly Memory: new (limits: { initial: number; maximum: number }) => { readonly buffer: ArrayBuffer } };
 }
 
 /** Puts a folder's entries (a rename into it) on disk. */

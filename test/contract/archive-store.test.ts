@@ -1,6 +1,10 @@
 // One contract, run against every ArchiveStore implementation.
 import { createHash, randomBytes } from 'node:crypto';
+import { constants, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { text } from 'node:stream/consumers';
 import type { Readable } from 'node:stream';
@@ -10,6 +14,7 @@ import { removeTempDirs, tempDir, until } from '../helpers.js';
 
 const implementations: Array<[string, (dir: string) => Promise<ArchiveStore & { tempFiles(): Promise<string[]> }>]> = [
   ['FsArchiveStore', (dir) => FsArchiveStore.open(dir)],
+  ['FsArchiveStore, buffered writes', (dir) => FsArchiveStore.open(dir, { directWrites: false })],
 ];
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -223,5 +228,128 @@ describe.each(implementations)('%s', (_name, open) => {
     await expect(store.stat('../../etc/passwd')).rejects.toThrow(/not a sha256/);
     await expect(store.open('../../etc/passwd')).rejects.toThrow(/not a sha256/);
     await expect(store.delete('../x')).rejects.toThrow(/not a sha256/);
+  });
+});
+
+describe('FsArchiveStore: how fills reach the disk', () => {
+  const MiB = 1024 * 1024;
+  const directFds = (folder: string) =>
+    readdirSync('/proc/self/fd').filter((fd) => {
+      const target = (() => {
+        try {
+          return readlinkSync(`/proc/self/fd/${fd}`);
+        } catch {
+          return '';
+        }
+      })();
+      const flags = target ? /flags:\s*(\d+)/.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))?.[1] : undefined;
+      return target.startsWith(folder) && flags !== undefined && (parseInt(flags, 8) & constants.O_DIRECT) !== 0;
+    }).length;
+
+  it('writes past the page cache (O_DIRECT) where the file system allows it, from an aligned ring, the tail buffered', async () => {
+    const dir = await tempDir();
+    const store = await FsArchiveStore.open(dir);
+    const data = randomBytes(3 * MiB + 1234); // batches of whole pages, then a tail of less than one
+    const w = await store.createWriter();
+    expect(directFds(join(dir, 'tmp'))).toBe(1);
+    for (let pos = 0; pos < data.length; pos += 100_000) await w.write(data.subarray(pos, pos + 100_000));
+    const { ref } = await w.commit({ size: data.length });
+    expect(store.writesDirect).toBe(true); // no write was refused for its alignment
+    expect(directFds(dir)).toBe(0); // closed at commit
+    expect((await readAll(store, ref.digest)).equals(data)).toBe(true);
+  });
+
+  it('writes through the page cache when the setting is off', async () => {
+    const dir = await tempDir();
+    const store = await FsArchiveStore.open(dir, { directWrites: false });
+    const data = randomBytes(3 * MiB + 1);
+    const w = await store.createWriter();
+    expect(directFds(dir)).toBe(0);
+    await w.write(data);
+    const { ref } = await w.commit();
+    expect(store.writesDirect).toBe(false);
+    expect((await readAll(store, ref.digest)).equals(data)).toBe(true);
+  });
+
+  // ramfs refuses O_DIRECT (tmpfs takes it since Linux 6.6); mounting one takes root.
+  const ramfs = mkdtempSync(join(tmpdir(), 'srm-mirror-ramfs-'));
+  const mounted = spawnSync('mount', ['-t', 'ramfs', 'ramfs', ramfs]).status === 0;
+  if (!mounted) console.warn('the ramfs test is skipped: mount -t ramfs needs root');
+  afterAll(() => {
+    if (mounted) spawnSync('umount', [ramfs]);
+    rmSync(ramfs, { recursive: true, force: true });
+  });
+
+  it.skipIf(!mounted)('writes through the page cache where the file system refuses O_DIRECT (ramfs)', async () => {
+    const store = await FsArchiveStore.open(ramfs);
+    expect(store.writesDirect).toBe(true); // it has not tried yet
+    const data = randomBytes(3 * MiB + 1);
+    const w = await store.createWriter();
+    await w.write(data);
+    const { ref } = await w.commit();
+    expect(store.writesDirect).toBe(false);
+    expect((await readAll(store, ref.digest)).equals(data)).toBe(true);
+  });
+
+  it('paces a fill to a client reading close behind it: the client reads every byte from memory, none from the file', async () => {
+    const store = await FsArchiveStore.open(await tempDir(), { followerPatienceMs: 60_000 });
+    const data = randomBytes(16 * MiB);
+    const w = await store.createWriter();
+    const reader = w.reader();
+    let lead = 0;
+    const read = (async () => {
+      const got: Buffer[] = [];
+      for (let pos = 0; ; ) {
+        const buf = Buffer.alloc(64 * 1024);
+        const n = await reader.read(buf, pos);
+        if (n === 0) break;
+        lead = Math.max(lead, w.received - pos);
+        got.push(buf.subarray(0, n));
+        pos += n;
+        await new Promise(setImmediate); // slower than the writer
+      }
+      reader.close();
+      return Buffer.concat(got);
+    })();
+    for (let pos = 0; pos < data.length; pos += 256 * 1024) await w.write(data.subarray(pos, pos + 256 * 1024));
+    await w.commit();
+    expect((await read).equals(data)).toBe(true);
+    expect(lead).toBeLessThanOrEqual(2 * MiB); // never further ahead than the ring: unpaced, it runs MiBs ahead
+  });
+
+  it('a write waiting for a client fails when the writer aborts meanwhile, and its ring serves the next writer untouched', async () => {
+    const store = await FsArchiveStore.open(await tempDir(), { followerPatienceMs: 60_000 });
+    const w = await store.createWriter();
+    const reader = w.reader();
+    await w.write(randomBytes(64 * 1024));
+    await reader.read(Buffer.alloc(10), 0); // it follows, then stalls
+    const waiting = expect(w.write(randomBytes(4 * MiB))).rejects.toThrow(/aborted/);
+    await until(() => w.received >= 2 * MiB); // the ring is full of bytes the client has not read
+    await w.abort(new Error('client gone'));
+    await waiting;
+    reader.close();
+    const data = randomBytes(5 * MiB);
+    const next = await store.createWriter();
+    await next.write(data);
+    const { ref } = await next.commit();
+    expect((await readAll(store, ref.digest)).equals(data)).toBe(true);
+  });
+
+  it('waits for a client that stops reading no longer than its patience; the client then reads the rest from the file', async () => {
+    const store = await FsArchiveStore.open(await tempDir(), { followerPatienceMs: 200 });
+    const data = randomBytes(6 * MiB);
+    const w = await store.createWriter();
+    const reader = w.reader();
+    await w.write(data.subarray(0, 64 * 1024));
+    const first = Buffer.alloc(1000);
+    expect(await reader.read(first, 0)).toBe(1000); // it follows from here, then stalls
+    const start = performance.now();
+    await w.write(data.subarray(64 * 1024));
+    const held = performance.now() - start;
+    await w.commit();
+    expect(held).toBeGreaterThanOrEqual(190); // it waited for the client...
+    expect(held).toBeLessThan(30_000); // ...but not for ever
+    const rest = await collect(readerStream({ read: (buf, pos) => reader.read(buf, pos + 1000), close: () => reader.close() }));
+    expect(Buffer.concat([first, rest]).equals(data)).toBe(true);
   });
 });
