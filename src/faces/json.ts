@@ -27,8 +27,8 @@ export function render(content: unknown): Rendered {
   return { json, bytes: Buffer.byteLength(json), etag: `W/"${createHash('sha1').update(json).digest('base64url')}"` };
 }
 
-/** What a face wraps a metadata answer's JSON in, made for each answer (the v3 envelope's request_id differs every time). */
-export type Frame = () => readonly [head: string, tail: string];
+/** What a face wraps a metadata answer's JSON in, made for each answer (the v3 envelope holds the request's id). */
+export type Frame = (res: ServerResponse) => readonly [head: string, tail: string];
 
 /**
  * A metadata answer: where it came from (x-cache, Age) and the ETag of its content, so that a client or a downstream
@@ -48,7 +48,7 @@ export function sendMetadata(req: IncomingMessage, res: ServerResponse, cached: 
     res.end(rendered.json);
     return;
   }
-  const [head, tail] = frame();
+  const [head, tail] = frame(res);
   res.writeHead(200, { 'content-type': JSON_TYPE, 'content-length': Buffer.byteLength(head) + rendered.bytes + Buffer.byteLength(tail) });
   res.end(head + rendered.json + tail);
 }

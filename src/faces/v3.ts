@@ -207,7 +207,7 @@ export function v3Face({ registry, baseUrl, forward, hosted, renders, log }: V3F
         throw err;
       });
       const token = await hosted.components.beginPublish(user, new URLSearchParams(form.toString('utf8')));
-      return sendJson(res, 200, envelope(JSON.stringify({ url: `${baseUrl(req)}/v3/uploads/${token}` })));
+      return sendJson(res, 200, envelope(res, JSON.stringify({ url: `${baseUrl(req)}/v3/uploads/${token}` })));
     }
     const answer = await forward(req, { body });
     if (answer.status >= 200 && answer.status < 300) await registry.published(named[0]);
@@ -227,7 +227,7 @@ export function v3Face({ registry, baseUrl, forward, hosted, renders, log }: V3F
       throw guard.failure ?? err;
     }
     log.info('published', { ...published });
-    sendJson(res, 201, envelope(JSON.stringify({ name: published.name, tag_name: published.version })));
+    sendJson(res, 201, envelope(res, JSON.stringify({ name: published.name, tag_name: published.version })));
   });
 
   router.delete('/packages/:name/release/tags/:version', async (req, res) => {
@@ -236,7 +236,7 @@ export function v3Face({ registry, baseUrl, forward, hosted, renders, log }: V3F
     if (hosted.components.isHosted(pkg) || !forward) {
       await hosted.components.remove(user, pkg, version);
       log.info('deleted', { name: pkg, version });
-      return sendJson(res, 200, envelope(JSON.stringify({ name: pkg, tag_name: version })));
+      return sendJson(res, 200, envelope(res, JSON.stringify({ name: pkg, tag_name: version })));
     }
     // A user of this mirror signs with a secret of this mirror: its headers are never sent to the upstream.
     if (user) throw new MirrorError('forbidden', `${pkg} is not hosted on this mirror (hosted.packages): it belongs to the upstream registry, delete it there`);
@@ -249,7 +249,7 @@ export function v3Face({ registry, baseUrl, forward, hosted, renders, log }: V3F
   router.post('/user/token', async (req, res) => {
     const user = await caller(req);
     if (!user) return sendForwarded(res, await upstreamOnly(req)(req));
-    sendJson(res, 200, envelope(JSON.stringify({ safety_code: await hosted.users.reset(user.name) })));
+    sendJson(res, 200, envelope(res, JSON.stringify({ safety_code: await hosted.users.reset(user.name) })));
   });
 
   /** `registry list --private`: a user of this mirror gets the hosted packages it owns. */
@@ -258,7 +258,7 @@ export function v3Face({ registry, baseUrl, forward, hosted, renders, log }: V3F
     if (!user) return sendForwarded(res, await upstreamOnly(req)(req));
     const page = valid.page(req.query.page);
     const owned = await hosted.components.summaries(user.name);
-    sendJson(res, 200, envelope(JSON.stringify(page === -1 ? owned : owned.slice((page - 1) * V3_PAGE_SIZE, page * V3_PAGE_SIZE))));
+    sendJson(res, 200, envelope(res, JSON.stringify(page === -1 ? owned : owned.slice((page - 1) * V3_PAGE_SIZE, page * V3_PAGE_SIZE))));
   });
 
   router.get('/user/check', async (req, res) => sendForwarded(res, await upstreamOnly(req)(req)));
@@ -302,12 +302,21 @@ function releaseOf(cached: Cached<Release>, name: string, base: string, link: (n
   return [cached, () => v3Release(cached.value, base, name, true, link(name, cached.value.version))];
 }
 
-/** The {request_id, body} envelope around a body's JSON: its head, then the JSON, then `}`. */
-const envelopeHead = () => `{"request_id":"${randomUUID()}","body":`;
-const ENVELOPE: Frame = () => [envelopeHead(), '}'];
+/**
+ * The {request_id, body} envelope around a body's JSON: its head, then the JSON, then `}`. Its request_id is the
+ * request's own id (x-request-id, in the access log too), so that the id in a user's report finds the log line.
+ */
+const envelopeHead = (res: ServerResponse) => `{"request_id":"${requestIdOf(res)}","body":`;
+const ENVELOPE: Frame = (res) => [envelopeHead(res), '}'];
 
-function envelope(bodyJson: string): string {
-  return `${envelopeHead()}${bodyJson}}`;
+function envelope(res: ServerResponse, bodyJson: string): string {
+  return `${envelopeHead(res)}${bodyJson}}`;
+}
+
+/** The id the request observer gave the request; a new one where none did. */
+function requestIdOf(res: ServerResponse): string {
+  const id = res.getHeader('x-request-id');
+  return typeof id === 'string' ? id : randomUUID();
 }
 
 /** What a v3 read's rendering depends on besides its document: the base URL and the whole URL asked (path and query). */
@@ -318,5 +327,5 @@ function sendCached(req: IncomingMessage, res: ServerResponse, renders: Rendered
 }
 
 function sendError(res: ServerResponse, e: MirrorError): void {
-  sendJson(res, e.status, envelope(JSON.stringify(e.message)));
+  sendJson(res, e.status, envelope(res, JSON.stringify(e.message)));
 }

@@ -113,10 +113,18 @@ describe('rendered answers, reused while the document is unchanged', () => {
     }
   });
 
-  it('the v3 envelope gets a new request_id on every answer, reused or not', async () => {
+  it('the v3 envelope gets a new request_id on every answer, reused or not: the request\'s own id, as in x-request-id', async () => {
     const path = '/v3/packages/fc3/release/latest';
     const ids = new Set<string>();
-    for (let i = 0; i < 3; i++) ids.add((((await get(mirror.url + path)).json()) as { request_id: string }).request_id);
+    for (let i = 0; i < 3; i++) {
+      const answer = await get(mirror.url + path);
+      const id = (answer.json() as { request_id: string }).request_id;
+      expect(answer.headers.get('x-request-id')).toBe(id); // the id the access log shows
+      ids.add(id);
+    }
     expect(ids.size).toBe(3);
+    for (const url of [mirror.url + path, `${mirror.url}/v3/packages/nope-404/release/latest`]) {
+      expect(((await get(url, { 'x-request-id': 'ci-job-7' })).json() as { request_id: string }).request_id).toBe('ci-job-7');
+    }
   });
 });
