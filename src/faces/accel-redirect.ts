@@ -10,8 +10,9 @@
 // The mirror's answer ends before nginx opens the file: a lease keeps the file a few seconds more, so that neither
 // eviction nor a delete takes it in between. Should it go anyway (nginx stalled past the grace), nginx answers 404:
 // an error, never wrong bytes (the file is named by its sha256, and the mirror checked it as it answered).
-// Only cached HITs read from disk: hosted files live in another store, whose deletes take no lease (README says
-// more), and a HIT from the memory cache is quicker sent from memory.
+// Only cached HITs: hosted files live in another store, whose deletes take no lease (README says more). A HIT the
+// memory cache holds is redirected too: behind nginx the mirror's answer goes through nginx anyway, and nginx reads a
+// proxied megabyte in small buffers (bench, 1 MiB: 0.13x nginx streamed from the mirror's memory, 0.6-0.8x offloaded).
 import type { ServerResponse } from 'node:http';
 import type { ArchiveHandle } from '../core/archives/archive-cache.js';
 
@@ -46,8 +47,7 @@ export function offloadVia(res: ServerResponse, accel: AccelRedirect): void {
 export function accelRedirected(res: ServerResponse, handle: ArchiveHandle): boolean {
   const accel = offloading.get(res);
   const ref = handle.ref;
-  // An archive held in memory (cache.memoryArchives) is sent faster by the mirror than by nginx from the file.
-  if (!accel || handle.status !== 'HIT' || handle.bytes || !ref || ref.size < accel.minSize) return false;
+  if (!accel || handle.status !== 'HIT' || !ref || ref.size < accel.minSize) return false;
   setTimeout(accel.lease(ref.digest), GRACE_MS).unref();
   for (const [name, moved] of Object.entries(MOVED_HEADERS)) {
     const value = res.getHeader(name);
