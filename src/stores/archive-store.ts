@@ -2,9 +2,10 @@
 // same file system, hashed and counted as it streams, and moved into place only by an explicit commit() once the
 // whole body arrived and its length checked out: a partial or corrupt download never becomes an archive.
 //
-// A writer goes to disk in batches of WRITE_BATCH (one trip to the thread pool per megabyte, not per socket read),
-// and its readers take the bytes not yet on disk from its memory: a client following a fill is not sent through a
-// write and a read back of every chunk (bench: the cold path's CPU per byte).
+// A writer copies what it receives into a ring and goes to disk in batches of WRITE_BATCH (one trip to the thread
+// pool per half megabyte, not per socket read), past the page cache (O_DIRECT) where it can. Its readers take the
+// bytes the ring still holds from memory, and the writer waits a little for those close behind (see write): a client
+// following a fill is not sent through a write and a read back of every chunk (bench: the cold path's CPU per byte).
 import { createHash, randomUUID, type Hash } from 'node:crypto';
 import { close, constants, fstat, open as openFd, openSync, read, readv, renameSync, statSync, unlinkSync, type Stats } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
