@@ -3,13 +3,13 @@
 // rounds, for working on the fill path without the whole run. BENCH_COLD_RUNS paired downloads each (default 5), after
 // the mirror idled BENCH_IDLE s (default 35, as in the whole run, where they come after the idle; 0 for a quick loop).
 import { fileURLToPath } from 'node:url';
-import { pinningLine, pinSelf } from './pin.js';
+import { pinningLine } from './pin.js';
 import { envInt, runBench, stopAllAndRemove } from './procs.js';
 import { table, x } from './report.js';
 import { range, ratios } from './rounds.js';
 import { Scenarios, type Settings } from './scenarios.js';
 import { rate } from './load.js';
-import { COLD, COLD_FAST, ensureBuilt, ensureTools, log, nodeVersion, World } from './world.js';
+import { COLD, COLD_FAST, log, nodeVersion, prepareBench, World } from './world.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const UPSTREAM_MBPS = envInt('BENCH_UPSTREAM_MBPS', 200);
@@ -20,10 +20,7 @@ const settings: Settings = { seconds: 0, rounds: 0, maxExtra: 0, minCores: 0.9, 
 let workDir: string | undefined;
 
 async function main(): Promise<void> {
-  pinSelf();
-  ensureTools(ROOT);
-  const mainJs = process.env.BENCH_MIRROR || ensureBuilt(ROOT);
-  const node = process.env.BENCH_NODE || process.execPath;
+  const { mainJs, node } = prepareBench(ROOT);
   const world = await World.create(
     { root: ROOT, mainJs, node, mirrors: [{ name: 'mirror', flags: [] }], passthrough: true, coldRuns: envInt('BENCH_COLD_RUNS', 5), coldMiB: settings.coldMiB, coldMBps: UPSTREAM_MBPS, bigMiB: 0, memArchives: 0, cpuProfDir: process.env.BENCH_CPU_PROF || undefined },
     (dir) => (workDir = dir),

@@ -11,12 +11,12 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { rate } from './load.js';
-import { pinningLine, pinSelf } from './pin.js';
+import { pinningLine } from './pin.js';
 import { envInt, runBench, stopAllAndRemove } from './procs.js';
 import { table, x, type Row } from './report.js';
 import { medianRound, range, ratios, roundsOf } from './rounds.js';
 import { LATEST, Scenarios, zipball, type Compared, type Settings } from './scenarios.js';
-import { ensureBuilt, ensureTools, log, MiB, nodeVersion, SMALL, World } from './world.js';
+import { log, MiB, nodeVersion, prepareBench, SMALL, World } from './world.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CACHE = join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'srm-mirror-bench', 'node');
@@ -63,9 +63,7 @@ function ensureNode(major: string): string {
 let workDir: string | undefined;
 
 async function main(): Promise<void> {
-  pinSelf();
-  ensureTools(ROOT);
-  const mainJs = process.env.BENCH_MIRROR || ensureBuilt(ROOT);
+  const { mainJs } = prepareBench(ROOT);
   const nodes = MAJORS.map((major) => ({ major, bin: ensureNode(major) }));
   const world = await World.create(
     { root: ROOT, mainJs, node: process.execPath, mirrors: nodes.map((n) => ({ name: `node${n.major}`, flags: [], node: n.bin })), passthrough: false, coldRuns: 0, coldMiB: 64, coldMBps: 0, bigMiB: 0, memArchives: 0, cpuProfDir: undefined },

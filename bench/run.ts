@@ -9,13 +9,13 @@ import { spawnSync } from 'node:child_process';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { rate } from './load.js';
-import { pinningLine, pinSelf } from './pin.js';
+import { pinningLine } from './pin.js';
 import { envInt, runBench, stopAllAndRemove } from './procs.js';
 import { table, targets, x, type Row, type Target } from './report.js';
 import { range, ratios, roundsOf, type Rounds } from './rounds.js';
 import { LATEST, memoryStatus, Scenarios, zipball, type Compared, type Settings } from './scenarios.js';
 import { ensureVerdaccio, verdaccioVersion } from './verdaccio.js';
-import { COLD, COLD_FAST, ensureBuilt, ensureTools, log, MiB, mirrorFlags, mirrorLog, nginxBin, nodeVersion, OFFLOAD, SMALL, World, type MirrorSpec } from './world.js';
+import { COLD, COLD_FAST, log, MiB, mirrorFlags, mirrorLog, nginxBin, nodeVersion, OFFLOAD, prepareBench, SMALL, World, type MirrorSpec } from './world.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
@@ -46,10 +46,7 @@ const ACCEL = ['--accel-redirect', '/_srm/archives/', '--accel-redirect-min-size
 let workDir: string | undefined;
 
 async function main(): Promise<void> {
-  pinSelf();
-  ensureTools(ROOT);
-  const mainJs = process.env.BENCH_MIRROR || ensureBuilt(ROOT);
-  const node = process.env.BENCH_NODE || process.execPath;
+  const { mainJs, node } = prepareBench(ROOT);
   const flags = mirrorFlags(node, mainJs);
   const has = (flag: string) => flags.has(flag);
   const na = (flag: string) => `n/a: this build has no ${flag}`;

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { childPids } from './cpu.js';
-import { CLIENT_CORE, SERVER_CORE } from './pin.js';
+import { CLIENT_CORE, pinSelf, SERVER_CORE } from './pin.js';
 import { readmeNginxServer } from '../test/fakes/nginx-config.js';
 import { firstLine, freePort, log, PeakRss, start, stop, waitReady, type Child } from './procs.js';
 import type { Manifest, UpstreamCounts } from './upstream-server.js';
@@ -305,6 +305,16 @@ export const mirrorLog = {
     return [...mirrorLog.counts].map(([msg, n]) => `${n} x ${msg}`).join('; ');
   },
 };
+
+/**
+ * What every pinned bench does first: pins itself to the client core, installs wrk and nginx when missing, and
+ * names the mirror build (BENCH_MIRROR, else dist/main.js, built when missing) and the node it runs under (BENCH_NODE).
+ */
+export function prepareBench(root: string): { mainJs: string; node: string } {
+  pinSelf();
+  ensureTools(root);
+  return { mainJs: process.env.BENCH_MIRROR || ensureBuilt(root), node: process.env.BENCH_NODE || process.execPath };
+}
 
 /** wrk and nginx from Debian, installed by bench/setup.sh when missing. */
 export function ensureTools(root: string): void {
