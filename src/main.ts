@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=4 --min-semi-space-size=4 --initial-old-space-size=64
+#!/usr/bin/env -S node --max-semi-space-size=4 --min-semi-space-size=4 --initial-old-space-size=64 --expose-gc
 // The srm-mirror executable: see src/cli.ts for the commands. The flags above fix V8's young generation at 4 MB.
 // The cap: streaming gigabytes to many clients makes it grow to tens of MB of short-lived garbage otherwise (bench:
 // peak RSS 175 MB instead of about 135 MB, same throughput). The floor: after 30 s idle V8 shrinks it to 1 MB (low
@@ -8,6 +8,7 @@
 // the old generation's limit until the next full collection, and left to itself it shrinks that limit to a few MB
 // above the live heap; after an idle, a cold download then ran a full collection every ~80 ms (--trace-gc: 24 in 4
 // downloads, 0 with this flag; 32 MB was not enough), at 25 % of the mirror's CPU. The live heap is ~16 MB.
+// --expose-gc: for the young-generation collections of read-buffers.ts.
 // Start the mirror through this file (npm start, the Docker image, or npx srm-mirror), not with a bare `node`, to
 // keep them.
 import { main } from './cli.js';

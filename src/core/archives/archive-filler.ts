@@ -10,6 +10,7 @@
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { Logger } from '../../log.js';
+import { readBuffers } from '../../read-buffers.js';
 import { MirrorError } from '../../model/errors.js';
 import type { ArchiveRef } from '../../model/release.js';
 import { ArchiveRejectedError, checkCounted, type ArchiveReader, type ArchiveStore, type ArchiveWriter, type Expected } from '../../stores/archive-store.js';
@@ -172,7 +173,10 @@ export class ArchiveFiller {
   }
 
   private async copy(body: Readable, writer: ArchiveWriter): Promise<void> {
-    for await (const chunk of body) await this.onDisk(() => writer.write(chunk as Buffer));
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      readBuffers.streamed(chunk.length);
+      await this.onDisk(() => writer.write(chunk));
+    }
   }
 
   /** A refused download: counted and logged; the error its clients see. */

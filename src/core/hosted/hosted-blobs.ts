@@ -9,6 +9,7 @@
 import { Readable } from 'node:stream';
 import type { Logger } from '../../log.js';
 import { MirrorError } from '../../model/errors.js';
+import { readBuffers } from '../../read-buffers.js';
 import type { ArchiveRef } from '../../model/release.js';
 import { ArchiveRejectedError, type ArchiveStore, type ArchiveWriter, type Expected, type StoredReader } from '../../stores/archive-store.js';
 import { key, prefix } from '../../stores/keys.js';
@@ -109,6 +110,7 @@ export class HostedBlobs {
     try {
       for await (const chunk of body as AsyncIterable<Buffer>) {
         received += chunk.length;
+        readBuffers.streamed(chunk.length);
         this.checkRoom(received);
         await writer.write(chunk);
       }
