@@ -343,6 +343,22 @@ describe('the leases of an export', () => {
     for (const l of held) l.release();
   });
 
+  it('a lease released while an eviction runs is not lost on it: one more run follows, and the quota holds again', async () => {
+    const cache = cacheOf({ quotaBytes: Math.round(ZIP.length * 1.5) });
+    await readAll(await cache.open(ID, source));
+    await until(() => !cache.reclaimer.isLeased(sha256(ZIP))); // the fill's own lease is gone
+    const release = cache.reclaimer.lease(sha256(ZIP));
+    const other = 'f'.repeat(64); // another archive's bytes, held too: the quota is over, and nothing may go
+    cache.reclaimer.quota.added(other, ZIP.length);
+    const releaseOther = cache.reclaimer.lease(other);
+    const running = cache.reclaimer.evict(); // finds both held
+    release(); // during that run: its eviction must not be lost on it
+    expect((await running).removed).toBe(0);
+    await until(() => !existsSync(store.file(sha256(ZIP))));
+    expect(cache.reclaimer.quota.overQuota).toBe(false);
+    releaseOther();
+  });
+
   it('a lease on an archive no longer stored is not taken', async () => {
     const cache = cacheOf();
     expect(await cache.leaseStored({ digest: sha256(ZIP), size: ZIP.length })).toBeUndefined();

@@ -32,7 +32,9 @@ export class ArchiveReclaimer {
   /** Archives removed while leased: their files go when the last lease does. */
   private readonly doomed = new Set<string>();
   private readonly collecting = new SingleFlight<Reclaimed>();
-  private readonly evicting = new SingleFlight<Reclaimed>();
+  /** The eviction under way, and the one asked for meanwhile (see evict). */
+  private evicting: Promise<Reclaimed> | undefined;
+  private evictAfter: Promise<Reclaimed> | undefined;
   /** Archives evicted for the quota since start, and their bytes (for /-/metrics). */
   readonly evictedTotal = { removed: 0, bytes: 0 };
 
@@ -104,27 +106,39 @@ export class ArchiveReclaimer {
     return { unreferenced, evicted: await this.evict() };
   }
 
-  /** Evicts the least recently used archives (none in use) down to the quota's low-water mark. */
+  /**
+   * Evicts the least recently used archives (none in use) down to the quota's low-water mark. Asked while a run is
+   * under way, it runs once more after it (one run for every call meanwhile): the run under way may have passed over
+   * an archive released since, and a release asks for its eviction only once.
+   */
   evict(): Promise<Reclaimed> {
-    return this.evicting.run('evict', async () => {
-      const evicted = { removed: 0, bytes: 0 };
-      if (!this.indexIntact || (this.shared && !this.shared.leads())) return evicted;
-      let inUse = (d: string) => this.isLeased(d);
-      if (this.shared) {
-        await this.rescan();
-        const since = this.now() - this.shared.graceMs;
-        inUse = (d) => this.isLeased(d) || (this.quota.lastAccess(d) ?? 0) >= since;
-      }
-      for (const digest of this.quota.victims(inUse)) {
-        const bytes = await this.remove(digest);
-        evicted.bytes += bytes;
-        evicted.removed++;
-        this.evictedTotal.bytes += bytes;
-        this.evictedTotal.removed++;
-      }
-      if (evicted.removed) this.log.warn('disk quota: evicted least recently used archives', { ...evicted, usedBytes: this.quota.usedBytes });
-      return evicted;
-    });
+    if (!this.evicting) return (this.evicting = this.evictNow().finally(() => (this.evicting = undefined)));
+    return (this.evictAfter ??= this.evicting
+      .catch(() => {})
+      .then(() => {
+        this.evictAfter = undefined;
+        return this.evict();
+      }));
+  }
+
+  private async evictNow(): Promise<Reclaimed> {
+    const evicted = { removed: 0, bytes: 0 };
+    if (!this.indexIntact || (this.shared && !this.shared.leads())) return evicted;
+    let inUse = (d: string) => this.isLeased(d);
+    if (this.shared) {
+      await this.rescan();
+      const since = this.now() - this.shared.graceMs;
+      inUse = (d) => this.isLeased(d) || (this.quota.lastAccess(d) ?? 0) >= since;
+    }
+    for (const digest of this.quota.victims(inUse)) {
+      const bytes = await this.remove(digest);
+      evicted.bytes += bytes;
+      evicted.removed++;
+      this.evictedTotal.bytes += bytes;
+      this.evictedTotal.removed++;
+    }
+    if (evicted.removed) this.log.warn('disk quota: evicted least recently used archives', { ...evicted, usedBytes: this.quota.usedBytes });
+    return evicted;
   }
 
   /** The shared folder's archives and the fleet's saved access times into the quota (others' fills, uses, removals). */
