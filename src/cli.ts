@@ -282,8 +282,8 @@ async function printCa(config: Config, flags: Flags, _args: string[], out: Outpu
 }
 
 /**
- * `import DIR`: on a stopped mirror it imports itself; beside a running server (with the admin token) the server
- * imports, so that its answers include the new content at once. Exit 0 complete or partial, 1 refused, 2 usage.
+ * `migrate-metadata --to URL`: copies the data folder's LevelDB metadata into PostgreSQL, the mirror stopped (LevelDB's
+ * lock says so). Exit 0 copied, 1 refused (nothing to copy, or a database that holds metadata without --force), 2 usage.
  */
 async function migrateMetadata(config: Config, flags: Flags, _args: string[], out: Output): Promise<number> {
   let url: string | undefined;
@@ -328,6 +328,10 @@ async function migrateMetadata(config: Config, flags: Flags, _args: string[], ou
   }
 }
 
+/**
+ * `import DIR`: on a stopped mirror it imports itself; beside a running server (with the admin token) the server
+ * imports, so that its answers include the new content at once. Exit 0 complete or partial, 1 refused, 2 usage.
+ */
 async function importCommand(config: Config, flags: Flags, args: string[], out: Output): Promise<number> {
   const misuse = (why: string) => {
     out.error(`srm-mirror import: ${why}\nusage: ${COMMANDS.import!.usage}\n`);

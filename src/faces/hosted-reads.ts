@@ -29,6 +29,6 @@ export class HostedReads {
 
   /** The query a zipball URL of `name@version` needs for a client that sends no credentials with downloads ('' if none). */
   linkQuery(name: string, version: string): string {
-    return this.access.readNeedsUser && this.components.isHosted(name) ? this.links.query(name, version) : '';
+    return this.open(name) ? '' : this.links.query(name, version);
   }
 }

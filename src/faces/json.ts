@@ -30,6 +30,8 @@ export function render(content: unknown): Rendered {
 /** What a face wraps a metadata answer's JSON in, made for each answer (the v3 envelope holds the request's id). */
 export type Frame = (res: ServerResponse) => readonly [head: string, tail: string];
 
+const NO_FRAME = ['', ''] as const;
+
 /**
  * A metadata answer: where it came from (x-cache, Age) and the ETag of its content, so that a client or a downstream
  * mirror can revalidate with If-None-Match and get a 304. `frame` wraps the content's JSON, outside the ETag.
@@ -43,12 +45,7 @@ export function sendMetadata(req: IncomingMessage, res: ServerResponse, cached: 
     res.writeHead(304).end();
     return;
   }
-  if (!frame) {
-    res.writeHead(200, { 'content-type': JSON_TYPE, 'content-length': rendered.bytes });
-    res.end(rendered.json);
-    return;
-  }
-  const [head, tail] = frame(res);
+  const [head, tail] = frame?.(res) ?? NO_FRAME;
   res.writeHead(200, { 'content-type': JSON_TYPE, 'content-length': Buffer.byteLength(head) + rendered.bytes + Buffer.byteLength(tail) });
   res.end(head + rendered.json + tail);
 }

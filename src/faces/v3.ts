@@ -114,14 +114,11 @@ export function v3Face({ registry, baseUrl, forward, hosted, renders, log }: V3F
       return later(req, res, at);
     };
   };
-  const latestNow = (at: RouteContext, base: string) => {
-    const pkg = name(at);
-    const cached = registry.latestNow(pkg);
-    return cached && releaseOf(cached, pkg, base, link);
-  };
+  /** releaseAnswer at once (see read): the latest release, or the one the route's :version names. */
   const releaseNow = (at: RouteContext, base: string) => {
     const pkg = name(at);
-    const cached = registry.releaseNow(pkg, valid.version(at.params.version as string));
+    const version = at.params.version;
+    const cached = version === undefined ? registry.latestNow(pkg) : registry.releaseNow(pkg, valid.version(version));
     return cached && releaseOf(cached, pkg, base, link);
   };
   const pageOf = (cached: Cached<Release[]>, pkg: string, base: string): Answer => [cached, () => cached.value.map((r) => v3Release(r, base, pkg, false, link(pkg, r.version)))];
@@ -142,7 +139,7 @@ export function v3Face({ registry, baseUrl, forward, hosted, renders, log }: V3F
         return [cached, () => cached.value];
       }),
     },
-    { path: '/packages/:name/release/latest', handle: read((_req, at, base) => releaseAnswer(registry, name(at), undefined, base, link), latestNow) },
+    { path: '/packages/:name/release/latest', handle: read((_req, at, base) => releaseAnswer(registry, name(at), undefined, base, link), releaseNow) },
     {
       path: '/packages/:name/release/tags/:version',
       handle: read((_req, at, base) => releaseAnswer(registry, name(at), valid.version(at.params.version as string), base, link), releaseNow),

@@ -22,32 +22,29 @@ export async function countRecords(store: MetadataStore): Promise<number> {
 
 /** Copies every record of `from` into `to`; replace: removes what `to` held first (else its records are overwritten or kept). */
 export async function copyMetadata(from: MetadataStore, to: MetadataStore, { replace = false } = {}): Promise<CopyReport> {
-  let removed = 0;
-  if (replace) {
-    // Deleting while scanning is safe: each page of the scan starts after the last key it saw.
-    let batch: string[] = [];
-    for await (const key of to.keys('')) {
-      batch.push(key);
-      if (batch.length >= BATCH) {
-        await to.apply({ del: batch });
-        removed += batch.length;
-        batch = [];
-      }
-    }
-    if (batch.length) await to.apply({ del: batch });
-    removed += batch.length;
-  }
+  // Deleting while scanning is safe: each page of the scan starts after the last key it saw.
+  const removed = replace ? await inBatches(to.keys(''), (keys) => to.apply({ del: keys })) : 0;
   const copied: Record<string, number> = {};
-  let batch: Array<readonly [string, unknown]> = [];
-  for await (const entry of from.entries<unknown>('')) {
-    batch.push(entry);
-    const kind = entry[0].split(':')[0]!;
-    copied[kind] = (copied[kind] ?? 0) + 1;
+  await inBatches(from.entries<unknown>(''), (entries) => {
+    for (const [key] of entries) {
+      const kind = key.split(':')[0]!;
+      copied[kind] = (copied[kind] ?? 0) + 1;
+    }
+    return to.apply({ put: entries }, { durable: true });
+  });
+  return { copied, removed };
+}
+
+/** Hands `items` to `write` BATCH at a time (the last batch may be smaller); resolves with how many there were. */
+async function inBatches<T>(items: AsyncIterable<T>, write: (batch: T[]) => Promise<void>): Promise<number> {
+  let [batch, n]: [T[], number] = [[], 0];
+  for await (const item of items) {
+    batch.push(item);
     if (batch.length >= BATCH) {
-      await to.apply({ put: batch }, { durable: true });
-      batch = [];
+      await write(batch);
+      [batch, n] = [[], n + BATCH];
     }
   }
-  if (batch.length) await to.apply({ put: batch }, { durable: true });
-  return { copied, removed };
+  if (batch.length) await write(batch);
+  return n + batch.length;
 }

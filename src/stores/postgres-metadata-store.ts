@@ -160,16 +160,15 @@ export class PostgresMetadataStore implements MetadataStore {
     const columns = withValues ? 'key, value' : 'key';
     // "\uffff" sorts after every character a key of ours can hold (the bound LevelMetadataStore uses).
     const end = `${prefix}\uffff`;
-    let after: string | undefined;
+    // The first page from the prefix itself, each next one after the last key seen.
+    let [from, op] = [prefix, '>='];
     for (;;) {
       const { rows } = await this.watch(
-        after === undefined
-          ? this.pool.query<{ key: string; value?: string }>(`SELECT ${columns} FROM ${METADATA_TABLE} WHERE key >= $1 AND key < $2 ORDER BY key LIMIT ${page}`, [prefix, end])
-          : this.pool.query<{ key: string; value?: string }>(`SELECT ${columns} FROM ${METADATA_TABLE} WHERE key > $1 AND key < $2 ORDER BY key LIMIT ${page}`, [after, end]),
+        this.pool.query<{ key: string; value?: string }>(`SELECT ${columns} FROM ${METADATA_TABLE} WHERE key ${op} $1 AND key < $2 ORDER BY key LIMIT ${page}`, [from, end]),
       );
       yield* rows;
       if (rows.length < page) return;
-      after = rows[rows.length - 1]!.key;
+      [from, op] = [rows[rows.length - 1]!.key, '>'];
     }
   }
 
