@@ -14,6 +14,13 @@ import { removeTempDirs, tempDir, until } from '../helpers.js';
 const postgres = throwawayCluster('the contract on PostgresMetadataStore');
 /** A database per test folder, so that "close and reopen" finds its documents again. */
 const databases = new Map<string, string>();
+/** Every item of a scan, in order. */
+async function all<T>(items: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const item of items) out.push(item);
+  return out;
+}
+
 async function databaseFor(dir: string): Promise<string> {
   let url = databases.get(dir);
   if (url === undefined) databases.set(dir, (url = await postgres.cluster().createDatabase()));
@@ -79,9 +86,7 @@ describe.each(implementations)('%s', (_name, open) => {
       ['archive:a@1', 1],
       ['latest:a', 1],
     ]);
-    const keys: string[] = [];
-    for await (const k of store.keys('archive:')) keys.push(k);
-    expect(keys).toEqual(['archive:a@1', 'archive:b@1']);
+    expect(await all(store.keys('archive:'))).toEqual(['archive:a@1', 'archive:b@1']);
   });
 
   it('scans keys and documents by prefix, in order', async () => {
@@ -91,9 +96,7 @@ describe.each(implementations)('%s', (_name, open) => {
       ['followers', 0],
       ['latest:a', 1],
     ]);
-    const entries: Array<readonly [string, unknown]> = [];
-    for await (const e of store.entries('follow:')) entries.push(e);
-    expect(entries).toEqual([
+    expect(await all(store.entries('follow:'))).toEqual([
       ['follow:a', { at: 1 }],
       ['follow:b', { at: 2 }],
     ]);
@@ -127,9 +130,7 @@ describe.each(implementations)('%s', (_name, open) => {
   it('orders keys by their UTF-8 bytes, as LevelDB does', async () => {
     const keys = ['p:a', 'p:Z', 'p:_', 'p:%', 'p:é', 'p:日', 'p:~', 'p:A0', 'p:a-b', 'p:a:b'];
     await store.putMany(keys.map((k) => [k, 1] as const));
-    const listed: string[] = [];
-    for await (const k of store.keys('p:')) listed.push(k);
-    expect(listed).toEqual([...keys].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b))));
+    expect(await all(store.keys('p:'))).toEqual([...keys].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b))));
   });
 
   it('takes % and _ in a prefix literally', async () => {
@@ -140,9 +141,7 @@ describe.each(implementations)('%s', (_name, open) => {
       ['p%x:1', 1],
       ['p\\%_:1', 1],
     ]);
-    const keys: string[] = [];
-    for await (const k of store.keys('p%_:')) keys.push(k);
-    expect(keys).toEqual(['p%_:1', 'p%_:2']);
+    expect(await all(store.keys('p%_:'))).toEqual(['p%_:1', 'p%_:2']);
   });
 
   it('scans more keys and documents than fit in one page of a scan', async () => {
@@ -157,8 +156,7 @@ describe.each(implementations)('%s', (_name, open) => {
       count++;
     }
     expect(count).toBe(many.length);
-    const docs: number[] = [];
-    for await (const [, v] of store.entries<{ i: number }>('n:00')) docs.push(v.i); // n:00000 to n:00999
+    const docs = (await all(store.entries<{ i: number }>('n:00'))).map(([, v]) => v.i); // n:00000 to n:00999
     expect(docs).toEqual(many.slice(0, 1000).map(([, v]) => v.i));
   });
 
