@@ -98,6 +98,11 @@ function idleText(c: CpuUse): string {
   return c.coreIdle === undefined ? '?' : `${Math.round(c.coreIdle * 100)} %`;
 }
 
+/** The lower middle value. */
+export function median(xs: readonly number[]): number {
+  return [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
+}
+
 export function range(xs: readonly number[]): { min: number; max: number } {
   return { min: Math.min(...xs), max: Math.max(...xs) };
 }

@@ -1,5 +1,6 @@
-// `npm run bench`: the mirror (dist/main.js) against nginx, the upstream direct, a bare Node pass-through proxy and
-// Verdaccio, all on 127.0.0.1, with every server pinned to core 0 and every load generator to core 1 (pin.ts).
+// `npm run bench`: the mirror (dist/main.js) against nginx, the upstream direct, a bare Node pass-through proxy,
+// Verdaccio and (for cached metadata: the runtime's ceiling) a bare node:http server, all on 127.0.0.1, with every
+// server pinned to core 0 and every load generator to core 1 (pin.ts).
 // Cached scenarios run in paired rounds (nginx, mirror, nginx, mirror, ...; rounds.ts), on the freshly started
 // mirror and again after it idled (steady state: V8's memory reducer collects more often after a long idle, as in
 // production); the targets use the steady state and the worst kept ratio. Rounds in which a server got less than
@@ -12,7 +13,7 @@ import { rate } from './load.js';
 import { pinningLine } from './pin.js';
 import { envInt, runBench, stopAllAndRemove } from './procs.js';
 import { table, targets, x, type Row, type Target } from './report.js';
-import { range, ratios, roundsOf, type Rounds } from './rounds.js';
+import { median, range, ratios, roundsOf, type Rounds } from './rounds.js';
 import { LATEST, memoryStatus, Scenarios, zipball, type Compared, type Settings } from './scenarios.js';
 import { ensureVerdaccio, verdaccioVersion } from './verdaccio.js';
 import { COLD, COLD_FAST, log, MiB, mirrorFlags, mirrorLog, nginxBin, nodeVersion, OFFLOAD, prepareBench, SMALL, World, type MirrorSpec } from './world.js';
@@ -64,6 +65,7 @@ async function main(): Promise<void> {
       mirrors,
       ...(mirrors.some((m) => m.name === 'offload') ? { offload: 'offload' } : {}),
       passthrough: true,
+      bareNode: true,
       ...(verdaccio ? { verdaccio } : {}),
       coldRuns: COLD_RUNS,
       coldMiB: settings.coldMiB,
@@ -105,6 +107,8 @@ async function main(): Promise<void> {
   else await new Promise((r) => setTimeout(r, left));
 
   const steady = await cached('steady');
+  // What node:http alone does with the same bytes: the runtime's ceiling for the cached-metadata scenario.
+  const bare = await run.wrkPair('cached metadata, bare node:http', 'steady', run.nginxTarget('/latest.json'), { server: 'bare node:http', url: `${world.bareNode}/latest.json`, pids: () => [world.bareNodePid] });
   const offloadTarget = (path: string): Parameters<Scenarios['wrkPair']>[3] => ({ server: 'nginx+offload', url: world.nginxOffload + path, pids: () => [...world.nginxWorkers(), offload!.pid], mirror: offload! });
   const off8 = offload ? await run.wrkPair('8 MiB archive via nginx offload', 'steady', run.nginxTarget('/offload.zip', 'nginx direct'), offloadTarget(offloadZip)) : undefined;
   const off1 = offload ? await run.wrkPair('1 MiB archive via nginx offload', 'steady', run.nginxTarget('/small.zip', 'nginx direct'), offloadTarget(zip)) : undefined;
@@ -130,6 +134,7 @@ async function main(): Promise<void> {
 
   const rows: Row[] = [
     ...[fresh, steady].flatMap((c) => [c.meta, c.zip, ...(c.zipNoMem ? [c.zipNoMem] : [])]).flatMap((c) => c.rows),
+    ...bare.rows,
     ...(off8 && off1 ? [...off8.rows, ...off1.rows] : []),
     ...(peers ? [...peers.packument.rows, ...peers.tarball.rows] : []),
     ...direct.flatMap((c) => c.rows),
@@ -143,7 +148,7 @@ async function main(): Promise<void> {
   console.log('');
   console.log(`srm-mirror bench: ${cpus().length} x ${cpus()[0]?.model.trim() ?? 'cpu'}; ${nginxVersion} (1 worker, sendfile)${verdaccio ? `; verdaccio ${verdaccioVersion()}` : ''}`);
   console.log(`mirror: ${mainJs} under node ${nodeVersion(node)} (${node}); the bench and Verdaccio: node ${process.version}`);
-  console.log(pinningLine('the mirrors, nginx (master and worker), the node pass-through proxy and Verdaccio'));
+  console.log(pinningLine('the mirrors, nginx (master and worker), the node pass-through proxy, the bare node:http server and Verdaccio'));
   console.log(`wrk: ${threads} thread(s), ${connections} connections, ${warmup} s warm-up per server, then ${rounds} paired round(s) of ${seconds} s (nginx, mirror, nginx, mirror, ...)`);
   console.log(`a saturated round where a server got < ${MIN_CORES} core is discarded and replaced (at most ${maxExtra} extra per comparison); rows are the median kept round`);
   console.log(`fresh = just started and warmed; steady = after ${IDLE_SECONDS} s idle (V8's memory reducer); targets use steady and the MIN paired ratio`);
@@ -151,7 +156,7 @@ async function main(): Promise<void> {
   console.log('');
   console.log(table(rows));
   console.log('');
-  const discards = [fresh, steady].flatMap((c) => [c.meta, c.zip, c.zipNoMem]).concat(off8, off1, peers?.packument, peers?.tarball).filter((c): c is Compared => !!c);
+  const discards = [fresh, steady].flatMap((c) => [c.meta, c.zip, c.zipNoMem]).concat(bare, off8, off1, peers?.packument, peers?.tarball).filter((c): c is Compared => !!c);
   const discarded = discards.reduce((n, c) => n + c.rounds.attempts.filter((a) => a.discarded).length, 0);
   const total = discards.reduce((n, c) => n + c.rounds.attempts.length, 0);
   console.log(`rounds discarded for lack of CPU: ${discarded} of ${total}${discarded ? ' (which: see the notes)' : ''}`);
@@ -162,6 +167,7 @@ async function main(): Promise<void> {
     targets(
       verdicts({
         steady,
+        bare,
         noMemNa: noMem ? undefined : na('--memory-archives'),
         offloadNa: offload ? undefined : na('--accel-redirect'),
         off8,
@@ -181,6 +187,8 @@ function order(r: Row): number {
 
 interface Results {
   steady: { meta: Compared; zip: Compared; zipNoMem: Compared | undefined };
+  /** nginx vs a bare node:http server answering the same bytes (steady). */
+  bare: Compared;
   noMemNa: string | undefined;
   offloadNa: string | undefined;
   off8: Compared | undefined;
@@ -191,12 +199,18 @@ interface Results {
 }
 
 function verdicts(r: Results): Target[] {
-  const paired = (what: string, c: Compared | undefined, min: number, naWhy?: string): Target => {
+  const span = (c: Compared) => {
+    const all = ratios(c.rounds, rate);
+    const { min: lo, max: hi } = range(all);
+    // The median beside the min: on a noisy machine one bad round decides the min.
+    return { lo, text: `min ${x(lo)} (median ${x(median(all))}, range ${x(lo)}-${x(hi)})` };
+  };
+  const paired = (what: string, c: Compared | undefined, min: number, naWhy?: string, aside = ''): Target => {
     if (!c) return { what, figure: naWhy ?? 'n/a', meets: undefined };
-    const { min: lo, max: hi } = range(ratios(c.rounds, rate));
+    const { lo, text } = span(c);
     // With no round in which the servers had their core, the run measured the machine: no verdict.
-    if (c.rounds.allDiscarded) return { what, figure: `min ${x(lo)} (range ${x(lo)}-${x(hi)}), every round short of CPU: no verdict`, meets: undefined };
-    return { what, figure: `min ${x(lo)} (range ${x(lo)}-${x(hi)})`, meets: lo >= min };
+    if (c.rounds.allDiscarded) return { what, figure: `${text}, every round short of CPU: no verdict${aside}`, meets: undefined };
+    return { what, figure: `${text}${aside}`, meets: lo >= min };
   };
   // Against a peer: the mirror's slowest kept steady round against the peer's fastest round.
   const vsPeer = (what: string, mirror: Rounds, peer: Compared | undefined, min: number): Target => {
@@ -212,7 +226,7 @@ function verdicts(r: Results): Target[] {
   const peak = Math.max(bigCold, bigCached);
   const mb = (n: number) => (n / 1e6).toFixed(0);
   return [
-    paired('cached metadata >= 0.5x nginx (steady)', r.steady.meta, 0.5),
+    paired('cached metadata >= 0.5x nginx (steady)', r.steady.meta, 0.5, undefined, `; bare node:http ${span(r.bare).text.replace('min ', '')}`),
     {
       what: `cached metadata p99 <= 1.5 ms, ${settings.connections} conn (steady)`,
       figure: `worst round p99 ${p99.toFixed(2)} ms${r.steady.meta.rounds.allDiscarded ? ', every round short of CPU: no verdict' : ''}`,

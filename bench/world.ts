@@ -39,6 +39,8 @@ export interface WorldOptions {
   /** The mirror nginx fronts with X-Accel-Redirect offload, if any. */
   readonly offload?: string;
   readonly passthrough: boolean;
+  /** A bare node:http server answering with nginx's latest.json (bench/bare-node.ts). */
+  readonly bareNode?: boolean;
   /** Verdaccio's bin script, when it is a peer in this run. */
   readonly verdaccio?: string;
   readonly coldRuns: number;
@@ -92,9 +94,11 @@ export class World {
   private nginxPort = 0;
   private offloadPort = 0;
   private passthroughPort = 0;
+  private bareNodePort = 0;
   private verdaccioPort = 0;
   private nginxChild: Child | undefined;
   private passthroughChild: Child | undefined;
+  private bareNodeChild: Child | undefined;
   private verdaccioChild: Child | undefined;
 
   private constructor(
@@ -142,6 +146,10 @@ export class World {
     return `http://127.0.0.1:${this.passthroughPort}`;
   }
 
+  get bareNode(): string {
+    return `http://127.0.0.1:${this.bareNodePort}`;
+  }
+
   get verdaccio(): string {
     return `http://127.0.0.1:${this.verdaccioPort}`;
   }
@@ -153,6 +161,10 @@ export class World {
 
   get passthroughPid(): number {
     return this.passthroughChild!.pid;
+  }
+
+  get bareNodePid(): number {
+    return this.bareNodeChild!.pid;
   }
 
   get verdaccioPid(): number {
@@ -234,6 +246,10 @@ export class World {
     if (this.o.passthrough) {
       this.passthroughChild = this.own(tsx('passthrough.ts', [this.upstream], SERVER_CORE, this.o.node));
       this.passthroughPort = await portOf(this.passthroughChild);
+    }
+    if (this.o.bareNode) {
+      this.bareNodeChild = this.own(tsx('bare-node.ts', [this.path('www', 'latest.json')], SERVER_CORE, this.o.node));
+      this.bareNodePort = await portOf(this.bareNodeChild);
     }
     this.nginxPort = await freePort();
     const offload = this.o.offload === undefined ? undefined : this.mirror(this.o.offload);
