@@ -158,6 +158,11 @@ export class PeakRss {
     return this.status('VmRSS');
   }
 
+  /** Bytes of it mapped from files, now: node's binary and its libraries, shared and clean (the kernel can drop them). */
+  fileBacked(): number {
+    return this.status('RssFile');
+  }
+
   /** Bytes, since the last reset. */
   peak(): number {
     const current = this.status('VmRSS');
@@ -173,7 +178,7 @@ export class PeakRss {
     clearInterval(this.timer);
   }
 
-  private status(field: 'VmRSS' | 'VmHWM'): number {
+  private status(field: 'VmRSS' | 'VmHWM' | 'RssFile'): number {
     try {
       const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${this.pid}/status`, 'utf8'));
       return m ? Number(m[1]) * 1024 : 0;

@@ -225,7 +225,7 @@ export class Scenarios {
         cpu,
         upstreamReqs: value.upstreamReqs,
         rss: m.rss.peak(),
-        note: `x-cache: ${caches(value.m.downloads)}; RSS ${(start / 1e6).toFixed(0)} MB before; ${memNote}`,
+        note: `x-cache: ${caches(value.m.downloads)}; RSS ${(start / 1e6).toFixed(0)} MB before, ${(m.rss.fileBacked() / 1e6).toFixed(0)} MB of it mapped from files (node's binary: shared, clean); ${memNote}`,
       };
     };
     const cold = await through('cold');
