@@ -9,7 +9,7 @@
 // above the live heap; after an idle, a cold download then ran a full collection every ~80 ms (--trace-gc: 24 in 4
 // downloads), at 25 % of the mirror's CPU. The live heap is ~16 MB. With the young-generation collections below,
 // 48 MB is enough (no full collection in 6 cold downloads after an idle; 32 MB: 3); each MB above it is old garbage
-// held before a collection, which the peak RSS pays (64 MB: 148-153 MB in the bench's 1 GiB rows, 48: 144-147).
+// held before a collection, which the peak RSS pays (64 MB: 148-153 MB in the bench's 1 GiB rows, 48: 143-150).
 // --expose-gc: for the young-generation collections of read-buffers.ts.
 // Start the mirror through this file (npm start, the Docker image, or npx srm-mirror), not with a bare `node`, to
 // keep them.
