@@ -18,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { cpuSeconds } from './cpu.js';
 import { rate, wrk, type Measure } from './load.js';
 import { firstLine, freePort, start, stopAll, track, waitReady, type Child } from './procs.js';
+import { shebangFlags } from './world.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const num = (name: string, fallback: number) => (process.env[name] ? Number(process.env[name]) : fallback);
@@ -47,7 +48,7 @@ async function main(): Promise<void> {
       const port = await freePort();
       const logFd = openSync(join(dir, `mirror-${i}.log`), 'a');
       // The node flags of the build's first line (its shebang), as the bench runs them.
-      const nodeFlags = (readFileSync(build, 'utf8').split('\n')[0] ?? '').replace(/^#!.*?\bnode\b\s*/, '').split(/\s+/).filter(Boolean);
+      const nodeFlags = shebangFlags(build);
       const args = ['serve', '--host', '127.0.0.1', '--port', String(port), '--data', join(dir, `data-${i}`), '--upstream', `${upstreamUrl}/v3`, '--log-level', level, '--prefetch', 'false', ...EXTRA];
       const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SRM_MIRROR_')));
       // Its own spawn, not procs.start: the log goes to a file, not through a pipe to this process.

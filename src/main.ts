@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=4 --min-semi-space-size=4 --initial-old-space-size=48 --expose-gc
+#!/usr/bin/env -S node --max-semi-space-size=4 --min-semi-space-size=4 --initial-old-space-size=48 --expose-gc --no-maglev
 // The srm-mirror executable: see src/cli.ts for the commands. The flags above fix V8's young generation at 4 MB.
 // The cap: streaming gigabytes to many clients makes it grow to tens of MB of short-lived garbage otherwise (bench:
 // peak RSS 175 MB instead of about 135 MB, same throughput). The floor: after 30 s idle V8 shrinks it to 1 MB (low
@@ -11,6 +11,9 @@
 // 48 MB is enough (no full collection in 6 cold downloads after an idle; 32 MB: 3); each MB above it is old garbage
 // held before a collection, which the peak RSS pays (64 MB: 148-153 MB in the bench's 1 GiB rows, 48: 143-150).
 // --expose-gc: for the young-generation collections of read-buffers.ts.
+// --no-maglev: V8's mid-tier compiler, on by default from Node 22 (off on Node 20). On Node 26 it cost ~9 MB of peak
+// RSS in the bench's 1 GiB rows (161 -> 152 MB) for no throughput we could measure (bench:hot, 9 rounds: 40.2 and
+// 41.7 µs of CPU per cached answer with and without it); TurboFan still compiles the hot paths.
 // Start the mirror through this file (npm start, the Docker image, or npx srm-mirror), not with a bare `node`, to
 // keep them.
 import { main } from './cli.js';
