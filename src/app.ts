@@ -216,13 +216,17 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
   const upstreamOver = (h: UpstreamHttp) => (isV3 ? new ServerlessV3Upstream(config.upstream.url, h, config.upstream.commandsUrl) : new SrmUpstream(config.upstream.url, h));
   const proxies = describeProxies(config.upstream); // credentials masked
   if (proxies && !config.offline) log.info('upstream requests go through a forward proxy', { ...proxies });
+  // Behind nginx with offload, nginx sends every HIT of accelRedirectMinSize and up from its file: holding such an
+  // archive in memory as well would be memory spent for nothing.
+  const { accelRedirect, accelRedirectMinSize } = config.server;
+  const memoryArchiveMax = accelRedirect === undefined ? config.cache.memoryArchiveMaxBytes : Math.min(config.cache.memoryArchiveMaxBytes, accelRedirectMinSize - 1);
   const archives = new ArchiveCache(store, archiveStore, log, {
     quotaBytes: config.cache.maxSizeBytes,
     indexIntact: metadata.index === 'intact',
     verifyOnServe: config.cache.verifyOnServe,
     scrubRate: config.cache.scrubRateBytes,
     contentCheck: { file: checkZip, stream: checkZipTail }, // every archive the mirror serves is a component's zip
-    memory: { maxBytes: config.cache.memoryArchivesBytes, maxArchiveBytes: config.cache.memoryArchiveMaxBytes },
+    memory: { maxBytes: config.cache.memoryArchivesBytes, maxArchiveBytes: memoryArchiveMax },
     clock: { ...realClock, now },
     exclusive,
     shared: onPostgres ? { leads: () => fleet.isLeader(), graceMs: EVICTION_GRACE_MS } : undefined,
@@ -443,9 +447,8 @@ export async function createMirror(config: Config, log: Logger, { role, now = Da
   const hot = hotPath([v3.hot]);
   const observe = requestObserver(metrics, log, { accessLog: config.accessLog });
   // Behind nginx, big cached HITs are sent by nginx from the archive store's files (faces/accel-redirect.ts).
-  const { accelRedirect, accelRedirectMinSize: minSize } = config.server;
   const accel: AccelRedirect | undefined =
-    accelRedirect === undefined ? undefined : { prefix: accelRedirect, minSize, locate: (d) => archiveStore.location(d), lease: (d) => archives.reclaimer.lease(d, { touch: false }) };
+    accelRedirect === undefined ? undefined : { prefix: accelRedirect, minSize: accelRedirectMinSize, locate: (d) => archiveStore.location(d), lease: (d) => archives.reclaimer.lease(d, { touch: false }) };
   const handle: RequestListener = (req, res) => {
     // `s set registry http://host/v3/` makes clients ask for /v3//packages/...: the same path, whatever the slashes.
     // Not under /api/, where an empty segment is an (invalid) name: collapsing it would name another thing.
