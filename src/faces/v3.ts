@@ -3,7 +3,6 @@
 // Writes of hosted packages, and of users of this mirror, are answered here (core/hosted); other writes and login go
 // through to the upstream untouched, and a successful one updates the cache before the client hears of it, so its
 // next read already reflects it.
-import { randomUUID } from 'node:crypto';
 import { Router, type Request } from 'express';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Access } from '../core/hosted/access.js';
@@ -11,7 +10,7 @@ import type { HostedComponents } from '../core/hosted/hosted-components.js';
 import type { Users } from '../core/hosted/users.js';
 import type { Cached } from '../core/metadata-cache.js';
 import type { Registry } from '../core/registry.js';
-import type { Logger } from '../log.js';
+import { requestIdOf, type Logger } from '../log.js';
 import { MirrorError, toMirrorError } from '../model/errors.js';
 import { publishSpecName } from '../model/publish-spec.js';
 import { V3_PAGE_SIZE, type Release } from '../model/release.js';
@@ -303,17 +302,17 @@ function releaseOf(cached: Cached<Release>, name: string, base: string, link: (n
  * The {request_id, body} envelope around a body's JSON: its head, then the JSON, then `}`. Its request_id is the
  * request's own id (x-request-id, in the access log too), so that the id in a user's report finds the log line.
  */
-const envelopeHead = (res: ServerResponse) => `{"request_id":"${requestIdOf(res)}","body":`;
+const envelopeHead = (res: ServerResponse) => `{"request_id":"${answerIdOf(res)}","body":`;
 const ENVELOPE: Frame = (res) => [envelopeHead(res), '}'];
 
 function envelope(res: ServerResponse, bodyJson: string): string {
   return `${envelopeHead(res)}${bodyJson}}`;
 }
 
-/** The id the request observer gave the request; a new one where none did. */
-function requestIdOf(res: ServerResponse): string {
+/** The id the request observer gave the request (its x-request-id answer header); where none did, one as it gives. */
+function answerIdOf(res: ServerResponse): string {
   const id = res.getHeader('x-request-id');
-  return typeof id === 'string' ? id : randomUUID();
+  return typeof id === 'string' ? id : requestIdOf(res.req);
 }
 
 /** What a v3 read's rendering depends on besides its document: the base URL and the whole URL asked (path and query). */
