@@ -394,7 +394,7 @@ class FsArchiveWriter implements ArchiveWriter {
   }
 
   async write(chunk: Uint8Array): Promise<void> {
-    if (this.state !== 'writing') throw new Error(`archive writer is ${this.state}`);
+    this.mustBeWriting();
     if (this.writeError) throw this.writeError;
     this.hash.update(chunk);
     const ring = (this.ring ??= rings.take());
@@ -406,7 +406,7 @@ class FsArchiveWriter implements ArchiveWriter {
       while (this.received - this.oldestKept() === ring.length) {
         if (this.received - this.written === ring.length) await (this.flushing ??= this.flush());
         else await this.waitForFollowers();
-        if (this.state !== 'writing') throw new Error(`archive writer is ${this.state}`); // the ring went back to the pool
+        this.mustBeWriting(); // aborted meanwhile: the ring went back to the pool
       }
       if (this.writeError) throw this.writeError;
       const at = this.received % ring.length;
@@ -460,7 +460,7 @@ class FsArchiveWriter implements ArchiveWriter {
   }
 
   async commit(expected: Expected = {}, moved?: (ref: ArchiveRef, stat: ArchiveStat) => void): Promise<{ ref: ArchiveRef; stat: ArchiveStat }> {
-    if (this.state !== 'writing') throw new Error(`archive writer is ${this.state}`);
+    this.mustBeWriting();
     this.draining = true;
     await (this.flushing ??= this.flush());
     if (this.writeError) {
@@ -606,6 +606,10 @@ class FsArchiveWriter implements ArchiveWriter {
   private releaseRing(): void {
     if (this.ring) rings.release(this.ring);
     this.ring = undefined;
+  }
+
+  private mustBeWriting(): void {
+    if (this.state !== 'writing') throw new Error(`archive writer is ${this.state}`);
   }
 
   private wake(): void {

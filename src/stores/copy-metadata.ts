@@ -37,14 +37,16 @@ export async function copyMetadata(from: MetadataStore, to: MetadataStore, { rep
 
 /** Hands `items` to `write` BATCH at a time (the last batch may be smaller); resolves with how many there were. */
 async function inBatches<T>(items: AsyncIterable<T>, write: (batch: T[]) => Promise<void>): Promise<number> {
-  let [batch, n]: [T[], number] = [[], 0];
+  let batch: T[] = [];
+  let n = 0;
   for await (const item of items) {
     batch.push(item);
+    n++;
     if (batch.length >= BATCH) {
       await write(batch);
-      [batch, n] = [[], n + BATCH];
+      batch = [];
     }
   }
   if (batch.length) await write(batch);
-  return n + batch.length;
+  return n;
 }
