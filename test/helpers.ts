@@ -89,14 +89,14 @@ export async function send(method: string, url: string, headers: Record<string, 
 
 const children: ChildProcess[] = [];
 
+/** The node flags on the executable's first line: a spawned mirror runs with them, as `npm start` runs it. */
+const NODE_FLAGS = (readFileSync('src/main.ts', 'utf8').split('\n')[0] ?? '').replace(/^#!.*?\bnode\b\s*/, '').split(/\s+/).filter(Boolean);
+
 /**
  * Runs `srm-mirror serve` (from src, via tsx) as its own process; resolves with its URL once it listens. `logs`
  * keeps every stderr line, including any that is not one of the mirror's JSON lines (a crash's stack trace).
  * `node`: another Node binary to run it on (test/fakes/node-lts.ts).
  */
-/** The node flags on the executable's first line: a spawned mirror runs with them, as `npm start` runs it. */
-const NODE_FLAGS = (readFileSync('src/main.ts', 'utf8').split('\n')[0] ?? '').replace(/^#!.*?\bnode\b\s*/, '').split(/\s+/).filter(Boolean);
-
 export function spawnMirror(args: string[], { node = process.execPath }: { node?: string } = {}): Promise<{ child: ChildProcess; url: string; logs: string[] }> {
   const child = spawn(node, [...NODE_FLAGS, '--import', 'tsx', 'src/main.ts', 'serve', '--host', '127.0.0.1', '--port', '0', ...args], {
     stdio: ['ignore', 'ignore', 'pipe'],

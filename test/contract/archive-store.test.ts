@@ -1,8 +1,7 @@
 // One contract, run against every ArchiveStore implementation.
 import { createHash, randomBytes } from 'node:crypto';
-import { constants, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { constants, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -240,17 +239,17 @@ describe('FsArchiveStore: how fills reach the disk', () => {
     const { ref } = await w.commit();
     expect((await readAll(store, ref.digest)).equals(data)).toBe(true);
   };
+  /** This process's descriptors open with O_DIRECT on files under `folder`. */
   const directFds = (folder: string) =>
     readdirSync('/proc/self/fd').filter((fd) => {
-      const target = (() => {
-        try {
-          return readlinkSync(`/proc/self/fd/${fd}`);
-        } catch {
-          return '';
-        }
-      })();
-      const flags = target ? /flags:\s*(\d+)/.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))?.[1] : undefined;
-      return target.startsWith(folder) && flags !== undefined && (parseInt(flags, 8) & constants.O_DIRECT) !== 0;
+      let target: string;
+      try {
+        target = readlinkSync(`/proc/self/fd/${fd}`);
+      } catch {
+        return false; // closed meanwhile (the descriptor readdir itself used)
+      }
+      const flags = target.startsWith(folder) ? /flags:\s*(\d+)/.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))?.[1] : undefined;
+      return flags !== undefined && (parseInt(flags, 8) & constants.O_DIRECT) !== 0;
     }).length;
 
   it('writes past the page cache (O_DIRECT) where the file system allows it, from an aligned ring, the tail buffered', async () => {
