@@ -5,8 +5,8 @@
 import { fileURLToPath } from 'node:url';
 import { pinningLine } from './pin.js';
 import { envInt, runBench, stopAllAndRemove } from './procs.js';
-import { table, x } from './report.js';
-import { range, ratios } from './rounds.js';
+import { table } from './report.js';
+import { ratioSpan } from './rounds.js';
 import { Scenarios, type Settings } from './scenarios.js';
 import { rate } from './load.js';
 import { COLD, COLD_FAST, log, nodeVersion, prepareBench, World } from './world.js';
@@ -39,8 +39,8 @@ async function main(): Promise<void> {
   console.log(table([...capped.rows, ...fast.rows]));
   console.log('');
   for (const [what, c, min] of [[`>= 0.95x direct (${UPSTREAM_MBPS} MB/s)`, capped, 0.95], ['>= 0.9x node pass-through (loopback)', fast, 0.9]] as const) {
-    const r = range(ratios(c.rounds, rate));
-    console.log(`cold 64 MiB ${what}: min ${x(r.min)} (range ${x(r.min)}-${x(r.max)}): ${r.min >= min ? 'meets' : 'MISSES'}`);
+    const r = ratioSpan(c.rounds, rate);
+    console.log(`cold 64 MiB ${what}: ${r.text}: ${r.min >= min ? 'meets' : 'MISSES'}`);
   }
 }
 

@@ -11,6 +11,7 @@ import { withCpu, type CpuUse } from './cpu.js';
 /** The share of a round the servers' core must sit idle for a server short of a core to count as not held back. */
 const IDLE_SHARE = 0.1;
 import type { Measure } from './load.js';
+import { x } from './report.js';
 
 export interface Side {
   readonly server: string;
@@ -99,8 +100,18 @@ function idleText(c: CpuUse): string {
 }
 
 /** The lower middle value. */
-export function median(xs: readonly number[]): number {
+function median(xs: readonly number[]): number {
   return [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
+}
+
+/**
+ * The kept ratios subject/baseline by `metric`: their min (what targets use) and "min 0.91x (median 1.02x, range
+ * 0.91x-1.20x)" (the median beside it: on a noisy machine one bad round decides the min).
+ */
+export function ratioSpan(r: Rounds, metric: (m: Measure) => number): { min: number; text: string } {
+  const all = ratios(r, metric);
+  const { min, max } = range(all);
+  return { min, text: `min ${x(min)} (median ${x(median(all))}, range ${x(min)}-${x(max)})` };
 }
 
 export function range(xs: readonly number[]): { min: number; max: number } {

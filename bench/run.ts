@@ -13,7 +13,7 @@ import { rate } from './load.js';
 import { pinningLine } from './pin.js';
 import { envInt, runBench, stopAllAndRemove } from './procs.js';
 import { table, targets, x, type Row, type Target } from './report.js';
-import { median, range, ratios, roundsOf, type Rounds } from './rounds.js';
+import { ratioSpan, roundsOf, type Rounds } from './rounds.js';
 import { LATEST, memoryStatus, Scenarios, zipball, type Compared, type Settings } from './scenarios.js';
 import { ensureVerdaccio, verdaccioVersion } from './verdaccio.js';
 import { COLD, COLD_FAST, log, MiB, mirrorFlags, mirrorLog, nginxBin, nodeVersion, OFFLOAD, prepareBench, SMALL, World, type MirrorSpec } from './world.js';
@@ -199,15 +199,9 @@ interface Results {
 }
 
 function verdicts(r: Results): Target[] {
-  const span = (c: Compared) => {
-    const all = ratios(c.rounds, rate);
-    const { min: lo, max: hi } = range(all);
-    // The median beside the min: on a noisy machine one bad round decides the min.
-    return { lo, text: `min ${x(lo)} (median ${x(median(all))}, range ${x(lo)}-${x(hi)})` };
-  };
   const paired = (what: string, c: Compared | undefined, min: number, naWhy?: string, aside = ''): Target => {
     if (!c) return { what, figure: naWhy ?? 'n/a', meets: undefined };
-    const { lo, text } = span(c);
+    const { min: lo, text } = ratioSpan(c.rounds, rate);
     // With no round in which the servers had their core, the run measured the machine: no verdict.
     if (c.rounds.allDiscarded) return { what, figure: `${text}, every round short of CPU: no verdict${aside}`, meets: undefined };
     return { what, figure: `${text}${aside}`, meets: lo >= min };
@@ -226,7 +220,7 @@ function verdicts(r: Results): Target[] {
   const peak = Math.max(bigCold, bigCached);
   const mb = (n: number) => (n / 1e6).toFixed(0);
   return [
-    paired('cached metadata >= 0.5x nginx (steady)', r.steady.meta, 0.5, undefined, `; bare node:http ${span(r.bare).text.replace('min ', '')}`),
+    paired('cached metadata >= 0.5x nginx (steady)', r.steady.meta, 0.5, undefined, `; bare node:http ${ratioSpan(r.bare.rounds, rate).text.replace('min ', '')}`),
     {
       what: `cached metadata p99 <= 1.5 ms, ${settings.connections} conn (steady)`,
       figure: `worst round p99 ${p99.toFixed(2)} ms${r.steady.meta.rounds.allDiscarded ? ', every round short of CPU: no verdict' : ''}`,
