@@ -3,22 +3,36 @@
 // 35 MB of RSS in a cold fill's bench rows, and the old-space floor of dist/main.js's first line (which keeps full
 // collections from running every few MB) lets them pile up further. Code that streams a body counts its bytes here,
 // and every RECLAIM_BYTES a young-generation collection is asked for: under a millisecond, and it frees those buffers.
+// Read buffers still held at such a collection (a fill waiting for the disk, a paused stream) outlive it into the old
+// generation, where only a full collection frees them, and the floor puts that off: after a burst of cold fills, 10-15
+// MB of them stayed for as long as the mirror then idled. So once the streams have been quiet for QUIET_MS, one full
+// collection is asked for: a few milliseconds of an idle process, and the next burst reuses the memory it frees.
 // It needs node's --expose-gc (also on dist/main.js's first line); without it, this does nothing.
 
 /** Bytes streamed between two young-generation collections. */
 export const RECLAIM_BYTES = 8 << 20;
+/** How long no bytes are streamed before the full collection. */
+export const QUIET_MS = 2000;
 
 export class ReadBuffers {
   private since = 0;
+  /** Fires QUIET_MS after the last bytes streamed (re-armed by each); none while nothing was streamed. */
+  private quiet: NodeJS.Timeout | undefined;
 
   constructor(private readonly collect: ((options: NodeJS.GCOptions) => void) | undefined = globalThis.gc) {}
 
   /** `bytes` more were read from a socket; asks for a collection (as a task, not now) every RECLAIM_BYTES. */
   streamed(bytes: number): void {
+    const collect = this.collect;
+    if (!collect) return;
+    this.quiet = this.quiet?.refresh() ?? setTimeout(() => {
+      this.quiet = undefined;
+      collect({ type: 'major', execution: 'async' });
+    }, QUIET_MS).unref();
     this.since += bytes;
-    if (this.since < RECLAIM_BYTES || !this.collect) return;
+    if (this.since < RECLAIM_BYTES) return;
     this.since = 0;
-    this.collect({ type: 'minor', execution: 'async' });
+    collect({ type: 'minor', execution: 'async' });
   }
 }
 
