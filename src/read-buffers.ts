@@ -21,7 +21,10 @@ export class ReadBuffers {
 
   constructor(private readonly collect: ((options: NodeJS.GCOptions) => void) | undefined = globalThis.gc) {}
 
-  /** `bytes` more were read from a socket; asks for a collection (as a task, not now) every RECLAIM_BYTES. */
+  /**
+   * `bytes` more were read from a socket: asks for a young-generation collection (as a task, not now) every
+   * RECLAIM_BYTES, and for a full one QUIET_MS after the last bytes.
+   */
   streamed(bytes: number): void {
     const collect = this.collect;
     if (!collect) return;
