@@ -16,7 +16,7 @@ export function httpError(err: unknown): MirrorError {
 
 /** Answers a failed request: logged when it is ours or the upstream's, rendered in the face's format. */
 export function answerError<R extends ServerResponse>(log: Logger, req: IncomingMessage, res: R, err: unknown, render: (res: R, err: MirrorError) => void): void {
-  const e = httpError(err);
+  const e = clientLeft(req, err) ? new MirrorError('bad-request', 'the client went away before its request ended') : httpError(err);
   const path = loggedPath(req.url);
   if (e.kind === 'internal') log.error('internal error', { method: req.method, path, error: describe(e.cause) });
   else if (e.status >= 500) log.warn('upstream problem', { method: req.method, path, error: e.message });
@@ -27,6 +27,14 @@ export function answerError<R extends ServerResponse>(log: Logger, req: Incoming
 
 export function errorHandler(log: Logger, render: (res: Response, err: MirrorError) => void): ErrorRequestHandler {
   return (err, req, res, _next) => answerError(log, req, res, err, render);
+}
+
+/**
+ * The request stream failed because the client hung up before its body ended (node's "aborted"): nobody is left to
+ * answer, and it is no fault of the mirror's. (A MirrorError, such as a body past its limit, is answered as it is.)
+ */
+function clientLeft(req: IncomingMessage, err: unknown): boolean {
+  return !(err instanceof MirrorError) && req.destroyed && !req.complete;
 }
 
 function describe(err: unknown): string {

@@ -303,10 +303,7 @@ async function receive(o: GenericFaceOptions, req: Request, at: GenericCoords, f
   const guard = guardedBody(req, o.body);
   const upload = await o.packages.receive(guard, contentLength(req)).catch((err: unknown) => {
     req.unpipe(guard);
-    if (guard.failure) throw guard.failure;
-    // The client went away mid-body: nobody is left to answer, and it is no fault of the mirror's.
-    if (req.destroyed) throw new MirrorError('bad-request', 'the client went away before its upload ended');
-    throw err;
+    throw guard.failure ?? err; // (a client gone mid-body is answerError's to tell)
   });
   return o.packages.add(at, fileName, upload, duplicates);
 }
