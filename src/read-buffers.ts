@@ -6,7 +6,7 @@
 // Read buffers still held at such a collection (a fill waiting for the disk, a paused stream) outlive it into the old
 // generation, where only a full collection frees them, and the floor puts that off: after a burst of cold fills, 10-15
 // MB of them stayed for as long as the mirror then idled. So once the streams have been quiet for QUIET_MS, one full
-// collection is asked for: a few milliseconds of an idle process, and the next burst reuses the memory it frees.
+// collection is asked for: 25-30 ms of the main thread once per burst, and the next burst reuses the memory it frees.
 // It needs node's --expose-gc (also on dist/main.js's first line); without it, this does nothing.
 
 /** Bytes streamed between two young-generation collections. */
