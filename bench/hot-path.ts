@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { cpuSeconds } from './cpu.js';
 import { rate, wrk, type Measure } from './load.js';
 import { firstLine, freePort, start, stopAll, track, waitReady, type Child } from './procs.js';
-import { shebangFlags } from './world.js';
+import { shebangFlags } from '../test/fakes/node-flags.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const num = (name: string, fallback: number) => (process.env[name] ? Number(process.env[name]) : fallback);

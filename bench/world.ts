@@ -5,7 +5,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { crc32 } from 'node:zlib';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +13,7 @@ import { request } from 'undici';
 import { childPids } from './cpu.js';
 import { CLIENT_CORE, pinSelf, SERVER_CORE } from './pin.js';
 import { readmeNginxServer } from '../test/fakes/nginx-config.js';
+import { shebangFlags } from '../test/fakes/node-flags.js';
 import { firstLine, freePort, log, PeakRss, start, stop, waitReady, type Child } from './procs.js';
 import type { Manifest, UpstreamCounts } from './upstream-server.js';
 import { verdaccioConfig } from './verdaccio.js';
@@ -283,11 +284,6 @@ export class World {
     await waitReady(`${m.url}/-/health`, m.child);
     m.rss = new PeakRss(m.child.pid);
   }
-}
-
-/** The node flags the mirror runs with, from the first line of dist/main.js (its shebang). */
-export function shebangFlags(mainJs: string): string[] {
-  return (readFileSync(mainJs, 'utf8').split('\n')[0] ?? '').replace(/^#!.*?\bnode\b\s*/, '').split(/\s+/).filter(Boolean);
 }
 
 /** The `serve` flags a build of the mirror knows, from its help text (`serve --help`, or the general --help). */

@@ -11,6 +11,7 @@ import { main } from '../src/cli.js';
 import { loadConfig } from '../src/config/config.js';
 import { createLogger } from '../src/log.js';
 import { startServer, type RunningMirror } from '../src/server.js';
+import { shebangFlags } from './fakes/node-flags.js';
 
 const temps: string[] = [];
 
@@ -90,7 +91,7 @@ export async function send(method: string, url: string, headers: Record<string, 
 const children: ChildProcess[] = [];
 
 /** The node flags on the executable's first line: a spawned mirror runs with them, as `npm start` runs it. */
-const NODE_FLAGS = (readFileSync('src/main.ts', 'utf8').split('\n')[0] ?? '').replace(/^#!.*?\bnode\b\s*/, '').split(/\s+/).filter(Boolean);
+const NODE_FLAGS = shebangFlags('src/main.ts');
 
 /**
  * Runs `srm-mirror serve` (from src, via tsx) as its own process; resolves with its URL once it listens. `logs`
