@@ -4,6 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
+import { setTimeout } from 'node:timers/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -12,7 +13,7 @@ import { rateLimit, type Clock } from '../../src/core/archives/archive-scrub.js'
 import { createLogger } from '../../src/log.js';
 import { checkZip, checkZipTail } from '../../src/model/zip.js';
 import { FsArchiveStore, type ArchiveStat, type ArchiveStore, type ArchiveWriter, type StoredReader } from '../../src/stores/archive-store.js';
-import { LevelMetadataStore } from '../../src/stores/metadata-store.js';
+import { LevelMetadataStore, type MetadataStore } from '../../src/stores/metadata-store.js';
 import { sha256 } from '../fakes/upstream.js';
 import { componentZip } from '../fakes/zips.js';
 import { removeTempDirs, tempDir, until } from '../helpers.js';
@@ -107,8 +108,8 @@ const source: ArchiveSource = async (consume) => {
   return consume({ body: Readable.from([ZIP.subarray(0, 1000), ZIP.subarray(1000)]), length: ZIP.length, headers: {} });
 };
 
-function cacheOf(options: { verifyOnServe?: boolean; indexIntact?: boolean; quotaBytes?: number } = {}): ArchiveCache {
-  return new ArchiveCache(db, store, createLogger('error', { write: () => {} }), {
+function cacheOf(options: { verifyOnServe?: boolean; indexIntact?: boolean; quotaBytes?: number } = {}, metadata: MetadataStore = db): ArchiveCache {
+  return new ArchiveCache(metadata, store, createLogger('error', { write: () => {} }), {
     quotaBytes: options.quotaBytes ?? 0,
     indexIntact: options.indexIntact ?? true,
     verifyOnServe: options.verifyOnServe ?? false,
@@ -163,6 +164,18 @@ describe('the verifier', () => {
     expect(again.status).toBe('MISS'); // dropped and fetched again, never served
     expect(await readAll(again)).toEqual(ZIP);
     expect(downloads).toBe(2);
+  });
+
+  it('a corrupt file is out of the index before the fill that replaces it looks, however slow the database', async () => {
+    await readAll(await cacheOf().open(ID, source));
+    // A database whose deletes lag (a busy disk): the fill must not find the corrupt file's entry still there.
+    const slowDeletes = new Proxy(db, {
+      get: (target, prop) =>
+        prop === 'del' ? async (k: string) => (await setTimeout(50), target.del(k)) : (Reflect.get(target, prop) as unknown),
+    });
+    await corrupt(sha256(ZIP));
+    const again = await cacheOf({}, slowDeletes).open(ID, source);
+    expect([again.status, await readAll(again), downloads]).toEqual(['MISS', ZIP, 2]);
   });
 
   it('trusts a version recorded well after its change time, without reading the file again', async () => {

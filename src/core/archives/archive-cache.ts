@@ -290,13 +290,14 @@ export class ArchiveCache {
     }
     if (verdict === 'serve') {
       const open = reader!;
-      const served = this.options.verifyOnServe ? verifyingReader(open, ref.digest, ref.size, () => this.dropCorrupt(ref.digest, id)) : open;
+      const served = this.options.verifyOnServe ? verifyingReader(open, ref.digest, ref.size, () => void this.dropCorrupt(ref.digest, id)) : open;
       return { status: 'HIT', ref, size: ref.size, reader: served, close: once(() => (open.close(), release())) };
     }
     reader?.close();
     release();
     if (verdict instanceof Buffer) return this.fromMemory(ref, verdict);
-    if (verdict === 'corrupt') this.dropCorrupt(ref.digest, id);
+    // Out of the index before we answer: a fill started next must not find the corrupt file still "stored".
+    if (verdict === 'corrupt') await this.dropCorrupt(ref.digest, id);
     return undefined;
   }
 
@@ -307,10 +308,10 @@ export class ArchiveCache {
   }
 
   /** Drops an archive whose bytes no longer match: never served again, fetched again on the next request. */
-  private dropCorrupt(digest: string, id: string): void {
+  private async dropCorrupt(digest: string, id: string): Promise<void> {
     this.log.warn('corrupt archive dropped; it will be fetched again', { id, digest });
     this.scrubber.corruptFound++;
-    void this.reclaimer.remove(digest).catch((err: unknown) => this.log.warn('archive removal failed', { digest, error: String(err) }));
+    await this.reclaimer.remove(digest).catch((err: unknown) => this.log.warn('archive removal failed', { digest, error: String(err) }));
   }
 }
 
