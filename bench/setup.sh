@@ -1,11 +1,17 @@
 #!/bin/sh
 # Installs the benchmark's outside tools from Debian: wrk (load generator) and nginx (the baseline). Called by
 # bench/run.ts when either is missing; safe to run again. Needs root (or sudo) and a reachable Debian mirror.
+# With arguments, installs those packages instead, where their command is missing (`setup.sh valgrind`: bench:hot's
+# instruction counts).
 set -eu
 
 need=""
-command -v wrk >/dev/null 2>&1 || need="$need wrk"
-[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need="$need nginx"
+if [ $# -gt 0 ]; then
+  for tool in "$@"; do command -v "$tool" >/dev/null 2>&1 || need="$need $tool"; done
+else
+  command -v wrk >/dev/null 2>&1 || need="$need wrk"
+  [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need="$need nginx"
+fi
 [ -z "$need" ] && exit 0
 
 SUDO=""
