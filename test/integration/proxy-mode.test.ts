@@ -9,7 +9,7 @@ import { ProxyAgent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli.js';
 import { FakeUpstream } from '../fakes/upstream.js';
-import { recordSecrets, removeTempDirs, startMirror, tempDir, type TestMirror } from '../helpers.js';
+import { recordSecrets, removeTempDirs, startMirror, tempDir, until, type TestMirror } from '../helpers.js';
 import { ensureProxyTools, Tinyproxy } from '../fakes/proxy.js';
 
 const API = 'https://api.devsapp.cn';
@@ -239,10 +239,12 @@ describe('proxy mode: refusals and tunnels', () => {
       const third = await rawConnect(m, 'api.devsapp.cn:443');
       expect(third.text).toBe(''); // closed at once, unanswered
       held.pop()!.destroy();
-      await new Promise((r) => setTimeout(r, 100));
-      const fourth = await rawConnect(m, 'api.devsapp.cn:443', true);
-      expect(fourth.text).toBe('HTTP/1.1 200 Connection Established\r\n\r\n');
-      held.push(fourth.socket);
+      // Once the mirror has seen that close, a connection is accepted again.
+      await until(async () => {
+        const fourth = await rawConnect(m, 'api.devsapp.cn:443', true);
+        held.push(fourth.socket);
+        return fourth.text === 'HTTP/1.1 200 Connection Established\r\n\r\n';
+      });
     } finally {
       for (const s of held) s.destroy();
       await m.close();
