@@ -2,9 +2,9 @@
 // sending the same file by itself, and against the mirror sending it through the same nginx (no offload): the
 // figures server.accelRedirectMinSize's default is picked from. It asserts nothing.
 //
-// nginx (one worker, README's configuration, plus a plain location on the same files) and the two mirrors (dist/,
-// with and without --accel-redirect) run on core 0, wrk and this process on core 1 (taskset). After a warm-up the
-// three take turns, round after round, the order rotating; each row shows the median round and the range of the
+// nginx (one worker, docs/nginx.md's configuration, plus a plain location on the same files) and the two mirrors
+// (dist/, with and without --accel-redirect) run on core 0, wrk and this process on core 1 (taskset). After a warm-up
+// the three take turns, round after round, the order rotating; each row shows the median round and the range of the
 // per-round ratios (each ratio within one round: the pairs share whatever else the machine did meanwhile).
 //
 // Settings: ACCEL_SIZES_KIB (64,256,1024,8192), ACCEL_ROUNDS (5), ACCEL_SECONDS (3), ACCEL_CONNECTIONS (8).
@@ -66,7 +66,7 @@ async function main(): Promise<void> {
   const offloading = await mirror('mirror-accel', ['--accel-redirect', PREFIX, '--accel-redirect-min-size', '0']);
   const streaming = await mirror('mirror-plain', []);
 
-  // README's server block twice: one in front of each mirror, the first with a plain location on the same files.
+  // docs/nginx.md's server block twice: one in front of each mirror, the first with a plain location on the same files.
   const [portA, portB] = [await freePort(), await freePort()];
   const server = (port: number, m: { port: number; data: string }, upstreamName: string, extra = '') =>
     readmeNginxServer({ mirrorPort: m.port, port, dataDir: m.data, upstream: upstreamName }).replace(`location ${PREFIX} {`, `${extra}\n  location ${PREFIX} {`);

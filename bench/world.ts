@@ -397,7 +397,7 @@ export async function writeBlob(path: string, size: number, label: string): Prom
  */
 function startNginx(prefix: string, www: string, port: number, offload: { port: number; mirror: Mirror } | undefined): Child {
   const conf = join(prefix, 'nginx.conf');
-  // README's configuration ("Behind nginx"), as documented, in front of the offload mirror.
+  // docs/nginx.md's configuration ("Behind nginx"), as documented, in front of the offload mirror.
   const offloadConf = offload ? `\n${readmeNginxServer({ mirrorPort: offload.mirror.port, port: offload.port, dataDir: offload.mirror.dataDir })}` : '';
   writeFileSync(
     conf,

@@ -3,7 +3,7 @@
 //   - observed as things happen: each answered request (by route, x-cache and status class) and each upstream request;
 //   - read from the mirror's parts when scraped (the figures of /-/status, and the counters the parts keep), so that
 //     the core needs no metrics library.
-// plus prom-client's default process and event-loop metrics. README "Metrics" lists every family.
+// plus prom-client's default process and event-loop metrics. docs/operations.md "Metrics" lists every family.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { accessLine, requestIdOf, type Logger } from './log.js';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';

@@ -63,8 +63,9 @@ export interface Config {
     readonly archiveHosts: readonly string[];
     /** Let downloads reach loopback, link-local and private addresses even when the upstream is not on one. */
     readonly allowPrivateHosts: boolean;
-    // Egress (README "Deploying inside a corporate network"). Proxy URLs may carry user:password@: show them only
-    // through redactUrl. Headers and token are never logged, shown, or sent anywhere but the upstream's origins.
+    // Egress (docs/corporate-network.md "Deploying inside a corporate network"). Proxy URLs may carry user:password@:
+    // show them only through redactUrl. Headers and token are never logged, shown, or sent anywhere but the upstream's
+    // origins.
     /** Where the registry commands go (list, detail, private list, publish, delete): see commandsUrlFor. */
     readonly commandsUrl: string;
     /** One forward proxy for every upstream request (over httpsProxy/httpProxy); undefined: those, or none. */
@@ -489,8 +490,8 @@ export const SETTINGS: readonly Setting[] = [
   { key: 'upstream.maxJsonSize', target: 'upstream.maxJsonBytes', flag: 'max-json-size', env: ['SRM_MIRROR_MAX_JSON_SIZE'], parse: positiveBytes, help: 'largest upstream JSON answer read, e.g. 8MB' },
   { key: 'upstream.archiveHosts', flag: 'archive-hosts', env: ['SRM_MIRROR_ARCHIVE_HOSTS'], parse: hostList, help: 'hosts archives may come from besides the upstream, comma-separated (*.example.com allowed)' },
   { key: 'upstream.allowPrivateHosts', flag: 'allow-private-hosts', switch: true, env: ['SRM_MIRROR_ALLOW_PRIVATE_HOSTS'], parse: bool, help: 'let downloads reach private, loopback and link-local addresses' },
-  // Egress: README "Deploying inside a corporate network".
-  { key: 'upstream.commandsUrl', flag: 'commands-url', env: ['SRM_MIRROR_COMMANDS_URL'], parse: optionalUrl, help: 'where registry commands (list, detail, publish, delete) go (default: see README)' },
+  // Egress: docs/corporate-network.md "Deploying inside a corporate network".
+  { key: 'upstream.commandsUrl', flag: 'commands-url', env: ['SRM_MIRROR_COMMANDS_URL'], parse: optionalUrl, help: 'where registry commands (list, detail, publish, delete) go (default: see docs/corporate-network.md)' },
   { key: 'upstream.proxy', flag: 'upstream-proxy', env: ['SRM_MIRROR_UPSTREAM_PROXY'], parse: proxyUrl, help: 'forward proxy for every upstream request, over HTTPS_PROXY/HTTP_PROXY' },
   { key: 'upstream.httpsProxy', envOnly: true, env: ['https_proxy', 'HTTPS_PROXY'], parse: proxyUrl, help: 'forward proxy for https upstream requests' },
   { key: 'upstream.httpProxy', envOnly: true, env: ['http_proxy', 'HTTP_PROXY'], parse: proxyUrl, help: 'forward proxy for http upstream requests (and https ones, without HTTPS_PROXY)' },

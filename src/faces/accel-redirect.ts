@@ -1,4 +1,4 @@
-// nginx offload (README "Behind nginx: offloading archive downloads"): behind nginx, a cached HIT of at least
+// nginx offload (docs/nginx.md "Behind nginx: offloading archive downloads"): behind nginx, a cached HIT of at least
 // server.accelRedirectMinSize is answered with X-Accel-Redirect and no body, and nginx sends the archive's
 // content-addressed file itself (sendfile; ranges and HEAD too) from an internal location aliased to the store.
 //
@@ -10,10 +10,10 @@
 // The mirror's answer ends before nginx opens the file: a lease keeps the file a few seconds more, so that neither
 // eviction nor a delete takes it in between. Should it go anyway (nginx stalled past the grace), nginx answers 404:
 // an error, never wrong bytes (the file is named by its sha256, and the mirror checked it as it answered).
-// Only cached HITs: hosted files live in another store, whose deletes take no lease (README says more). The memory
-// cache holds no archive this redirects (app.ts caps its size below accelRedirectMinSize): behind nginx the mirror's
-// answer goes through nginx anyway, and nginx reads a proxied megabyte in small buffers (bench, 1 MiB: 0.13x nginx
-// streamed from the mirror's memory, 0.6-0.8x offloaded).
+// Only cached HITs: hosted files live in another store, whose deletes take no lease (docs/nginx.md says more). The
+// memory cache holds no archive this redirects (app.ts caps its size below accelRedirectMinSize): behind nginx the
+// mirror's answer goes through nginx anyway, and nginx reads a proxied megabyte in small buffers (bench, 1 MiB: 0.13x
+// nginx streamed from the mirror's memory, 0.6-0.8x offloaded).
 import type { ServerResponse } from 'node:http';
 import type { ArchiveHandle } from '../core/archives/archive-cache.js';
 

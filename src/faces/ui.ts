@@ -377,7 +377,7 @@ s set registry clean        # back to the public registry</pre>
 <p>Clients that ignore <code>registry</code> (<code>s</code> 3.0.0–3.1.5, <code>s init</code>, and the registry commands of 3.1.7 and later), when the mirror runs with <code>intercept.enabled</code>:</p>
 <pre id="setup-proxy">s set proxy --http_proxy ${proxy} --https_proxy ${proxy} --enable
 s set proxy --no-enable     # back to direct connections</pre>
-<p class="dim">With a proxy set, <code>s</code> sends all its HTTP through it and stops verifying TLS certificates; see the README's proxy mode.</p>
+<p class="dim">With a proxy set, <code>s</code> sends all its HTTP through it and stops verifying TLS certificates; see docs/corporate-network.md, "Proxy mode".</p>
 </section>`;
 }
 

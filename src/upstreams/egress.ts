@@ -1,5 +1,5 @@
-// How the mirror reaches its upstream from inside a corporate network (README "Deploying inside a corporate
-// network"): a forward proxy, extra trusted CAs, and the mirror's own upstream credentials.
+// How the mirror reaches its upstream from inside a corporate network (docs/corporate-network.md "Deploying inside a
+// corporate network"): a forward proxy, extra trusted CAs, and the mirror's own upstream credentials.
 //
 // - Proxy: upstream.proxy for every request, else HTTPS_PROXY (https; HTTP_PROXY when it is unset, as undici reads
 //   them) and HTTP_PROXY (http), minus NO_PROXY; through undici's own EnvHttpProxyAgent, given the values from the

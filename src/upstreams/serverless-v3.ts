@@ -3,7 +3,8 @@
 // Two bases, as the `s` client (3.1.7 and later) has them: the registry commands (`s registry list`, `detail`, the
 // private list, publish, delete) go to `commands` (upstream.commandsUrl), while component loading (release/latest,
 // release/tags/{v}), downloads and login (user/check, user/token) go to `base` (upstream.url). With the public
-// default these differ (README "Deploying inside a corporate network"); for any other upstream they are the same.
+// default these differ (docs/corporate-network.md "Deploying inside a corporate network"); for any other upstream
+// they are the same.
 import { MirrorError } from '../model/errors.js';
 import type { ListQuery, PackageSummary, Release } from '../model/release.js';
 import type { UpstreamBody, UpstreamHttp, Validators } from './http.js';

@@ -1,6 +1,6 @@
 // A real nginx in front of a mirror, for the X-Accel-Redirect tests: Debian's nginx, installed when missing (apt, as
 // root), run in the foreground as one process with its config, pid, logs and temp folders in a temp dir, on a free
-// port. Its server block is README's own ("Behind nginx"), with the addresses and the data folder of the test.
+// port. Its server block is docs/nginx.md's own ("Behind nginx"), with the addresses and the data folder of the test.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -21,7 +21,7 @@ export class Nginx {
     private readonly accessLog: string,
   ) {}
 
-  /** README's configuration, in front of the mirror at `mirrorPort` whose data folder is `dataDir`. */
+  /** docs/nginx.md's configuration, in front of the mirror at `mirrorPort` whose data folder is `dataDir`. */
   static async start(binary: string, mirrorPort: number, dataDir: string): Promise<Nginx> {
     const dir = await tempDir('srm-mirror-nginx-');
     const port = await freePort();

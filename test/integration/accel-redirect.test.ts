@@ -1,5 +1,5 @@
-// nginx offload (server.accelRedirect), against a real nginx running README's configuration: big cached HITs are
-// answered with X-Accel-Redirect and sent by nginx from the archive store's file, with the mirror's headers; the
+// nginx offload (server.accelRedirect), against a real nginx running docs/nginx.md's configuration: big cached HITs
+// are answered with X-Accel-Redirect and sent by nginx from the archive store's file, with the mirror's headers; the
 // rest is the mirror's. nginx's access log says which location answered each request.
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';

@@ -41,7 +41,7 @@ function value(families: Map<string, PromFamily>, family: string, sample: string
   return families.get(family)?.samples.find((s) => s.name === sample && JSON.stringify(Object.entries(s.labels).sort()) === JSON.stringify(Object.entries(labels).sort()))?.value;
 }
 
-/** Every family /-/metrics must have, with its type (README "Metrics"). */
+/** Every family /-/metrics must have, with its type (docs/operations.md "Metrics"). */
 const FAMILIES: Record<string, MetricType> = {
   srm_mirror_responses_total: 'counter',
   srm_mirror_response_bytes_total: 'counter',

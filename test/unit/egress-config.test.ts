@@ -1,5 +1,6 @@
-// The egress settings (README "Deploying inside a corporate network"): where the proxy comes from, what is shown of
-// it, the CA files, the upstream credentials, the commands URL, and the pieces of egress.ts that act on them.
+// The egress settings (docs/corporate-network.md "Deploying inside a corporate network"): where the proxy comes from,
+// what is shown of it, the CA files, the upstream credentials, the commands URL, and the pieces of egress.ts that act
+// on them.
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
