@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ArchiveCache, type ArchiveHandle, type ArchiveSource } from '../../src/core/archives/archive-cache.js';
+import { DISK_RETRY_MS, KEPT_TAIL, type ContentCheck } from '../../src/core/archives/archive-filler.js';
 import { rateLimit, type Clock } from '../../src/core/archives/archive-scrub.js';
 import { createLogger } from '../../src/log.js';
 import { checkZip, checkZipTail } from '../../src/model/zip.js';
@@ -108,13 +109,17 @@ const source: ArchiveSource = async (consume) => {
   return consume({ body: Readable.from([ZIP.subarray(0, 1000), ZIP.subarray(1000)]), length: ZIP.length, headers: {} });
 };
 
-function cacheOf(options: { verifyOnServe?: boolean; indexIntact?: boolean; quotaBytes?: number } = {}, metadata: MetadataStore = db): ArchiveCache {
-  return new ArchiveCache(metadata, store, createLogger('error', { write: () => {} }), {
+/** An archive cache over the test's database and store (or those given); `logs` collects its warnings. */
+function cacheOf(
+  options: { verifyOnServe?: boolean; indexIntact?: boolean; quotaBytes?: number; metadata?: MetadataStore; archives?: ArchiveStore; logs?: string[]; contentCheck?: ContentCheck } = {},
+): ArchiveCache {
+  const log = options.logs ? createLogger('warn', { write: (line) => options.logs!.push(line) }) : createLogger('error', { write: () => {} });
+  return new ArchiveCache(options.metadata ?? db, options.archives ?? store, log, {
     quotaBytes: options.quotaBytes ?? 0,
     indexIntact: options.indexIntact ?? true,
     verifyOnServe: options.verifyOnServe ?? false,
     scrubRate: 0,
-    contentCheck: { file: checkZip, stream: checkZipTail },
+    contentCheck: options.contentCheck ?? { file: checkZip, stream: checkZipTail },
     clock,
   });
 }
@@ -174,7 +179,7 @@ describe('the verifier', () => {
         prop === 'del' ? async (k: string) => (await setTimeout(50), target.del(k)) : (Reflect.get(target, prop) as unknown),
     });
     await corrupt(sha256(ZIP));
-    const again = await cacheOf({}, slowDeletes).open(ID, source);
+    const again = await cacheOf({ metadata: slowDeletes }).open(ID, source);
     expect([again.status, await readAll(again), downloads]).toEqual(['MISS', ZIP, 2]);
   });
 
@@ -304,6 +309,119 @@ describe('leases and shared archives', () => {
     expect(await readAll(b)).toEqual(ZIP);
     expect(existsSync(store.file(sha256(ZIP)))).toBe(false);
     expect(cache.reclaimer.isLeased(sha256(ZIP))).toBe(false);
+  });
+});
+
+/** A download of `bytes` (in `chunks`, by default two), with the upstream's headers. */
+function sourceOf(bytes: Buffer, headers: Record<string, string> = {}, opts: { length?: number; chunks?: Buffer[] } = {}): ArchiveSource {
+  return async (consume) => {
+    downloads++;
+    const body = Readable.from(opts.chunks ?? [bytes.subarray(0, 1000), bytes.subarray(1000)]);
+    return consume({ body, length: opts.length ?? bytes.length, headers });
+  };
+}
+
+/** The test's store, whose writers cannot be made while `full` (ENOSPC, as a full disk answers). */
+function fullDisk(): ArchiveStore & { full: boolean; writers: number } {
+  const disk = Object.assign(Object.create(store) as CoarseStore, { full: true, writers: 0 });
+  disk.createWriter = async () => {
+    disk.writers++;
+    if (disk.full) throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
+    return store.createWriter();
+  };
+  return disk;
+}
+
+describe('what the upstream sends is checked before it is stored', () => {
+  it('a body sent with a Content-Encoding the mirror did not ask for is refused, even when it is the right zip; identity is not', async () => {
+    const cache = cacheOf();
+    await expect(cache.open(ID, sourceOf(ZIP, { 'content-encoding': 'gzip' }))).rejects.toThrow(/Content-Encoding gzip/);
+    expect(await cache.index.get(ID)).toBeUndefined();
+    for (const identity of [' Identity ', '']) {
+      const h = await cache.open('fc3@' + (identity || 'empty'), sourceOf(ZIP, { 'content-encoding': identity }));
+      expect([h.status, await readAll(h)]).toEqual(['MISS', ZIP]);
+    }
+  });
+
+  it('the sha256 stated in x-checksum-sha256 (any case) or a chained mirror\'s ETag must match; a header that is not a sha256 states nothing', async () => {
+    const cache = cacheOf();
+    const wrong = 'ab'.repeat(32);
+    const stating: Array<Record<string, string>> = [{ 'x-checksum-sha256': wrong.toUpperCase() }, { etag: `"${wrong}"` }];
+    for (const headers of stating) {
+      const h = await cache.open(ID, sourceOf(ZIP, headers)); // a MISS: the bytes are checked as they end
+      await expect(readAll(h)).rejects.toThrow(/expected sha256/);
+    }
+    expect(await cache.index.get(ID)).toBeUndefined();
+    const ignored: Array<Record<string, string>> = [{ 'x-checksum-sha256': `${wrong}00` }, { 'x-checksum-sha256': `sha256:${wrong}` }, { etag: `W/"${wrong}"` }, { etag: `"${wrong}00"` }];
+    const right: Array<Record<string, string>> = [{ 'x-checksum-sha256': sha256(ZIP).toUpperCase() }, { etag: `"${sha256(ZIP)}"` }];
+    for (const [i, headers] of [...ignored, ...right].entries()) {
+      const h = await cache.open(`fc3@${i}.0.0`, sourceOf(ZIP, headers));
+      expect([h.status, await readAll(h)]).toEqual(['MISS', ZIP]);
+    }
+    expect(cache.status().rejected).toBe(2);
+  });
+});
+
+describe('a disk that cannot be written', () => {
+  it('passes downloads through uncached (BYPASS), says so once, and tries the disk again only once the retry window has passed', async () => {
+    const disk = fullDisk();
+    const logs: string[] = [];
+    const cache = cacheOf({ archives: disk, logs });
+    const notUsable = () => logs.filter((l) => l.includes('archive cache not usable')).length;
+    const first = await cache.open(ID, source);
+    expect([first.status, await readAll(first), await cache.index.get(ID)]).toEqual(['BYPASS', ZIP, undefined]);
+    const problem = cache.status().diskProblem;
+    expect(problem?.error).toMatch(/^ENOSPC: no space left/);
+
+    clock.advance(DISK_RETRY_MS - 1);
+    const within = await cache.open(ID, source);
+    expect([within.status, await readAll(within), disk.writers]).toEqual(['BYPASS', ZIP, 1]); // the disk was not tried
+
+    clock.advance(1);
+    const stillFull = await cache.open(ID, source);
+    expect([stillFull.status, await readAll(stillFull), disk.writers]).toEqual(['BYPASS', ZIP, 2]); // tried, and full
+    expect([notUsable(), cache.status().diskProblem?.since]).toEqual([1, problem?.since]); // the same condition: said once
+
+    disk.full = false;
+    clock.advance(DISK_RETRY_MS);
+    const filled = await cache.open(ID, source);
+    expect([filled.status, await readAll(filled)]).toEqual(['MISS', ZIP]);
+    await until(() => cache.status().diskProblem === undefined); // once the fill is over
+    expect(logs.filter((l) => l.includes('archive cache writable again'))).toHaveLength(1);
+    const hit = await cache.open(ID, source);
+    // Each request that tried the disk downloaded twice: the fill's answer is dropped when no writer can be made.
+    expect([hit.status, await readAll(hit), downloads]).toEqual(['HIT', ZIP, 6]);
+  });
+
+  it('a passed-through download is checked as far as a stream can be: its last bytes never reach a client unless they check out', async () => {
+    const cache = cacheOf({ archives: fullDisk() });
+    const notZip = randomBytes(ZIP.length);
+    const bad: Array<[string, ArchiveSource]> = [
+      ['shorter than its Content-Length', sourceOf(ZIP, {}, { length: ZIP.length + 10 })],
+      ['not the stated sha256', sourceOf(ZIP, { 'x-checksum-sha256': 'ab'.repeat(32) })],
+      ['not a zip', sourceOf(notZip)],
+    ];
+    for (const [what, bytes] of bad) {
+      const h = await cache.open(ID, bytes);
+      expect(h.status, what).toBe('BYPASS');
+      await expect(readAll(h), what).rejects.toThrow(/refused/);
+    }
+    await expect(cache.open(ID, sourceOf(ZIP, { 'content-encoding': 'br' }))).rejects.toThrow(/Content-Encoding br/);
+    expect(cache.status().rejected).toBe(4);
+    const good = await cache.open(ID, source);
+    expect([good.status, await readAll(good)]).toEqual(['BYPASS', ZIP]);
+  });
+
+  it('the zip check of a passed-through download sees its last KEPT_TAIL bytes, and no more is kept', async () => {
+    const big = componentZip('fc3', '1.0.0', { payload: randomBytes(3 << 20) });
+    const chunks: Buffer[] = []; // 64 KiB chunks, the last one whole too: the tail is exactly whole chunks
+    for (let end = big.length; end > 0; end -= 1 << 16) chunks.unshift(big.subarray(Math.max(0, end - (1 << 16)), end));
+    const tails: Buffer[] = [];
+    const contentCheck: ContentCheck = { file: checkZip, stream: (tail, size) => (tails.push(tail), checkZipTail(tail, size)) };
+    const h = await cacheOf({ archives: fullDisk(), contentCheck }).open(ID, sourceOf(big, {}, { chunks }));
+    expect([h.status, sha256(await readAll(h))]).toEqual(['BYPASS', sha256(big)]);
+    expect(tails).toHaveLength(1);
+    expect(tails[0]!.equals(big.subarray(big.length - KEPT_TAIL))).toBe(true);
   });
 });
 

@@ -48,7 +48,7 @@ export interface ContentCheck {
 }
 
 /** How much of a passed-through download's end is kept for its content check (a zip's end records and directory). */
-const KEPT_TAIL = 1 << 20;
+export const KEPT_TAIL = 1 << 20;
 
 export interface DiskProblem {
   readonly error: string;
@@ -59,7 +59,7 @@ export interface DiskProblem {
 class DiskError extends Error {}
 
 /** How long the mirror passes downloads through uncached after a disk error before it tries the disk again. */
-const DISK_RETRY_MS = 60_000;
+export const DISK_RETRY_MS = 60_000;
 
 export class ArchiveFiller {
   /** Fills under way, by version; each promise settles once the download's headers are in (or it failed). */
@@ -281,7 +281,8 @@ function statedDigests(download: ArchiveDownload): string[] {
   const one = (v: string | string[] | undefined) => (Array.isArray(v) ? v[0] : v)?.trim();
   const header = one(download.headers['x-checksum-sha256']);
   const etag = /^"([0-9a-f]{64})"$/i.exec(one(download.headers.etag) ?? '')?.[1];
-  return [header, etag, ...(download.statedDigests ?? [])].filter((d): d is string => d !== undefined && SHA256.test(d)).map((d) => d.toLowerCase());
+  // As stated, in either case: checkCounted compares them in lower case.
+  return [header, etag, ...(download.statedDigests ?? [])].filter((d): d is string => d !== undefined && SHA256.test(d));
 }
 
 /**
