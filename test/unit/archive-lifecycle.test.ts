@@ -3,7 +3,7 @@
 // and that readers keep what they read while eviction and deletes run.
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { setTimeout } from 'node:timers/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -422,6 +422,35 @@ describe('a disk that cannot be written', () => {
     expect([h.status, sha256(await readAll(h))]).toEqual(['BYPASS', sha256(big)]);
     expect(tails).toHaveLength(1);
     expect(tails[0]!.equals(big.subarray(big.length - KEPT_TAIL))).toBe(true);
+  });
+});
+
+describe('a file that is not what the index says', () => {
+  it('gone or cut short behind the mirror\'s back: not listed as cached, and fetched again (MISS), never served', async () => {
+    const cache = cacheOf();
+    await readAll(await cache.open(ID, source));
+    await readAll(await cache.open('fc3@2.0.0', source));
+    await until(async () => (await cache.versions('fc3')).length === 2); // indexed as the fill ends
+    await rm(store.file(sha256(ZIP))); // both versions are this file
+    expect(await cache.versions('fc3')).toEqual([]);
+    const again = await cache.open(ID, source);
+    expect([again.status, await readAll(again), downloads]).toEqual(['MISS', ZIP, 3]);
+    await writeFile(store.file(sha256(ZIP)), ZIP.subarray(0, 1000));
+    expect(await cache.versions('fc3')).toEqual([]);
+    const cut = await cache.open(ID, source);
+    expect([cut.status, await readAll(cut), downloads, cache.status().scrub.corruptFound]).toEqual(['MISS', ZIP, 4, 1]);
+  });
+
+  it('a file the disk cannot read (EIO) is no HIT: the download passes through and the disk is marked failing; a bug is no disk error', async () => {
+    const cache = cacheOf();
+    await readAll(await cache.open(ID, source));
+    let failure: Error = Object.assign(new Error('i/o error'), { code: 'EIO' });
+    const unreadable = Object.assign(Object.create(store) as CoarseStore, { open: async () => Promise.reject(failure), createWriter: () => Promise.reject(failure) });
+    const broken = cacheOf({ archives: unreadable });
+    const h = await broken.open(ID, source);
+    expect([h.status, await readAll(h), broken.status().diskProblem?.error]).toEqual(['BYPASS', ZIP, 'EIO: i/o error']);
+    failure = new TypeError('not a disk error');
+    await expect(cacheOf({ archives: unreadable }).open(ID, source)).rejects.toThrow('not a disk error');
   });
 });
 
