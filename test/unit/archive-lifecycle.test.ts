@@ -225,6 +225,39 @@ describe('the scrub', () => {
     expect([next.status, await readAll(next)]).toEqual(['MISS', ZIP]);
   });
 
+  it('reports what nothing points at and what is gone; only repair removes them, and never with a lost index', async () => {
+    const [other, kept] = [componentZip('other', '1.0.0'), componentZip('kept', '1.0.0')];
+    const cache = cacheOf();
+    await readAll(await cache.open(ID, source));
+    await readAll(await cache.open('other@1.0.0', sourceOf(other)));
+    await readAll(await cache.open('kept@1.0.0', sourceOf(kept))); // as it should be: in no list
+    await cache.drain(5_000); // the fills are over: indexed
+    await cache.index.remove('other@1.0.0'); // its file stays: unreferenced
+    await rm(store.file(sha256(ZIP))); // fc3's entry stays: missing
+    const temp = await store.createWriter();
+    await temp.write(Buffer.from('a fill cut by a crash'));
+
+    clock.advance(1234);
+    const started = clock.now();
+    const found = await cache.scrub({ trigger: 'test', tempFiles: true });
+    expect(found).toMatchObject({ archives: 2, bytes: other.length + kept.length, corrupt: [], unreferenced: [sha256(other)], missing: [ID], repaired: false });
+    expect([found.tempFiles.length, existsSync(store.file(sha256(other))), await cache.index.get(ID)]).toEqual([1, true, expect.anything()]);
+
+    // While the index is marked lost, an unreferenced archive may be one it lost: none is removed. An entry whose
+    // file is gone goes.
+    const lost = await cacheOf({ indexIntact: false }).scrub({ trigger: 'test', repair: true });
+    expect([lost.unreferenced, lost.missing, existsSync(store.file(sha256(other))), await cache.index.get(ID)]).toEqual([[sha256(other)], [ID], true, undefined]);
+    expect(lost.tempFiles).toEqual([]); // not asked for: a running server's temp files are fills under way
+
+    clock.advance(500);
+    const repaired = await cache.scrub({ trigger: 'test', repair: true, tempFiles: true });
+    expect(repaired).toMatchObject({ unreferenced: [sha256(other)], repaired: true, durationMs: 0, startedAt: new Date(started + 500).toISOString() });
+    expect([existsSync(store.file(sha256(other))), await store.tempFiles()]).toEqual([false, []]);
+    await expect(cache.scrub({ trigger: 'test' })).resolves.toMatchObject({ archives: 1, unreferenced: [], missing: [], tempFiles: [] });
+    expect(await cache.versions('kept')).toEqual(['1.0.0']);
+    await temp.abort().catch(() => {});
+  });
+
   it('reads at the configured rate at most', async () => {
     const throttle = rateLimit(1_000_000, clock);
     for (let i = 0; i < 4; i++) await throttle(500_000); // 2 MB at 1 MB/s: due at 0.5, 1, 1.5 and 2 s
