@@ -487,6 +487,48 @@ describe('a file that is not what the index says', () => {
   });
 });
 
+describe('collecting what nothing points at', () => {
+  it('removes an archive no version points at once it is a minute old; never a younger one (a fill may be about to index it), nor a leased or a referenced one', async () => {
+    const kept = componentZip('kept', '1.0.0');
+    const cache = cacheOf();
+    await readAll(await cache.open(ID, source));
+    await readAll(await cache.open('kept@1.0.0', sourceOf(kept)));
+    await cache.drain(5_000);
+    await cache.index.remove(ID); // fc3's file stays, unreferenced
+    const collect = async () => (await cache.reclaimer.enforce()).unreferenced.removed;
+    expect(await collect()).toBe(0); // just written
+    clock.advance(5 * 60_000);
+    const release = cache.reclaimer.lease(sha256(ZIP));
+    expect(await collect()).toBe(0); // a reader holds it
+    release();
+    expect(await collect()).toBe(1);
+    expect([existsSync(store.file(sha256(ZIP))), existsSync(store.file(sha256(kept)))]).toEqual([false, true]);
+  });
+});
+
+describe('rebuilding the index from the archives (repair)', () => {
+  it('indexes each archive by its publish.yaml once it is hashed; quarantines a corrupt one; forgets versions whose file is gone', async () => {
+    const [kept, other] = [componentZip('kept', '1.0.0'), componentZip('other', '1.0.0', { payload: randomBytes(1000) })];
+    const cache = cacheOf();
+    for (const [id, zip] of [[ID, ZIP], ['kept@1.0.0', kept], ['other@1.0.0', other]] as const) await readAll(await cache.open(id, sourceOf(zip)));
+    await cache.drain(5_000);
+    await cache.index.remove(ID); // lost: found again from its publish.yaml
+    await cache.index.remove('other@1.0.0');
+    const bad = Buffer.from(other);
+    bad[other.length >> 1] = bad[other.length >> 1]! ^ 0xff; // its publish.yaml still reads: only its hash tells
+    await writeFile(store.file(sha256(other)), bad);
+    await cache.index.put('gone@1.0.0', { digest: 'cd'.repeat(32), size: 10 });
+
+    const report = await cache.rebuildIndex();
+    expect(report).toMatchObject({ archives: 3, recovered: [ID], indexed: 1, forgotten: ['gone@1.0.0'] });
+    expect(report.quarantined).toEqual([{ digest: sha256(other), reason: 'corrupt: its bytes do not match its digest' }]);
+    expect([await cache.index.get(ID), await cache.index.get('other@1.0.0'), await cache.index.get('gone@1.0.0')]).toEqual([{ digest: sha256(ZIP), size: ZIP.length }, undefined, undefined]);
+    expect((await store.quarantined()).map((q) => q.digest)).toEqual([sha256(other)]);
+    const hit = await cache.open(ID, undefined); // offline: served from the rebuilt index
+    expect([hit.status, await readAll(hit)]).toEqual(['HIT', ZIP]);
+  });
+});
+
 describe('a lost index', () => {
   it('collects and evicts nothing: every archive looks unreferenced then', async () => {
     const first = cacheOf();
@@ -507,7 +549,6 @@ describe('a lost index', () => {
 
 describe('the leases of an export', () => {
   const zipOf = (version: string) => componentZip('fc3', version, { payload: randomBytes(300_000) });
-  const sourceOf = (zip: Buffer): ArchiveSource => async (consume) => consume({ body: Readable.from([zip]), length: zip.length, headers: {} });
 
   it('pass the archives they hold over for eviction, and are no use for the LRU: once released, the eviction order stays', async () => {
     const [older, newer, third, fourth] = [zipOf('1.0.0'), zipOf('2.0.0'), zipOf('3.0.0'), zipOf('4.0.0')];
