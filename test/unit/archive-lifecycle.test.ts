@@ -1,6 +1,7 @@
 // The archive lifecycle's promises, driven directly with real LevelDB and real files, a store whose timestamps can be
 // made coarse and whose reads can be held, and an injected clock: what the verifier trusts, what the scrub finds,
-// and that readers keep what they read while eviction and deletes run.
+// what is checked before anything is stored or passed through, a disk that fails, that readers keep what they read
+// while eviction and deletes run, what collection and repair may remove. In process, so mutation runs see it.
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
